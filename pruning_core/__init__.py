@@ -1,0 +1,1 @@
+"""pruning_core: pure-PyTorch sparsity metrics, masks, pruners, models, datasets and sensitivity."""
