@@ -1,0 +1,72 @@
+"""Automated Gradual Pruning (Zhu & Gupta 2017) with Distiller's epoch arithmetic.
+
+The target sparsity at epoch t of a policy running ``starting_epoch..ending_epoch`` (end excluded)
+every ``frequency`` epochs is ``s_f + (s_i - s_f) * (1 - (t - t0) / span)**3`` with
+``span = ((end - start - 1) // freq) * freq``: the last active epoch of ``range(start, end, freq)``
+is exactly ``start + span``, so it reaches ``final_sparsity`` (Distiller's
+``AutomatedGradualPrunerBase.compute_target_sparsity``). Masks are then computed with the same
+primitives as the one-shot pruners (one definition of "level" and "filter" pruning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .pruners import _RulePruner, _weight_rules, level_mask, structure_mask
+from .schedule import GROUP_OF
+
+
+def agp_sparsity(initial: float, final: float, epoch: int, starting_epoch: int, ending_epoch: int,
+                 frequency: int = 1) -> float:
+    """Distiller's AGP target sparsity at ``epoch``; epochs outside the span are clamped to it."""
+    span = ((ending_epoch - starting_epoch - 1) // frequency) * frequency
+    if span <= 0:
+        raise ValueError(f"AGP span is {span} for epochs {starting_epoch}..{ending_epoch} every {frequency}: "
+                         "it needs at least two pruning epochs")
+    progress = min(max(epoch - starting_epoch, 0), span) / span
+    return final + (initial - final) * (1.0 - progress) ** 3
+
+
+class AutomatedGradualPruner(_RulePruner[bool]):
+    """Element-wise AGP: at each scheduled epoch, prune ``int(s_t * n)`` smallest-|w| weights.
+
+    Call :meth:`set_epoch` (the scheduler does) before :meth:`prune`; ``weights`` are names or globs.
+    """
+
+    def __init__(self, initial_sparsity: float, final_sparsity: float, weights: Sequence[str] | str) -> None:
+        if not 0.0 <= initial_sparsity < final_sparsity < 1.0:
+            raise ValueError(f"AGP needs 0 <= initial_sparsity < final_sparsity < 1, "
+                             f"got {initial_sparsity} and {final_sparsity}")
+        super().__init__(_weight_rules(weights, True))
+        self.initial_sparsity = initial_sparsity
+        self.final_sparsity = final_sparsity
+        self.level = initial_sparsity
+
+    def target_sparsity(self, epoch: int, starting_epoch: int, ending_epoch: int, frequency: int = 1) -> float:
+        """The AGP target of this pruner at ``epoch`` of a policy with that span."""
+        return agp_sparsity(self.initial_sparsity, self.final_sparsity, epoch, starting_epoch, ending_epoch,
+                            frequency)
+
+    def set_epoch(self, epoch: int, starting_epoch: int, ending_epoch: int, frequency: int = 1) -> float:
+        """Set the level that the next :meth:`prune` uses; returns it."""
+        self.level = self.target_sparsity(epoch, starting_epoch, ending_epoch, frequency)
+        return self.level
+
+    def _mask(self, tensor: torch.Tensor, setting: bool, name: str) -> torch.Tensor:
+        return level_mask(tensor, self.level)
+
+
+class L1RankedStructureParameterPruner_AGP(AutomatedGradualPruner):  # noqa: N801 (Distiller's name)
+    """Structured AGP: prune ``int(s_t * count)`` whole filters or channels of smallest L1 norm."""
+
+    def __init__(self, initial_sparsity: float, final_sparsity: float, group_type: str,
+                 weights: Sequence[str] | str) -> None:
+        if group_type not in GROUP_OF:
+            raise ValueError(f"group_type {group_type!r} is not supported; use {' or '.join(GROUP_OF)}")
+        super().__init__(initial_sparsity, final_sparsity, weights)
+        self.group_type = group_type
+
+    def _mask(self, tensor: torch.Tensor, setting: bool, name: str) -> torch.Tensor:
+        return structure_mask(tensor, self.level, GROUP_OF[self.group_type])

@@ -1,0 +1,257 @@
+"""Checkpoints: weights, pruning masks and JSON-like metadata in one ``torch.save`` file.
+
+Loading always uses ``torch.load(weights_only=True)``: a checkpoint is data, and a pickle that
+would import or call anything (the classic "checkpoint runs code" attack) is refused before any of
+it runs. A bare ``state_dict`` file (what most training scripts save) is accepted too.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import pickletools
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from pruning_core.models import canonical_name, create_model
+
+if TYPE_CHECKING:
+    from pruning_core.masks import MaskSet
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "UnsafeCheckpointError",
+    "FORMAT",
+    "load_checkpoint",
+    "load_model",
+    "load_model_and_masks",
+    "save_checkpoint",
+]
+
+FORMAT = "prunescope-checkpoint"
+VERSION = 1
+
+PathLike = str | os.PathLike[str]
+
+
+class CheckpointError(ValueError):
+    """The file is not a checkpoint we can read (truncated, not a torch file, wrong content)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file's pickle would import or call code; it was refused without running any of it."""
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds. ``arch`` is None for a bare state_dict file."""
+
+    arch: str | None
+    state_dict: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    num_classes: int | None = None
+
+
+def _check_json_like(value: Any, where: str) -> None:
+    """Metadata must survive ``weights_only`` loading and JSON export: plain data only."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"checkpoint metadata {where}: key {key!r} is not a string")
+            _check_json_like(item, f"{where}.{key}")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json_like(item, f"{where}[{i}]")
+        return
+    raise TypeError(f"checkpoint metadata {where}: {type(value).__name__} is not JSON-like data")
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    """The output width of the model's last Linear layer (how rebuilding knows a non-default head)."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            last = module
+    return None if last is None else int(last.out_features)
+
+
+def save_checkpoint(
+    path: PathLike,
+    model: nn.Module,
+    *,
+    arch: str,
+    masks: MaskSet | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Write weights (on CPU), masks and metadata; written to a temp file then renamed, so a crash
+    never leaves a half-written checkpoint under the final name."""
+    meta = dict(metadata or {})
+    _check_json_like(meta, "metadata")
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": arch,
+        "num_classes": _num_classes(model),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "masks": {k: v.detach().cpu().bool() for k, v in (masks.state_dict() if masks is not None else {}).items()},
+        "metadata": meta,
+    }
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, target)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def _strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DataParallel (and Distiller) checkpoints prefix every key with ``module.``."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        offender = _offender(str(exc)) or _scan_plain_pickle(path)
+        if offender:
+            raise UnsafeCheckpointError(
+                f"{path}: refused: the file contains code (its pickle would import or call {offender}), "
+                "so it is not a plain weights checkpoint; none of it was run. Save tensors and "
+                "state_dicts only, e.g. torch.save(model.state_dict(), path)"
+            ) from None
+        raise CheckpointError(
+            f"{path}: truncated or not a PyTorch checkpoint that loads safely (weights_only): {_first_line(exc)}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
+        if "TorchScript" in str(exc):
+            raise CheckpointError(f"{path}: a TorchScript archive, not a weights checkpoint") from None
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _offender(message: str) -> str | None:
+    """The global named by torch's weights-only unpickler (``builtins.open``), if it named one."""
+    match = re.search(r"GLOBAL ([\w.]+)", message)
+    return match.group(1) if match else None
+
+
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD", "EXT1", "EXT2"}
+
+
+def _scan_plain_pickle(path: Path) -> str | None:
+    """For a raw (non-zip) pickle torch could not parse: statically list opcodes that import or
+    call something. Never executes the pickle; returns None for a harmless (or unparsable) file."""
+    if zipfile.is_zipfile(path):
+        return None
+    found: list[str] = []
+    strings: list[str] = []  # STACK_GLOBAL takes module and name from the two strings pushed before it
+    try:
+        with path.open("rb") as f:
+            for op, arg, _pos in pickletools.genops(f):
+                if isinstance(arg, str) and "UNICODE" in op.name:
+                    strings.append(arg)
+                if op.name in ("GLOBAL", "INST") and arg:
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif op.name in _CODE_OPCODES:
+                    found.append(op.name)
+    except Exception:  # noqa: BLE001 - a damaged pickle is reported as unreadable by the caller
+        pass
+    if not found:
+        return None
+    names = [f for f in found if f not in _CODE_OPCODES]
+    return names[0] if names else f"objects ({found[0]} opcode)"
+
+
+def load_checkpoint(path: PathLike) -> Checkpoint:
+    """Read a prunescope checkpoint, or a bare/wrapped state_dict (``{'state_dict': ...}``)."""
+    p = Path(path)
+    obj = _read(p)
+    if _is_state_dict(obj):
+        return Checkpoint(arch=None, state_dict=_strip_module_prefix(obj))
+    if isinstance(obj, Mapping) and _is_state_dict(obj.get("state_dict")):
+        arch = obj.get("arch")
+        masks = obj.get("masks") or {}
+        if not isinstance(masks, Mapping) or not all(isinstance(v, torch.Tensor) for v in masks.values()):
+            raise CheckpointError(f"{p}: 'masks' must map parameter names to bool tensors")
+        metadata = obj.get("metadata") or {}
+        num_classes = obj.get("num_classes")
+        return Checkpoint(
+            arch=arch if isinstance(arch, str) else None,
+            state_dict=_strip_module_prefix(obj["state_dict"]),
+            masks={str(k): v.bool() for k, v in masks.items()},
+            metadata=dict(metadata) if isinstance(metadata, Mapping) else {"value": metadata},
+            num_classes=num_classes if isinstance(num_classes, int) else None,
+        )
+    raise CheckpointError(
+        f"{p}: holds a {type(obj).__name__}, not a state_dict or a prunescope checkpoint "
+        "(expected a dict of tensors, or a dict with a 'state_dict' entry)"
+    )
+
+
+def load_model_and_masks(
+    path: PathLike | None, arch: str | None, num_classes: int | None = None
+) -> tuple[nn.Module, MaskSet | None, Checkpoint | None]:
+    """Build ``arch``, load the checkpoint's weights strictly and re-apply its masks.
+
+    ``arch`` may be None to use the checkpoint's own; a checkpoint of another architecture is an
+    error rather than a confusing missing-keys report. Without a path the model has fresh weights.
+    """
+    if path is None:
+        if arch is None:
+            raise ValueError("load_model needs an architecture or a checkpoint")
+        return create_model(arch, num_classes), None, None
+    ck = load_checkpoint(path)
+    if arch is None and ck.arch is None:
+        raise ValueError(f"{path}: a bare state_dict names no architecture; pass the model name")
+    name = canonical_name(arch if arch is not None else ck.arch)  # type: ignore[arg-type]
+    if ck.arch is not None and arch is not None:
+        try:
+            saved = canonical_name(ck.arch)
+        except ValueError:
+            saved = ck.arch
+        if saved != name:
+            raise ValueError(f"{path}: checkpoint is for architecture {ck.arch!r}, not {arch!r}")
+    model = create_model(name, num_classes if num_classes is not None else ck.num_classes)
+    try:
+        model.load_state_dict(ck.state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit {name!r}: {str(exc).splitlines()[0]}") from None
+    masks = None
+    if ck.masks:
+        from pruning_core.masks import MaskSet
+
+        masks = MaskSet(model)
+        masks.load_state_dict(ck.masks)  # also zeroes the pruned weights
+    return model, masks, ck
+
+
+def load_model(path_or_none: PathLike | None, arch: str | None, num_classes: int | None = None) -> nn.Module:
+    """The model ``arch`` with the checkpoint's weights and masks applied (fresh weights if no path)."""
+    return load_model_and_masks(path_or_none, arch, num_classes)[0]

@@ -1,0 +1,164 @@
+"""The library call behind a prune job: prune per a schedule while fine-tuning, then report.
+
+``run_prune`` is what the CLI and the service worker both call: one code path. It evaluates the
+dense model, drives :class:`~pruning_core.scheduler.CompressionScheduler` through
+:func:`pruning_core.training.train` (masks attached, so pruned weights stay zero and get no
+gradient), records per-epoch metrics, and optionally thins the result physically.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import thinning as _thinning
+from .masks import MaskSet
+from .metrics import SummaryRow, model_sparsity, sparsity_summary
+from .schedule import PRUNER_CLASSES, Schedule
+from .scheduler import CompressionScheduler
+from .thinning import ThinningReport, mask_dependents
+from .training import EpochMetrics, EvalResult, _make_optimizer, evaluate, resolve_device, train
+
+
+@dataclass
+class PruneEpoch:
+    """Metrics after one epoch (0-based, as in the schedule); ``pruned`` = parameters pruned at its start."""
+
+    epoch: int
+    lr: float
+    train_loss: float | None
+    top1: float | None
+    top5: float | None
+    loss: float | None
+    sparsity: float  # overall weight sparsity (conv/linear weights), 0..1
+    pruned: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class PruneResult:
+    """Everything a prune job reports: before/after metrics, per-epoch history, summary, thinning."""
+
+    baseline: EvalResult
+    final: EvalResult
+    epochs: list[PruneEpoch]
+    sparsity: float
+    summary: list[SummaryRow]
+    masks: MaskSet
+    thinning: ThinningReport | None = None
+    thinned: EvalResult | None = None
+    thinned_model: nn.Module | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        """Plain data (for checkpoint metadata and JSON): no tensors, no modules."""
+        return {
+            "baseline": asdict(self.baseline), "final": asdict(self.final),
+            "epochs": [asdict(e) for e in self.epochs], "sparsity": self.sparsity,
+            "thinning": self.thinning.to_dict() if self.thinning else None,
+            "thinned": asdict(self.thinned) if self.thinned else None, "warnings": list(self.warnings),
+        }
+
+
+def _structured(schedule: Schedule) -> bool:
+    return any("group_type" in PRUNER_CLASSES[p.cls].argument_names() for p in schedule.pruners.values())
+
+
+def _example_batch(loader: Iterable[Any], batch: int) -> torch.Tensor:
+    inputs = next(iter(loader))[0]
+    return inputs[:batch].detach().cpu().clone()
+
+
+def _check_epochs(schedule: Schedule, epochs: int) -> list[str]:
+    notes = []
+    for policy in schedule.policies:
+        late = [e for e in policy.active_epochs() if e >= epochs]
+        if policy.kind == "pruner" and late:
+            notes.append(f"pruner policy {policy.instance_name!r} is scheduled up to epoch {max(late)} but only "
+                         f"epochs 0..{epochs - 1} run: it will not reach its final sparsity")
+    return notes
+
+
+def run_prune(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    test_loader: Iterable[Any],
+    schedule: Schedule,
+    epochs: int,
+    *,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    optimizer: str = "sgd",
+    thin: bool = False,
+    follow_dependencies: bool | None = None,
+    latency_batch: int = 1,
+    latency_repeats: int = 30,
+    on_epoch: Callable[[PruneEpoch], None] | None = None,
+    device: str | torch.device | None = None,
+    seed: int | None = 0,
+    progress: bool = True,
+) -> PruneResult:
+    """Prune ``model`` in place following ``schedule`` over ``epochs`` epochs of fine-tuning.
+
+    ``epochs=0`` applies the epoch-0 pruners and evaluates without training (one-shot, no
+    fine-tuning). ``follow_dependencies`` (default: when the schedule prunes filters/channels) also
+    zeros the BatchNorm channels after pruned filters, so the masked model equals its thinned form.
+    ``thin`` then removes dead channels with Torch-Pruning (on a CPU copy) and measures params, MACs
+    and median CPU latency before and after; ``result.thinned_model`` is that copy.
+    """
+    if epochs < 0:
+        raise ValueError("epochs must be >= 0")
+    dev = resolve_device(device)
+    model.to(dev)
+    masks = MaskSet(model)
+    example = _example_batch(test_loader, max(1, latency_batch))
+    if follow_dependencies is None:
+        follow_dependencies = _structured(schedule)
+    after_prune = None
+    if follow_dependencies:
+        after_prune = functools.partial(_mask_dependents_on, model=model, example=example)
+    opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
+    compression = CompressionScheduler(model, schedule, masks, optimizer=opt, after_prune=after_prune)
+    notes = _check_epochs(schedule, epochs)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    baseline = evaluate(model, test_loader, dev)
+    history: list[PruneEpoch] = []
+
+    def record(m: EpochMetrics) -> None:
+        e = m.epoch - 1
+        item = PruneEpoch(e, m.lr, m.train_loss, m.top1, m.top5, m.loss, model_sparsity(model),
+                          compression.pruned.get(e, {}), m.seconds)
+        history.append(item)
+        if on_epoch is not None:
+            on_epoch(item)
+
+    if epochs == 0:
+        compression.on_epoch_begin(0)
+    else:
+        train(model, train_loader, epochs=epochs, optimizer=opt, scheduler=compression, masks=masks,
+              eval_loader=test_loader, on_epoch=record, on_epoch_start=lambda e: compression.on_epoch_begin(e - 1),
+              seed=seed, device=dev, progress=progress)
+    final = evaluate(model, test_loader, dev)
+    result = PruneResult(baseline, final, history, model_sparsity(model), sparsity_summary(model), masks,
+                         warnings=notes)
+    if thin:
+        import copy
+
+        cpu_model = copy.deepcopy(model).cpu()
+        result.thinning = _thinning.thin(cpu_model, example, repeats=latency_repeats)
+        result.thinned = evaluate(cpu_model, test_loader, "cpu")
+        result.thinned_model = cpu_model
+    return result
+
+
+def _mask_dependents_on(masks: MaskSet, *, model: nn.Module, example: torch.Tensor) -> None:
+    device = next(model.parameters()).device
+    mask_dependents(model, masks, example.to(device))

@@ -1,0 +1,99 @@
+"""``prunescope prune`` and ``prunescope plan`` end to end on the digits data (small and fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from api.cli import main
+from pruning_core.checkpoint import load_checkpoint, save_checkpoint
+from pruning_core.models import create_model
+from pruning_core.schedule import load_schedule
+from pruning_core.sensitivity import SensitivityPoint
+from pruning_core.sensitivity_io import write_csv
+
+SCHEDULE = """\
+version: 1
+pruners:
+  agp:
+    class: AutomatedGradualPruner
+    initial_sparsity: 0.1
+    final_sparsity: 0.6
+    weights: [conv2.weight, conv3.weight]
+  filters:
+    class: L1RankedStructureParameterPruner
+    group_type: Filters
+    desired_sparsity: 0.5
+    weights: [conv1.weight]
+policies:
+  - pruner: {instance_name: filters}
+    epochs: [0]
+  - pruner: {instance_name: agp}
+    starting_epoch: 0
+    ending_epoch: 3
+    frequency: 1
+"""
+
+
+@pytest.fixture()
+def checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, create_model("digits-cnn"), arch="digits-cnn")
+    return path
+
+
+def _prune_args(tmp_path: Path, checkpoint: Path, schedule: Path, *extra: str) -> list[str]:
+    return ["prune", "--model", "digits-cnn", "--checkpoint", str(checkpoint), "--dataset", "digits",
+            "--schedule", str(schedule), "--out", str(tmp_path / "p.pt"), "--device", "cpu", *extra]
+
+
+@pytest.mark.slow
+def test_prune_writes_checkpoint_with_masks_schedule_metrics_and_thins(tmp_path: Path, checkpoint: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    schedule = tmp_path / "s.yaml"
+    schedule.write_text(SCHEDULE)
+    assert main(_prune_args(tmp_path, checkpoint, schedule, "--epochs", "3", "--thin")) == 0
+    out = capsys.readouterr().out
+    assert "sparsity" in out and "Total" in out and "MACs" in out and "latency" in out
+    ck = load_checkpoint(tmp_path / "p.pt")
+    assert {"conv1.weight", "conv2.weight", "conv3.weight", "bn1.weight", "bn1.bias"} <= set(ck.masks)
+    assert load_schedule(schedule).to_dict()["pruners"] == __import__("yaml").safe_load(
+        ck.metadata["schedule"])["pruners"]
+    epochs = ck.metadata["prune"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
+    assert epochs[-1]["sparsity"] > 0.5
+    thin = ck.metadata["prune"]["thinning"]
+    assert thin["removed"] == {"conv1": 16} and thin["max_abs_diff"] < 1e-4
+    assert (tmp_path / "p.thin.pt").exists()
+
+
+def test_prune_dry_run_and_bad_schedule(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    schedule = tmp_path / "s.yaml"
+    schedule.write_text(SCHEDULE)
+    assert main(_prune_args(tmp_path, checkpoint, schedule, "--epochs", "4", "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "epoch   0: filters, agp -> 0.1000" in out and "epoch   2: agp -> 0.6000" in out
+    schedule.write_text(SCHEDULE.replace("conv3.weight", "conv9.weight"))
+    assert main(_prune_args(tmp_path, checkpoint, schedule, "--epochs", "4", "--dry-run")) == 2
+    err = capsys.readouterr().err
+    assert "line 7: pruners.agp.weights[1]: no parameter named 'conv9.weight'" in err
+
+
+def test_plan_writes_a_schedule_prune_accepts(tmp_path: Path, checkpoint: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    points = [SensitivityPoint(parameter=p, sparsity=s, top1=98.0 - d, top5=100.0, loss=0.1, samples=450, nnz=0)
+              for p, rows in {"conv2.weight": [(0.0, 0), (0.5, 0.2), (0.8, 0.9), (0.9, 3.0)],
+                              "conv3.weight": [(0.0, 0), (0.5, 0.0), (0.8, 0.4), (0.9, 0.8)]}.items()
+              for s, d in rows]
+    csv = tmp_path / "sense.csv"
+    write_csv(points, csv)
+    out = tmp_path / "plan.yaml"
+    assert main(["plan", "--sensitivity", str(csv), "--max-drop", "1.0", "-o", str(out), "--epochs", "6",
+                 "--model", "digits-cnn"]) == 0
+    schedule = load_schedule(out)
+    levels = {w: p.args["final_sparsity"] for p in schedule.pruners.values() for w in p.args["weights"]}
+    assert levels == {"conv2.weight": 0.8, "conv3.weight": 0.9}
+    assert "expected overall weight sparsity" in capsys.readouterr().out
+    assert main(_prune_args(tmp_path, checkpoint, out, "--epochs", "6", "--dry-run")) == 0
+    assert main(["plan", "--sensitivity", str(csv), "--target-sparsity", "0.5", "-o", str(out)]) == 2
