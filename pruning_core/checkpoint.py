@@ -59,6 +59,7 @@ class Checkpoint:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     num_classes: int | None = None
+    input_shape: tuple[int, ...] | None = None
 
 
 def _check_json_like(value: Any, where: str) -> None:
@@ -104,6 +105,7 @@ def save_checkpoint(
         "version": VERSION,
         "arch": arch,
         "num_classes": _num_classes(model),
+        "input_shape": list(getattr(model, "input_shape", ()) or ()) or None,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "masks": {k: v.detach().cpu().bool() for k, v in (masks.state_dict() if masks is not None else {}).items()},
         "metadata": meta,
@@ -202,12 +204,14 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
             raise CheckpointError(f"{p}: 'masks' must map parameter names to bool tensors")
         metadata = obj.get("metadata") or {}
         num_classes = obj.get("num_classes")
+        shape = obj.get("input_shape")
         return Checkpoint(
             arch=arch if isinstance(arch, str) else None,
             state_dict=_strip_module_prefix(obj["state_dict"]),
             masks={str(k): v.bool() for k, v in masks.items()},
             metadata=dict(metadata) if isinstance(metadata, Mapping) else {"value": metadata},
             num_classes=num_classes if isinstance(num_classes, int) else None,
+            input_shape=tuple(int(d) for d in shape) if isinstance(shape, (list, tuple)) and shape else None,
         )
     raise CheckpointError(
         f"{p}: holds a {type(obj).__name__}, not a state_dict or a prunescope checkpoint "
@@ -216,17 +220,21 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
 
 
 def load_model_and_masks(
-    path: PathLike | None, arch: str | None, num_classes: int | None = None
+    path: PathLike | None,
+    arch: str | None,
+    num_classes: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> tuple[nn.Module, MaskSet | None, Checkpoint | None]:
     """Build ``arch``, load the checkpoint's weights strictly and re-apply its masks.
 
     ``arch`` may be None to use the checkpoint's own; a checkpoint of another architecture is an
     error rather than a confusing missing-keys report. Without a path the model has fresh weights.
+    A thinned checkpoint (``thinning_history`` in its metadata) is rebuilt to its thinned shapes first.
     """
     if path is None:
         if arch is None:
             raise ValueError("load_model needs an architecture or a checkpoint")
-        return create_model(arch, num_classes), None, None
+        return create_model(arch, num_classes, input_shape=input_shape), None, None
     ck = load_checkpoint(path)
     if arch is None and ck.arch is None:
         raise ValueError(f"{path}: a bare state_dict names no architecture; pass the model name")
@@ -238,7 +246,14 @@ def load_model_and_masks(
             saved = ck.arch
         if saved != name:
             raise ValueError(f"{path}: checkpoint is for architecture {ck.arch!r}, not {arch!r}")
-    model = create_model(name, num_classes if num_classes is not None else ck.num_classes)
+    shape = ck.input_shape or input_shape
+    model = create_model(name, num_classes if num_classes is not None else ck.num_classes, input_shape=shape)
+    history = ck.metadata.get("thinning_history")
+    if history:
+        from pruning_core.thinning import rebuild_thinned
+
+        example = torch.zeros(1, *model.input_shape)
+        model = rebuild_thinned(model, history, example)
     try:
         model.load_state_dict(ck.state_dict, strict=True)
     except RuntimeError as exc:
@@ -252,6 +267,11 @@ def load_model_and_masks(
     return model, masks, ck
 
 
-def load_model(path_or_none: PathLike | None, arch: str | None, num_classes: int | None = None) -> nn.Module:
+def load_model(
+    path_or_none: PathLike | None,
+    arch: str | None,
+    num_classes: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> nn.Module:
     """The model ``arch`` with the checkpoint's weights and masks applied (fresh weights if no path)."""
-    return load_model_and_masks(path_or_none, arch, num_classes)[0]
+    return load_model_and_masks(path_or_none, arch, num_classes, input_shape)[0]

@@ -71,9 +71,9 @@ class DigitsCNN(nn.Module):
 class LeNet300100(nn.Module):
     """LeNet-300-100 (LeCun et al. 1998), the MLP of Han et al.'s pruning experiments on MNIST."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, in_features: int = 28 * 28) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(28 * 28, 300)
+        self.fc1 = nn.Linear(in_features, 300)
         self.relu1 = nn.ReLU()
         self.fc2 = nn.Linear(300, 100)
         self.relu2 = nn.ReLU()
@@ -223,18 +223,21 @@ class VGGCifar(nn.Module):
 
 @dataclass(frozen=True)
 class _Entry:
-    build: Callable[[int], nn.Module]
+    """A built-in model: ``build(num_classes, input_shape)``; most ignore the shape."""
+
+    build: Callable[[int, tuple[int, ...]], nn.Module]
     input_shape: tuple[int, int, int]
     num_classes: int
 
 
 _BUILTIN: dict[str, _Entry] = {
-    "digits-cnn": _Entry(DigitsCNN, (1, 8, 8), 10),
-    "lenet-300-100": _Entry(LeNet300100, (1, 28, 28), 10),
-    "lenet5": _Entry(LeNet5, (1, 28, 28), 10),
-    "resnet20-cifar": _Entry(lambda n: ResNetCifar((3, 3, 3), n), (3, 32, 32), 10),
-    "resnet56-cifar": _Entry(lambda n: ResNetCifar((9, 9, 9), n), (3, 32, 32), 10),
-    "vgg16-cifar": _Entry(lambda n: VGGCifar(_VGG16_CFG, n, batch_norm=True), (3, 32, 32), 10),
+    "digits-cnn": _Entry(lambda n, s: DigitsCNN(n), (1, 8, 8), 10),
+    # An MLP takes any image size: its first layer follows the input shape (digits: 64 inputs).
+    "lenet-300-100": _Entry(lambda n, s: LeNet300100(n, math.prod(s)), (1, 28, 28), 10),
+    "lenet5": _Entry(lambda n, s: LeNet5(n), (1, 28, 28), 10),
+    "resnet20-cifar": _Entry(lambda n, s: ResNetCifar((3, 3, 3), n), (3, 32, 32), 10),
+    "resnet56-cifar": _Entry(lambda n, s: ResNetCifar((9, 9, 9), n), (3, 32, 32), 10),
+    "vgg16-cifar": _Entry(lambda n, s: VGGCifar(_VGG16_CFG, n, batch_norm=True), (3, 32, 32), 10),
 }
 
 # Distiller's architecture names. Distiller's plain ``vgg16_cifar`` has no BatchNorm; ours always has
@@ -295,18 +298,28 @@ def _build_torchvision(name: str, num_classes: int) -> nn.Module:
     return tvm.get_model(name, **kwargs)
 
 
-def create_model(name: str, num_classes: int | None = None, seed: int | None = 0) -> nn.Module:
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    seed: int | None = 0,
+    input_shape: tuple[int, ...] | None = None,
+) -> nn.Module:
     """Build a model by name with random initial weights (never downloads anything).
 
     ``seed`` makes the initial weights reproducible (the same name and seed give the same weights)
-    without touching the global RNG; ``None`` draws from the global RNG instead.
+    without touching the global RNG; ``None`` draws from the global RNG instead. ``input_shape``
+    (C, H, W) sizes models whose layers depend on it (lenet-300-100 on 8x8 digits); the model
+    keeps it as ``model.input_shape`` so checkpoints can rebuild it.
     """
     info = model_info(name)
     classes = info.num_classes if num_classes is None else int(num_classes)
+    shape = tuple(int(d) for d in input_shape) if input_shape is not None else info.input_shape
     entry = _BUILTIN.get(info.name)
 
     def build() -> nn.Module:
-        return entry.build(classes) if entry is not None else _build_torchvision(info.name, classes)
+        model = entry.build(classes, shape) if entry is not None else _build_torchvision(info.name, classes)
+        model.input_shape = shape
+        return model
 
     if seed is None:
         return build()

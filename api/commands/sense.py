@@ -1,0 +1,86 @@
+"""``prunescope sense``: sensitivity analysis of a model on a dataset, as a table and files."""
+
+from __future__ import annotations
+
+import argparse
+
+from api.commands.common import add_dataset_args, add_model_args, load_cli_model, load_split
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sense",
+        help="measure how accuracy falls as each layer is pruned",
+        description="Prune one parameter at a time from the trained model to each sparsity level, evaluate "
+        "once (no fine-tuning) and report top1/top5/loss per (parameter, level), as Distiller's "
+        "sensitivity analysis. Every point starts from the trained weights.",
+    )
+    add_model_args(p)
+    add_dataset_args(p)
+    p.add_argument("--split", choices=["test", "train"], default="test", help="split to evaluate on (default test)")
+    p.add_argument("--group", choices=["element", "filter", "channel"], default="element",
+                   help="what is pruned: single weights (element), whole filters or whole input channels")
+    p.add_argument("--levels", default="0:0.95:0.05",
+                   help="sparsity levels: start:stop:step with stop excluded, or a list 0,0.5,0.9 "
+                   "(default 0:0.95:0.05)")
+    p.add_argument("--params", nargs="+", metavar="GLOB",
+                   help="parameter names or globs (layer1.*.conv1.weight); default every conv and linear weight")
+    p.add_argument("--csv", help="write Distiller's CSV parameter,sparsity,top1,top5,loss here")
+    p.add_argument("--json", help="write every point field (intervals, nnz, MACs, flags) and skipped params here")
+    p.add_argument("--html", help="write an interactive, offline plotly report here")
+    p.add_argument("--engine", choices=["fast", "plain"], default="fast",
+                   help="fast reuses unchanged activations and gives identical points; plain is the "
+                   "reference (default fast)")
+    p.add_argument("--coupled", action="store_true",
+                   help="filter/channel groups: also prune what physical removal would remove (BatchNorm, "
+                   "next layers' inputs, channels tied by residual adds), via Torch-Pruning's dependency graph")
+    p.add_argument("--samples", type=int, help="quick scan: evaluate a fixed random subset of N samples (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --samples subset (default 0)")
+    p.add_argument("--early-stop", type=float, metavar="TOP1",
+                   help="once a parameter's top1 (%%) falls below TOP1, record its higher levels as not measured")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision (autocast): faster on GPUs, points are flagged approximate")
+    p.set_defaults(handler=run)
+
+
+def format_table(points: list, metric: str = "top1") -> str:
+    """Parameters as rows, levels as columns; '-' for a level not measured."""
+    levels = sorted({p.sparsity for p in points})
+    names = list(dict.fromkeys(p.parameter for p in points))
+    cell = {(p.parameter, p.sparsity): getattr(p, metric) for p in points}
+    width = max([len("parameter")] + [len(n) for n in names])
+    lines = [f"{'parameter':<{width}} " + " ".join(f"{lv:>6.2f}" for lv in levels)]
+    for name in names:
+        values = (cell.get((name, lv)) for lv in levels)
+        lines.append(f"{name:<{width}} " + " ".join("     -" if v is None else f"{v:>6.2f}" for v in values))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pruning_core.datasets import make_loader
+    from pruning_core.levels import parse_levels
+    from pruning_core.sensitivity import analyze
+    from pruning_core.sensitivity_io import write_csv, write_html, write_json
+
+    levels = parse_levels(args.levels)
+    if args.samples is not None and args.samples < 1:
+        raise ValueError("--samples must be at least 1")
+    model = load_cli_model(args)
+    loader = make_loader(load_split(args, args.split), batch_size=args.batch_size)
+    result = analyze(model, loader, levels=levels, params=args.params, group=args.group, device=args.device,
+                     engine=args.engine, coupled=args.coupled, samples=args.samples, seed=args.seed,
+                     early_stop_top1=args.early_stop, amp=args.amp, progress=True)
+    base = result.baseline or {}
+    mode = "coupled" if args.coupled else "independent"
+    print(f"{args.model} on {args.dataset}/{args.split}: {args.group} ({mode}), engine {result.engine}, "
+          f"{base.get('samples', 0)} samples, unpruned top1 {base.get('top1', float('nan')):.2f}%")
+    if result.engine_note:
+        print(f"note: {result.engine_note}")
+    print(format_table(result.points))
+    for s in result.skipped:
+        print(f"skipped {s.parameter}: {s.reason}")
+    for path, writer, data in ((args.csv, write_csv, result.points), (args.json, write_json, result),
+                               (args.html, write_html, result.points)):
+        if path:
+            print(f"wrote {writer(data, path)}")
+    return 0
