@@ -1,0 +1,105 @@
+"""The FastAPI application: REST v1 under /api/v1, OpenAPI at /docs, the dashboard at /.
+
+``create_app`` migrates the store and picks the dispatcher (Celery when a broker URL is set, the
+in-process executor otherwise). Nothing here imports torch: the runner imports it lazily, in the
+executor's threads or in the Celery worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from api.deps import require_token
+from api.dispatch import CeleryDispatcher, Dispatcher, Reaper, redispatch_orphans
+from api.routes import artifacts, datasets, experiments, health, jobs, models, planning
+from api.settings import Settings, get_settings
+from api.store import make_engine, make_session_factory, migrate
+
+log = logging.getLogger(__name__)
+FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
+API_PREFIX = "/api/v1"
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """('body', 'sensitivity', 'spec', 'levels') -> 'spec.levels'; ('query', 'limit') -> 'limit (query)'."""
+    parts = [str(p) for p in loc]
+    source = parts.pop(0) if parts and parts[0] in ("body", "query", "path", "header", "form") else "body"
+    if source == "body" and parts and parts[0] in ("train", "sensitivity", "prune"):
+        parts.pop(0)  # the discriminated union's tag
+    name = ".".join(parts) or source
+    return name if source == "body" else f"{name} ({source})"
+
+
+def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid").removeprefix("Value error, ")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+
+def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def build_dispatcher(settings: Settings, factory: Any) -> Dispatcher:
+    if settings.broker_url:
+        return CeleryDispatcher(settings.broker_url, settings.visibility_timeout_s, settings.queue)
+    from worker.executor import Executor
+
+    return Executor(factory, settings)
+
+
+def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    factory = make_session_factory(engine)
+    dispatcher = dispatcher or build_dispatcher(settings, factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Shards left unfinished by a previous process: in embedded mode nobody else can be running
+        # them, so every active one is resumed; with a broker only those whose heartbeat is stale.
+        embedded = dispatcher.name == "embedded"
+        redispatch_orphans(dispatcher, factory, stale_s=settings.heartbeat_stale_s, all_active=embedded)
+        reaper = None
+        if not embedded:
+            reaper = Reaper(dispatcher, factory, settings.heartbeat_stale_s)
+            reaper.start()
+        for hook in app.state.on_startup:
+            hook()
+        yield
+        if reaper is not None:
+            reaper.stop()
+        shutdown = getattr(dispatcher, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        engine.dispose()
+
+    app = FastAPI(title="prunescope", version="1", lifespan=lifespan, docs_url="/docs",
+                  openapi_url=f"{API_PREFIX}/openapi.json", dependencies=[Depends(require_token)])
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = factory
+    app.state.dispatcher = dispatcher
+    app.state.on_startup = []
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    for module in (health, jobs, models, datasets, experiments, artifacts, planning):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(health.router)  # /healthz at the root too, for probes
+    if FRONTEND_DIR.is_dir() and any(FRONTEND_DIR.iterdir()):
+        app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    return app

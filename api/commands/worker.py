@@ -1,0 +1,45 @@
+"""``prunescope worker``: a Celery worker running job shards (CUDA when present)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run a Celery worker for a `serve --broker` server",
+                       description="Consume job shards from the broker (PRUNESCOPE_BROKER_URL or --broker).")
+    p.add_argument("--concurrency", type=int, default=1, help="shards at once (threads pool when > 1)")
+    p.add_argument("--broker", default=None, help="Celery broker URL (default PRUNESCOPE_BROKER_URL)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        raise ValueError("--concurrency must be at least 1")
+    if args.broker:
+        os.environ["PRUNESCOPE_BROKER_URL"] = args.broker
+    from api.dispatch import CeleryDispatcher, redispatch_orphans
+    from api.settings import get_settings
+    from api.store import make_engine, make_session_factory, migrate
+    from worker.celery_app import make_celery, register_tasks
+
+    settings = get_settings()
+    if not settings.broker_url:
+        raise ValueError("no broker: pass --broker redis://host:6379/0 or set PRUNESCOPE_BROKER_URL")
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    # Shards whose worker died while nobody was watching are sent again (idempotent upserts make it safe).
+    redispatch_orphans(CeleryDispatcher(settings.broker_url, settings.visibility_timeout_s, settings.queue),
+                       make_session_factory(engine), stale_s=settings.heartbeat_stale_s)
+    engine.dispose()
+    app = make_celery(settings.broker_url, settings.visibility_timeout_s, settings.queue)
+    register_tasks(app)
+    # solo/threads only: the parent must never fork after touching CUDA.
+    pool = "solo" if args.concurrency == 1 else "threads"
+    app.worker_main([
+        "worker", f"--pool={pool}", f"--concurrency={args.concurrency}", f"--loglevel={args.loglevel}",
+        "-Q", settings.queue, "-n", f"prunescope-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+    ])
+    return 0

@@ -1,0 +1,92 @@
+"""How a job's shards reach a runner: by task name over Celery, or to the in-process executor.
+
+The API only hands over ``(job_id, shard)``; the worker reads everything else from SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.store import repo
+
+log = logging.getLogger(__name__)
+
+
+
+
+class Dispatcher(Protocol):
+    name: str
+
+    def dispatch(self, job_id: int, shard: int) -> None: ...
+
+    def healthy(self) -> tuple[bool, str]: ...
+
+
+class CeleryDispatcher:
+    """Enqueue by task name only, so the API never imports the worker's code (or torch)."""
+
+    name = "celery"
+
+    def __init__(self, broker_url: str, visibility_timeout_s: int, queue: str = "prunescope") -> None:
+        from worker.celery_app import make_celery
+
+        self.broker_url = broker_url
+        self.app = make_celery(broker_url, visibility_timeout_s, queue)
+
+    def dispatch(self, job_id: int, shard: int) -> None:
+        from worker.celery_app import TASK_NAME
+
+        self.app.send_task(TASK_NAME, args=[job_id, shard])
+
+    def healthy(self) -> tuple[bool, str]:
+        import redis
+
+        try:
+            redis.Redis.from_url(self.broker_url, socket_timeout=2, socket_connect_timeout=2).ping()
+            return True, f"redis ok ({self.broker_url})"
+        except Exception as exc:  # noqa: BLE001 - any failure means "down", reported as text
+            return False, f"broker {self.broker_url} unreachable: {exc}"
+
+
+def dispatch_job(dispatcher: Dispatcher, job_id: int, shards: int) -> None:
+    for index in range(shards):
+        dispatcher.dispatch(job_id, index)
+
+
+def redispatch_orphans(
+    dispatcher: Dispatcher, factory: sessionmaker[Session], *, stale_s: float, all_active: bool = False
+) -> list[tuple[int, int]]:
+    """Send again the shards whose worker is gone (see ``repo.shards_to_redispatch``)."""
+    with factory() as session:
+        pairs = repo.shards_to_redispatch(session, stale_s=stale_s, all_active=all_active)
+        repo.mark_dispatched(session, pairs, release=all_active)
+    for job_id, index in pairs:
+        log.warning("re-dispatching job %s shard %s (worker gone)", job_id, index)
+        dispatcher.dispatch(job_id, index)
+    return pairs
+
+
+class Reaper:
+    """A daemon thread that re-dispatches shards with stale heartbeats every ``period_s``."""
+
+    def __init__(self, dispatcher: Dispatcher, factory: sessionmaker[Session], stale_s: float) -> None:
+        self.dispatcher, self.factory, self.stale_s = dispatcher, factory, stale_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="prunescope-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(max(self.stale_s / 3, 0.5)):
+            try:
+                redispatch_orphans(self.dispatcher, self.factory, stale_s=self.stale_s)
+            except Exception:  # noqa: BLE001 - a transient store error must not kill the reaper
+                log.exception("re-dispatch pass failed")

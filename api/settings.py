@@ -1,0 +1,61 @@
+"""All configuration in one place: environment variables ``PRUNESCOPE_*``; the defaults give the embedded mode."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings. ``database_url`` defaults to a SQLite file under ``data_dir``."""
+
+    model_config = SettingsConfigDict(env_prefix="PRUNESCOPE_", extra="ignore")
+
+    data_dir: Path = Path("./prunescope-data")
+    database_url: str = ""
+    broker_url: str = ""
+    token: str = ""
+    # os.pathsep-separated directories; dataset roots given by users must resolve under one of them.
+    dataset_roots: str = ""
+    max_upload_mb: float = Field(default=200.0, gt=0)
+    # A running shard whose heartbeat is older than this is presumed dead and re-dispatched.
+    heartbeat_stale_s: float = Field(default=60.0, gt=0)
+    # Redis redelivers unacknowledged tasks after this; keep it well above one shard's duration.
+    visibility_timeout_s: int = Field(default=6 * 3600, gt=0)
+    # Celery queue name; separate deployments (or test runs) sharing one Redis use different queues.
+    queue: str = Field(default="prunescope", min_length=1, max_length=100)
+    sensitivity_shards: int = Field(default=4, ge=1, le=256)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL actually used (the SQLite default lives in the data dir)."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'prunescope.db'}"
+
+    @property
+    def roots(self) -> list[Path]:
+        """Configured dataset roots, resolved; the data dir's ``datasets`` folder is always one."""
+        extra = [Path(p).expanduser().resolve() for p in self.dataset_roots.split(os.pathsep) if p.strip()]
+        return [self.data_dir / "datasets", *extra]
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings read once from the environment (tests build their own)."""
+    return Settings()

@@ -1,0 +1,183 @@
+"""The schema: SQLAlchemy 2 declarative models shared by the API and the worker (no FastAPI, no torch)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JOB_KINDS = ("train", "sensitivity", "prune")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now; stored as UTC so SQLite and PostgreSQL agree."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, float: Double}
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Artifact(Base):
+    """A file under the data dir (checkpoint, schedule, report); SQL keeps its hash and size."""
+
+    __tablename__ = "artifacts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)  # relative to the data dir
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelEntry(Base):
+    """The model registry: a named architecture + checkpoint with its size and baseline metrics."""
+
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    architecture: Mapped[str] = mapped_column(String(100))
+    artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id", ondelete="SET NULL"))
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    parameters: Mapped[int | None] = mapped_column(BigInteger)
+    macs: Mapped[float | None] = mapped_column(Double)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    # uploaded checkpoints are validated by a worker before use: pending | valid | invalid
+    validation: Mapped[str] = mapped_column(String(16), default="valid")
+    validation_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetEntry(Base):
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    root: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    experiment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="SET NULL"), index=True
+    )
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    device: Mapped[str | None] = mapped_column(String(64))
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    shards_total: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobShard(Base):
+    """One unit of dispatch: a group of parameters of a sensitivity job (other kinds have one shard)."""
+
+    __tablename__ = "job_shards"
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    worker: Mapped[str | None] = mapped_column(String(255))
+    device: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    points_total: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SensitivityPointRow(Base):
+    """Every field of the engine's SensitivityPoint, unique per (job, parameter, sparsity)."""
+
+    __tablename__ = "sensitivity_points"
+    __table_args__ = (UniqueConstraint("job_id", "parameter", "sparsity", name="uq_point"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    parameter: Mapped[str] = mapped_column(String(255))
+    sparsity: Mapped[float] = mapped_column(Double)
+    top1: Mapped[float] = mapped_column(Double)
+    top5: Mapped[float] = mapped_column(Double)
+    loss: Mapped[float] = mapped_column(Double)
+    samples: Mapped[int | None] = mapped_column(Integer)
+    nnz: Mapped[int | None] = mapped_column(BigInteger)
+    top1_low: Mapped[float | None] = mapped_column(Double)
+    top1_high: Mapped[float | None] = mapped_column(Double)
+    top5_low: Mapped[float | None] = mapped_column(Double)
+    top5_high: Mapped[float | None] = mapped_column(Double)
+    macs: Mapped[float | None] = mapped_column(Double)
+    params_left: Mapped[int | None] = mapped_column(BigInteger)
+    measured: Mapped[bool] = mapped_column(Boolean, default=True)
+    approximate: Mapped[bool] = mapped_column(Boolean, default=False)
+    subset: Mapped[bool] = mapped_column(Boolean, default=False)
+    group: Mapped[str] = mapped_column(String(16), default="element")
+    mode: Mapped[str] = mapped_column(String(16), default="independent")
+    # the parameter's position in the model, so shards merge back into the model's order
+    param_index: Mapped[int | None] = mapped_column(Integer)
+    shard: Mapped[int | None] = mapped_column(Integer)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+POINT_FIELDS = (
+    "parameter", "sparsity", "top1", "top5", "loss", "samples", "nnz", "top1_low", "top1_high",
+    "top5_low", "top5_high", "macs", "params_left", "measured", "approximate", "subset", "group", "mode",
+)
+
+
+class EpochMetric(Base):
+    """One epoch of a train or prune job; ``data`` keeps whatever else the engine reported."""
+
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float | None] = mapped_column(Double)
+    top1: Mapped[float | None] = mapped_column(Double)
+    top5: Mapped[float | None] = mapped_column(Double)
+    loss: Mapped[float | None] = mapped_column(Double)
+    lr: Mapped[float | None] = mapped_column(Double)
+    sparsity: Mapped[float | None] = mapped_column(Double)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,330 @@
+"""Store operations shared by the API and the worker: job lifecycle, idempotent upserts, artifacts.
+
+Everything that changes job state goes through here so that the rules (SQL is the source of truth,
+points keyed by (job, parameter, sparsity), shard claims guarded by heartbeats) live in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from api.store.models import (
+    ACTIVE_STATUSES,
+    POINT_FIELDS,
+    TERMINAL_STATUSES,
+    Artifact,
+    EpochMetric,
+    Job,
+    JobShard,
+    ModelEntry,
+    SensitivityPointRow,
+    utcnow,
+)
+
+EPOCH_COLUMNS = ("train_loss", "top1", "top5", "loss", "lr", "sparsity")
+
+
+def _insert(session: Session, table: Any) -> Any:
+    """The dialect's INSERT that supports ON CONFLICT (SQLite and PostgreSQL share the syntax)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+
+
+def _upsert(session: Session, table: Any, values: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    stmt = _insert(session, table).values(**values)
+    updates = {k: stmt.excluded[k] for k in values if k not in keys}
+    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates))
+
+
+def upsert_point(
+    session: Session, job_id: int, point: Mapping[str, Any], *, shard: int | None, worker: str | None,
+    param_index: int | None = None,
+) -> None:
+    """Store one sensitivity point; a redelivered shard overwrites instead of duplicating."""
+    values = {k: point.get(k) for k in POINT_FIELDS if k in point}
+    values["sparsity"] = round(float(values["sparsity"]), 10)
+    values.update(job_id=job_id, shard=shard, worker=worker, param_index=param_index, created_at=utcnow())
+    _upsert(session, SensitivityPointRow.__table__, values, ("job_id", "parameter", "sparsity"))
+
+
+def upsert_epoch(session: Session, job_id: int, epoch: int, metrics: Mapping[str, Any]) -> None:
+    """Store one epoch's metrics; known columns are typed, the rest kept in ``data``."""
+    values: dict[str, Any] = {k: _float_or_none(metrics.get(k)) for k in EPOCH_COLUMNS}
+    values["data"] = {k: v for k, v in metrics.items() if k not in EPOCH_COLUMNS and _jsonable(v)}
+    values.update(job_id=job_id, epoch=epoch, created_at=utcnow())
+    _upsert(session, EpochMetric.__table__, values, ("job_id", "epoch"))
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, list, dict))
+
+
+def create_job(
+    session: Session,
+    *,
+    kind: str,
+    spec: dict[str, Any],
+    shards: int = 1,
+    experiment_id: int | None = None,
+    code_version: str | None = None,
+) -> Job:
+    """Insert a queued job and its shard rows (commit is the caller's)."""
+    job = Job(
+        kind=kind, spec=spec, status="queued", shards_total=shards, experiment_id=experiment_id,
+        code_version=code_version,
+    )
+    session.add(job)
+    session.flush()
+    now = utcnow()
+    session.add_all(JobShard(job_id=job.id, index=i, status="queued", dispatched_at=now) for i in range(shards))
+    return job
+
+
+def claim_shard(session: Session, job_id: int, index: int, *, worker: str, stale_s: float) -> bool:
+    """Atomically take a shard unless another live worker holds it; True if this worker may run it.
+
+    A shard is free when queued, when its holder's heartbeat is stale, or when this same worker
+    holds it (a redelivery to the same process). Finished shards and cancelled jobs are never rerun.
+    """
+    now = utcnow()
+    job = session.get(Job, job_id)
+    if job is None or job.status in TERMINAL_STATUSES or job.cancel_requested:
+        return False
+    stale_before = now - timedelta(seconds=stale_s)
+    result = session.execute(
+        update(JobShard)
+        .where(
+            JobShard.job_id == job_id,
+            JobShard.index == index,
+            or_(
+                JobShard.status == "queued",
+                and_(
+                    JobShard.status == "running",
+                    or_(
+                        JobShard.heartbeat_at.is_(None),
+                        JobShard.heartbeat_at < stale_before,
+                        JobShard.worker == worker,
+                    ),
+                ),
+            ),
+        )
+        .values(
+            status="running", worker=worker, heartbeat_at=now, started_at=now,
+            attempts=JobShard.attempts + 1,
+        )
+    )
+    if result.rowcount != 1:
+        session.rollback()
+        return False
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="running", started_at=now)
+    )
+    session.execute(update(Job).where(Job.id == job_id).values(worker=worker, heartbeat_at=now))
+    session.commit()
+    return True
+
+
+def heartbeat(session: Session, job_id: int, index: int, *, device: str | None = None) -> None:
+    now = utcnow()
+    shard_values: dict[str, Any] = {"heartbeat_at": now}
+    job_values: dict[str, Any] = {"heartbeat_at": now}
+    if device:
+        shard_values["device"] = device
+        job_values["device"] = device
+    session.execute(update(JobShard).where(JobShard.job_id == job_id, JobShard.index == index).values(**shard_values))
+    session.execute(update(Job).where(Job.id == job_id).values(**job_values))
+
+
+def is_cancel_requested(session: Session, job_id: int) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def set_progress(session: Session, job_id: int, *, done: int | None = None, total: int | None = None) -> None:
+    values: dict[str, Any] = {}
+    if done is not None:
+        values["progress_done"] = done
+    if total is not None:
+        values["progress_total"] = total
+    if values:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def count_points(session: Session, job_id: int) -> int:
+    return int(session.scalar(select(func.count()).where(SensitivityPointRow.job_id == job_id)) or 0)
+
+
+def finish_shard(
+    session: Session, job_id: int, index: int, *, status: str, error: str | None = None,
+    points_total: int | None = None,
+) -> str:
+    """Close a shard and settle the job: failed if any shard failed, cancelled if asked, succeeded
+    when every shard succeeded (for sensitivity: every expected point is then stored). Returns the
+    job's status afterwards."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": status, "finished_at": now, "heartbeat_at": now, "error": error}
+    if points_total is not None:
+        values["points_total"] = points_total
+    session.execute(update(JobShard).where(JobShard.job_id == job_id, JobShard.index == index).values(**values))
+    session.flush()
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        session.commit()
+        return "deleted"
+    shards = session.scalars(select(JobShard).where(JobShard.job_id == job_id)).all()
+    states = {s.status for s in shards}
+    new_status: str | None = None
+    if "failed" in states:
+        new_status = "failed"
+        job.error = job.error or next(s.error for s in shards if s.status == "failed")
+    elif states == {"succeeded"}:
+        new_status = "succeeded"
+        if job.kind == "sensitivity":
+            job.progress_done = count_points(session, job_id)
+            job.progress_total = job.progress_done
+    elif job.cancel_requested and "running" not in states:
+        new_status = "cancelled"
+    if new_status and job.status not in TERMINAL_STATUSES:
+        job.status = new_status
+        job.finished_at = now
+        if new_status == "cancelled":
+            session.execute(
+                update(JobShard).where(JobShard.job_id == job_id, JobShard.status == "queued")
+                .values(status="cancelled", finished_at=now)
+            )
+    session.commit()
+    return job.status
+
+
+def request_cancel(session: Session, job: Job) -> None:
+    """Cooperative cancel: the flag is read by the runner between points; queued jobs stop at once."""
+    job.cancel_requested = True
+    running = session.scalar(
+        select(func.count()).where(JobShard.job_id == job.id, JobShard.status == "running")
+    )
+    if job.status == "queued" or not running:
+        now = utcnow()
+        job.status = "cancelled"
+        job.finished_at = now
+        session.execute(
+            update(JobShard).where(JobShard.job_id == job.id, JobShard.status.in_(ACTIVE_STATUSES))
+            .values(status="cancelled", finished_at=now)
+        )
+    session.commit()
+
+
+def shards_to_redispatch(session: Session, *, stale_s: float, all_active: bool = False) -> list[tuple[int, int]]:
+    """(job, shard) pairs whose worker is gone: running with a stale heartbeat, or queued for longer
+    than ``stale_s`` (a lost message). ``all_active`` takes every unfinished shard (embedded restart,
+    where no other process can be running them)."""
+    stale_before = utcnow() - timedelta(seconds=stale_s)
+    cond = JobShard.status.in_(ACTIVE_STATUSES)
+    if not all_active:
+        cond = and_(
+            cond,
+            or_(
+                and_(JobShard.status == "running", or_(JobShard.heartbeat_at.is_(None),
+                                                       JobShard.heartbeat_at < stale_before)),
+                and_(JobShard.status == "queued", or_(JobShard.dispatched_at.is_(None),
+                                                      JobShard.dispatched_at < stale_before)),
+            ),
+        )
+    rows = session.execute(
+        select(JobShard.job_id, JobShard.index)
+        .join(Job, Job.id == JobShard.job_id)
+        .where(cond, Job.cancel_requested.is_(False), Job.status.in_(ACTIVE_STATUSES))
+        .order_by(JobShard.job_id, JobShard.index)
+    ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def mark_dispatched(session: Session, pairs: Iterable[tuple[int, int]], *, release: bool = False) -> None:
+    """Stamp the dispatch time; ``release`` also hands running shards back to the queue (their holder is
+    known to be gone, e.g. the embedded server that ran them restarted) so the next claim succeeds."""
+    now = utcnow()
+    values: dict[str, Any] = {"dispatched_at": now}
+    if release:
+        values.update(status="queued", worker=None)
+    for job_id, index in pairs:
+        session.execute(
+            update(JobShard).where(JobShard.job_id == job_id, JobShard.index == index).values(**values)
+        )
+    session.commit()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def store_artifact(
+    session: Session,
+    data_dir: Path,
+    *,
+    kind: str,
+    name: str,
+    source: Path | BinaryIO | bytes,
+    job_id: int | None = None,
+) -> Artifact:
+    """Copy a file under ``data_dir/artifacts`` and record its sha256 and size in SQL."""
+    artifact = Artifact(job_id=job_id, kind=kind, name=name, path="", sha256="", size=0)
+    session.add(artifact)
+    session.flush()
+    rel = Path("artifacts") / f"{artifact.id:08d}-{Path(name).name}"
+    dest = data_dir / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(source, bytes):
+        dest.write_bytes(source)
+    elif isinstance(source, Path):
+        shutil.copyfile(source, dest)
+    else:
+        with open(dest, "wb") as out:
+            shutil.copyfileobj(source, out)
+    artifact.path = str(rel)
+    artifact.sha256 = sha256_file(dest)
+    artifact.size = dest.stat().st_size
+    return artifact
+
+
+def delete_job(session: Session, job: Job, data_dir: Path) -> None:
+    """Remove a job with its points, epochs, shards and artifact files."""
+    kept = set(session.scalars(select(ModelEntry.artifact_id).where(ModelEntry.artifact_id.is_not(None))))
+    for art in session.scalars(select(Artifact).where(Artifact.job_id == job.id)).all():
+        if art.id in kept:  # a registered model still needs its checkpoint
+            art.job_id = None
+            continue
+        (data_dir / art.path).unlink(missing_ok=True)
+        session.delete(art)
+    session.execute(update(ModelEntry).where(ModelEntry.source_job_id == job.id).values(source_job_id=None))
+    for table in (SensitivityPointRow, EpochMetric, JobShard):
+        session.execute(delete(table).where(table.job_id == job.id))
+    session.delete(job)
+    session.commit()
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; treat them as the UTC they were stored as."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value

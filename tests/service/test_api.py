@@ -1,0 +1,244 @@
+"""REST v1 on both databases: happy paths with rows made directly, and many bad requests -> 4xx."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from api.app import create_app
+from api.store import repo
+from api.store.models import Base
+
+GOOD_SENSE = {"model": "resnet20-cifar", "dataset": "synthetic", "levels": "0,0.5"}
+
+
+class RecordingDispatcher:
+    """Stands in for Celery/the executor: remembers what would have been run."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int]] = []
+
+    def dispatch(self, job_id: int, shard: int) -> None:
+        self.sent.append((job_id, shard))
+
+    def healthy(self) -> tuple[bool, str]:
+        return True, "recording"
+
+
+@pytest.fixture
+def client(settings):
+    app = create_app(settings, dispatcher=RecordingDispatcher())
+    with TestClient(app) as c:
+        yield c
+
+
+def _counts(client: TestClient) -> dict[str, int]:
+    factory = client.app.state.session_factory
+    with factory() as s:
+        return {t.name: s.scalar(select(func.count()).select_from(t)) for t in Base.metadata.sorted_tables}
+
+
+def _points_job(client: TestClient, n_params: int = 2, levels=(0.0, 0.5)) -> int:
+    with client.app.state.session_factory() as s:
+        job = repo.create_job(s, kind="sensitivity", spec=dict(GOOD_SENSE), shards=1)
+        s.commit()
+        for i in range(n_params):
+            for lv in levels:
+                repo.upsert_point(s, job.id, {"parameter": f"l{i}.weight", "sparsity": lv, "top1": 90 - 10 * lv,
+                                              "top5": 99.0, "loss": 0.1 + lv, "samples": 10, "nnz": 5},
+                                  shard=0, worker="t", param_index=i)
+        assert repo.claim_shard(s, job.id, 0, worker="t", stale_s=5)
+        repo.finish_shard(s, job.id, 0, status="succeeded")
+        return job.id
+
+
+def test_job_lifecycle(client: TestClient) -> None:
+    exp = client.post("/api/v1/experiments", json={"name": "e1", "tags": ["a"]}).json()
+    r = client.post("/api/v1/jobs", json={"kind": "sensitivity", "spec": {**GOOD_SENSE, "shards": 3},
+                                          "experiment_id": exp["id"]})
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] == "queued" and job["spec"]["levels"] == [0.0, 0.5] and job["code_version"]
+    assert client.app.state.dispatcher.sent == [(job["id"], 0), (job["id"], 1), (job["id"], 2)]
+    page = client.get("/api/v1/jobs", params={"status": "queued", "kind": "sensitivity",
+                                               "experiment": exp["id"], "limit": 1}).json()
+    assert page["total"] == 1 and page["items"][0]["id"] == job["id"]
+    assert len(client.get(f"/api/v1/jobs/{job['id']}").json()["shards"]) == 3
+    assert client.get(f"/api/v1/experiments/{exp['id']}").json()["jobs"] == 1
+    assert client.post(f"/api/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+    assert client.delete(f"/api/v1/jobs/{job['id']}").status_code == 204
+    assert client.get(f"/api/v1/jobs/{job['id']}").status_code == 404
+
+
+def test_points_csv_compare_events(client: TestClient) -> None:
+    a, b = _points_job(client), _points_job(client)
+    points = client.get(f"/api/v1/jobs/{a}/points").json()
+    assert [(p["parameter"], p["sparsity"]) for p in points][:2] == [("l0.weight", 0.0), ("l0.weight", 0.5)]
+    csv = client.get(f"/api/v1/jobs/{a}/points.csv").text.splitlines()
+    assert csv[0] == "parameter,sparsity,top1,top5,loss" and csv[1] == "l0.weight,0.0,90.0,99.0,0.1"
+    rows = client.get("/api/v1/compare", params={"jobs": [a, b]}).json()["rows"]
+    assert len(rows) == 4 and rows[0]["values"] == {str(a): 90.0, str(b): 90.0}
+    body = client.get(f"/api/v1/jobs/{a}/events").text
+    assert body.count("event: point") == 4 and "event: end" in body
+
+
+def test_health_models_datasets(client: TestClient, settings) -> None:
+    assert client.get("/healthz").json()["store"]["ok"]
+    names = [d["name"] for d in client.get("/api/v1/datasets").json()]
+    assert "digits" in names
+    (settings.data_dir / "datasets" / "c10").mkdir(parents=True)
+    r = client.post("/api/v1/datasets", json={"name": "mycifar", "kind": "cifar10", "root": "c10"})
+    assert r.status_code == 201, r.text
+    ck = _torch_like_checkpoint(pickle.dumps({"arch": "digits-cnn"}, protocol=2))
+    r = client.post("/api/v1/models", data={"name": "up", "architecture": "digits-cnn"},
+                    files={"checkpoint": ("up.pt", ck)})
+    assert r.status_code == 201, r.text
+    model = client.get("/api/v1/models/up").json()
+    download = client.get(f"/api/v1/artifacts/{model['artifact_id']}/download")
+    assert download.content == ck and download.headers["x-checksum-sha256"] == model["checkpoint_sha256"]
+
+
+def _torch_like_checkpoint(payload: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", payload)
+    return buf.getvalue()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (eval, ("1+1",))
+
+
+def test_api_process_never_imports_torch(settings) -> None:
+    """Build the app and serve requests in a clean interpreter; torch must stay unimported."""
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from api.app import create_app\n"
+        "from api.settings import Settings\n"
+        f"c = TestClient(create_app(Settings(data_dir={str(settings.data_dir)!r})))\n"
+        "assert c.get('/api/v1/healthz').status_code == 200\n"
+        "assert c.post('/api/v1/jobs', json={'kind': 'sensitivity', 'spec': "
+        "{'model': 'resnet20-cifar', 'dataset': 'synthetic', 'levels': '0:2:1'}}).status_code == 422\n"
+        "assert c.get('/api/v1/jobs').status_code == 200\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _job(spec_changes: dict | None = None, drop: tuple = (), kind: str = "sensitivity", **top) -> dict:
+    spec = {**GOOD_SENSE, **(spec_changes or {})}
+    for key in drop:
+        spec.pop(key)
+    return {"kind": kind, "spec": spec, **top}
+
+
+# (method, path, kwargs, expected status, a word the message must contain)
+BAD_REQUESTS = [
+    ("post", "/api/v1/jobs", {"json": _job({"levels": "0:1.5:0.5"})}, 422, "spec.levels"),
+    ("post", "/api/v1/jobs", {"json": _job({"levels": "a,b"})}, 422, "spec.levels"),
+    ("post", "/api/v1/jobs", {"json": _job({"levels": "0,0.5,0.5"})}, 422, "repeat"),
+    ("post", "/api/v1/jobs", {"json": _job({"levels": "0:0.5:0"})}, 422, "step"),
+    ("post", "/api/v1/jobs", {"json": _job({"levels": []})}, 422, "spec.levels"),
+    ("post", "/api/v1/jobs", {"json": _job({"model": "resnet9000"})}, 422, "spec.model"),
+    ("post", "/api/v1/jobs", {"json": _job({"model": "../etc/passwd"})}, 422, "spec.model"),
+    ("post", "/api/v1/jobs", {"json": _job({"dataset": "imagenet-22k"})}, 422, "spec.dataset"),
+    ("post", "/api/v1/jobs", {"json": _job({"dataset": "cifar10"})}, 422, "root"),
+    ("post", "/api/v1/jobs", {"json": _job({"dataset": "cifar10", "dataset_options": {"root": "/etc"}})},
+     422, "outside the dataset roots"),
+    ("post", "/api/v1/jobs", {"json": _job({"dataset": "cifar10", "dataset_options": {"root": "../../.."}})},
+     422, "outside the dataset roots"),
+    ("post", "/api/v1/jobs", {"json": _job({"dataset_options": {"n": -5}})}, 422, "spec.dataset_options"),
+    ("post", "/api/v1/jobs", {"json": _job({"group": "kernel"})}, 422, "spec.group"),
+    ("post", "/api/v1/jobs", {"json": _job({"coupled": True})}, 422, "coupled"),
+    ("post", "/api/v1/jobs", {"json": _job({"shards": 0})}, 422, "spec.shards"),
+    ("post", "/api/v1/jobs", {"json": _job({"samples": 0})}, 422, "spec.samples"),
+    ("post", "/api/v1/jobs", {"json": _job({"batch_size": 0})}, 422, "spec.batch_size"),
+    ("post", "/api/v1/jobs", {"json": _job({"engine": "turbo"})}, 422, "spec.engine"),
+    ("post", "/api/v1/jobs", {"json": _job({"device": "tpu"})}, 422, "spec.device"),
+    ("post", "/api/v1/jobs", {"json": _job({"split": "validation"})}, 422, "spec.split"),
+    ("post", "/api/v1/jobs", {"json": _job({"levelz": "0,1"})}, 422, "spec.levelz"),
+    ("post", "/api/v1/jobs", {"json": _job(drop=("model",))}, 422, "spec.model"),
+    ("post", "/api/v1/jobs", {"json": _job(drop=("dataset",))}, 422, "spec.dataset"),
+    ("post", "/api/v1/jobs", {"json": _job(kind="quantize")}, 422, "kind"),
+    ("post", "/api/v1/jobs", {"json": {"spec": GOOD_SENSE}}, 422, "kind"),
+    ("post", "/api/v1/jobs", {"json": _job(experiment_id=999)}, 422, "experiment_id"),
+    ("post", "/api/v1/jobs", {"json": _job(experiment_id=0)}, 422, "experiment_id"),
+    ("post", "/api/v1/jobs", {"json": {"kind": "train", "spec": {**GOOD_SENSE, "epochs": 2}}}, 422, "spec.levels"),
+    ("post", "/api/v1/jobs", {"json": {"kind": "train", "spec": {"model": "lenet5", "dataset": "digits",
+                                                                  "epochs": 0}}}, 422, "spec.epochs"),
+    ("post", "/api/v1/jobs", {"json": {"kind": "train", "spec": {"model": "lenet5", "dataset": "digits",
+                                                                  "lr": -1}}}, 422, "spec.lr"),
+    ("post", "/api/v1/jobs", {"json": {"kind": "prune", "spec": {"model": "lenet5", "dataset": "digits"}}},
+     422, "spec.schedule"),
+    ("post", "/api/v1/jobs", {"content": b"{not json", "headers": {"content-type": "application/json"}},
+     422, "JSON"),
+    ("get", "/api/v1/jobs", {"params": {"status": "done"}}, 422, "status"),
+    ("get", "/api/v1/jobs", {"params": {"kind": "x"}}, 422, "kind"),
+    ("get", "/api/v1/jobs", {"params": {"limit": 0}}, 422, "limit"),
+    ("get", "/api/v1/jobs", {"params": {"offset": -1}}, 422, "offset"),
+    ("get", "/api/v1/jobs/abc", {}, 422, "job_id"),
+    ("get", "/api/v1/jobs/424242", {}, 404, "424242"),
+    ("post", "/api/v1/jobs/424242/cancel", {}, 404, "424242"),
+    ("delete", "/api/v1/jobs/424242", {}, 404, "424242"),
+    ("get", "/api/v1/jobs/424242/points.csv", {}, 404, "424242"),
+    ("get", "/api/v1/artifacts/424242/download", {}, 404, "424242"),
+    ("get", "/api/v1/models/nope", {}, 404, "nope"),
+    ("get", "/api/v1/datasets/nope", {}, 404, "nope"),
+    ("post", "/api/v1/datasets", {"json": {"name": "d", "kind": "tiff"}}, 422, "kind"),
+    ("post", "/api/v1/datasets", {"json": {"name": "d", "kind": "imagefolder"}}, 422, "root"),
+    ("post", "/api/v1/datasets", {"json": {"name": "digits", "kind": "digits"}}, 409, "name"),
+    ("post", "/api/v1/datasets", {"json": {"name": "d", "kind": "mnist", "root": "/"}}, 422, "root"),
+    ("post", "/api/v1/experiments", {"json": {"name": ""}}, 422, "name"),
+    ("post", "/api/v1/experiments", {"json": {"name": "ok", "tags": "notalist"}}, 422, "tags"),
+    ("get", "/api/v1/compare", {"params": {"jobs": [1]}}, 422, "jobs"),
+    ("get", "/api/v1/compare", {"params": {"jobs": [424242, 424243]}}, 404, "424242"),
+    ("post", "/api/v1/plans", {"json": {"sensitivity_job": 424242, "max_drop": 1}}, 422, "sensitivity_job"),
+    ("post", "/api/v1/plans", {"json": {"sensitivity_job": 1, "max_drop": -1}}, 422, "max_drop"),
+    ("post", "/api/v1/plans", {"json": {"sensitivity_job": 1, "max_drop": 1, "metric": "top7"}}, 422, "metric"),
+    ("post", "/api/v1/schedules/validate", {"json": {"yaml": ""}}, 422, "yaml"),
+    ("post", "/api/v1/models", {"data": {"name": "m", "architecture": "digits-cnn"},
+                                "files": {"checkpoint": ("m.pt", b"")}}, 422, "checkpoint"),
+    ("post", "/api/v1/models", {"data": {"name": "m", "architecture": "digits-cnn"},
+                                "files": {"checkpoint": ("m.pt", b"not a zip")}}, 422, "checkpoint"),
+    ("post", "/api/v1/models", {"data": {"name": "m", "architecture": "digits-cnn"},
+                                "files": {"checkpoint": ("m.pt", _torch_like_checkpoint(pickle.dumps(_Evil())))}},
+     422, "builtins.eval"),
+    ("post", "/api/v1/models", {"data": {"name": "m", "architecture": "gpt-5"},
+                                "files": {"checkpoint": ("m.pt", b"x")}}, 422, "architecture"),
+    ("post", "/api/v1/models", {"data": {"name": "m"}, "files": {"checkpoint": ("m.pt", b"x")}},
+     422, "architecture"),
+    ("post", "/api/v1/models", {"data": {"name": "m", "architecture": "digits-cnn"},
+                                "files": {"checkpoint": ("m.pt", b"x" * 3 * 1024 * 1024)}}, 413, "upload limit"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "word"), BAD_REQUESTS,
+                         ids=[f"{i:02d}-{r[4]}" for i, r in enumerate(BAD_REQUESTS)])
+def test_bad_request(client: TestClient, method: str, path: str, kwargs: dict, status: int, word: str) -> None:
+    client.app.state.settings.max_upload_mb = 2
+    before = _counts(client)
+    r = client.request(method.upper(), path, **kwargs)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and word.lower() in detail.lower(), detail
+    assert _counts(client) == before
+    assert client.app.state.dispatcher.sent == []
+
+
+def test_token_required(settings) -> None:
+    settings.token = "s3cret"
+    with TestClient(create_app(settings, dispatcher=RecordingDispatcher())) as c:
+        assert c.get("/api/v1/jobs").status_code == 401
+        assert c.get("/api/v1/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
