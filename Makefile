@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv clean bench chromium
+.PHONY: run demo test lint venv clean bench chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The service at http://127.0.0.1:8000 with a demo job preloaded on first start.
 run: $(STAMP)
+	$(BIN)/prunescope serve
+
+# The same path without a server: train digits-cnn, sweep, print the table and the CSV path.
+demo: $(STAMP)
 	$(BIN)/prunescope demo
 
 # Browser tests drive Debian's chromium (Playwright cannot download its own browser here).
@@ -30,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python bench/sensitivity_speed.py
+	$(BIN)/python bench/sensitivity.py
 
 clean:
 	rm -rf $(VENV) prunescope-data
