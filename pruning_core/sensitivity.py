@@ -6,9 +6,16 @@ exactly, nothing is skipped silently, and structured pruning can follow the depe
 physical pruning would remove (``coupled=True``). Two engines give the same points:
 
 - ``plain``: the reference: apply the mask, run the whole model over the data, restore.
-- ``fast``: cut the traced model before the pruned tensor (``fastpath``), run the unchanged prefix
-  once per batch and only the suffix once per level; data and prefix activations are cached
-  within a memory budget; levels whose mask prunes nothing reuse the unpruned evaluation.
+- ``fast``: cut the traced model before the pruned tensor (``fastpath``) and run only the suffix
+  once per level. The values live at the cut are cached per batch (within a memory budget) and
+  *advanced* to the next parameter's cut, so the unchanged part of the model runs once per batch
+  for the whole analysis, not once per parameter. Pruned weights are swapped in by reference
+  (never copied into the trained tensors); levels whose mask prunes nothing reuse the unpruned
+  evaluation; everything runs under ``torch.inference_mode``.
+
+Level batching (several levels in one forward of the suffix, stacked along the batch) was measured
+and left out: on CPU, larger batches are slower per sample (cache misses), and the copies of the
+live values it needs cost what it saves on the pruned layer.
 
 Points are yielded as soon as they are measured so a service can store each one as it arrives.
 """
@@ -42,7 +49,8 @@ class SensitivityPoint:
 
     top1/top5 and their 95 % Wilson bounds are percentages; loss is the mean cross-entropy.
     ``nnz`` counts the non-zeros left in the parameter; ``macs``/``params_left`` (structured groups
-    only) count what is left of the model once fully-zero filters/channels are removed.
+    only) count what is left of the model once fully-zero filters/channels are removed;
+    ``latency_ms`` (``latency=True`` only) is measured on a copy thinned with Torch-Pruning.
     """
 
     parameter: str
@@ -63,6 +71,7 @@ class SensitivityPoint:
     subset: bool = False
     group: str = "element"
     mode: str = "independent"
+    latency_ms: float | None = None  # median forward time of the physically thinned model (latency=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,14 +164,20 @@ def _owners(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _output_modules(model: nn.Module, example: torch.Tensor) -> set[nn.Module]:
-    """Modules whose output is the model's output (their filters are the classes)."""
+    """Modules whose output is the model's output (their filters are the classes).
+
+    The probe runs in eval mode: a train-mode forward would move BatchNorm's running statistics.
+    """
     produced: dict[int, nn.Module] = {}
     hooks = [m.register_forward_hook(lambda m, i, o: produced.__setitem__(id(o), m))
              for m in model.modules() if not list(m.children())]
+    was_training = model.training
+    model.eval()
     try:
         with torch.no_grad():
             out = model(example)
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     return {produced[id(out)]} if id(out) in produced else set()
@@ -276,11 +291,14 @@ class SensitivityAnalysis:
                  params: Sequence[str] | None = None, group: str = "element",
                  device: str | torch.device | None = None, engine: str = "fast", coupled: bool = False,
                  samples: int | None = None, seed: int = 0, early_stop_top1: float | None = None,
-                 amp: bool = False, memory_budget_mb: float = 1024) -> None:
+                 amp: bool = False, memory_budget_mb: float = 1024, latency: bool = False,
+                 latency_batch: int = 8, latency_repeats: int = 20) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
         if coupled and group == "element":
             raise ValueError("coupled mode applies to structured groups (filter, channel), not element")
+        if latency and group == "element":
+            raise ValueError("latency needs a structured group (filter, channel): element pruning thins nothing")
         self.levels = sorted(parse_levels(levels))
         self.group, self.coupled, self.amp = group, coupled, amp
         self.mode = "coupled" if coupled else "independent"
@@ -294,7 +312,10 @@ class SensitivityAnalysis:
         self.budget = int(memory_budget_mb * 2**20)
         self.loader, self.subset = _subset_loader(loader, samples, seed)
         self.batches = _Batches(self.loader, self.device, channels_last, self.budget // 2)
-        self.example = next(iter(self.batches))[0][:1]
+        first = next(iter(self.batches))[0]
+        self.example = first[:1]
+        self.latency, self.latency_repeats = latency, latency_repeats
+        self.latency_input = first[:latency_batch]
         self.params, self.skipped = select_parameters(model, params, group, self.example)
         self.named = dict(model.named_parameters())
         self.owners = _owners(model)
@@ -314,6 +335,7 @@ class SensitivityAnalysis:
                 self.engine, self.engine_note = "plain", f"fast path unavailable, using plain: {exc}"
                 log.warning(self.engine_note)
         self.baseline: dict | None = None
+        self._chain: tuple[int, list] | None = None  # (cut, [(live values, targets)] per batch)
 
     @property
     def total_points(self) -> int:
@@ -347,26 +369,37 @@ class SensitivityAnalysis:
 
     def _evaluate_model(self) -> _Tally:
         tally = _Tally()
-        with torch.no_grad(), self._autocast():
+        with torch.inference_mode(), self._autocast():
             for x, y in self.batches:
                 tally.add(self.model(x), y)
         return tally
 
-    def _point(self, name: str, level: float, masks: dict | None, tally: _Tally | None,
-               originals: dict[str, torch.Tensor]) -> SensitivityPoint:
-        """Build the point (nnz and footprint are read with the masks applied, then restored)."""
-        macs = params_left = None
-        if masks:
-            _apply(self.named, originals, masks)
-        try:
+    def _pruned(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """New tensors holding the trained values with the pruned entries zeroed (made once per point)."""
+        with torch.no_grad():
+            return {p: torch.where(m.to(self.named[p].device), self.named[p], 0.0) for p, m in masks.items()}
+
+    def _latency(self) -> float:
+        """Median forward time (ms) of a copy of the current (pruned) model with its dead channels removed."""
+        from pruning_core.thinning import measure_latency, thinned_copy
+
+        thinned, _ = thinned_copy(self.model, self.latency_input, latency=False)
+        return measure_latency(thinned, self.latency_input, repeats=self.latency_repeats)
+
+    def _point(self, name: str, level: float, weights: dict[str, torch.Tensor],
+               tally: _Tally | None) -> SensitivityPoint:
+        """Build the point (nnz, footprint and latency are read with the pruned weights swapped in)."""
+        macs = params_left = latency_ms = None
+        with _swapped(self.named, weights):
             nnz = int(torch.count_nonzero(self.named[name]))
             if self.group != "element":
                 macs, params_left = footprint(self.model, self.positions)
-        finally:
-            _restore(self.named, originals)
+            if self.latency and tally is not None:
+                latency_ms = self._latency()
         point = SensitivityPoint(parameter=name, sparsity=level, top1=None, top5=None, loss=None, samples=0,
                                  nnz=nnz, macs=macs, params_left=params_left, measured=tally is not None,
-                                 approximate=self.amp, subset=self.subset, group=self.group, mode=self.mode)
+                                 approximate=self.amp, subset=self.subset, group=self.group, mode=self.mode,
+                                 latency_ms=latency_ms)
         if tally is not None:
             hits1, hits5, loss, n = tally.result()
             point.top1, point.top5, point.loss, point.samples = 100.0 * hits1 / n, 100.0 * hits5 / n, loss, n
@@ -384,6 +417,7 @@ class SensitivityAnalysis:
             for name in self.params:
                 yield from self._layer(name, base)
         finally:
+            self._chain = None
             self.model.train(self._was_training)
 
     def _layer(self, name: str, base: _Tally) -> Iterator[SensitivityPoint]:
@@ -394,87 +428,86 @@ class SensitivityAnalysis:
             self.skipped.append(SkippedParam(name, f"cannot build its pruning group: {exc}"))
             log.warning("skipping %s: %s", name, exc)
             return
-        touched = sorted({p for m in masks.values() for p in m})
-        originals = {p: self.named[p].detach().clone() for p in touched}
-        split = None
+        weights = {level: self._pruned(m) for level, m in masks.items()}
+        cut = None
         if self.engine == "fast" and self._splitter is not None:
             try:
-                split = self._splitter.split(touched)
+                cut = self._splitter.cut(sorted({p for m in masks.values() for p in m}))
             except KeyError as exc:
                 log.warning("plain path for %s: %s", name, exc)
         # without an early stop all levels form one wave (one pass over the data); with it, one each
         levels = list(self.levels)
         waves = [levels] if self.early_stop_top1 is None else [[lv] for lv in levels]
-        cache: list | None = [] if split is not None else None
         stopped = False
         for wave in waves:
             if stopped:
                 for level in wave:
-                    yield self._point(name, level, masks[level], None, originals)
+                    yield self._point(name, level, weights[level], None)
                 continue
-            if self.engine == "plain" or split is None:  # the reference: every level evaluated in full
-                tallies = {lv: self._plain(masks[lv], originals) for lv in wave}
+            if cut is None:  # the reference: every level evaluated in full
+                tallies = {lv: self._plain(weights[lv]) for lv in wave}
             else:  # a level that prunes nothing is the unpruned evaluation: reuse it
-                changed = [lv for lv in wave if not all(bool(m.all()) for m in masks[lv].values())]
-                tallies, cache = self._fast(split, {lv: masks[lv] for lv in changed}, originals, cache)
+                changed = {lv: weights[lv] for lv in wave if not all(bool(m.all()) for m in masks[lv].values())}
+                tallies = self._fast(cut, changed) if changed else {}
             for level in wave:
-                tally = tallies.get(level, base)
-                point = self._point(name, level, masks[level], tally, originals)
+                point = self._point(name, level, weights[level], tallies.get(level, base))
                 yield point
                 if self.early_stop_top1 is not None and point.top1 < self.early_stop_top1:
                     stopped = True
 
-    def _plain(self, masks: dict[str, torch.Tensor], originals: dict[str, torch.Tensor]) -> _Tally:
+    def _plain(self, weights: dict[str, torch.Tensor]) -> _Tally:
         """Distiller's step: prune, evaluate the whole model, restore."""
-        _apply(self.named, originals, masks)
-        try:
+        with _swapped(self.named, weights):
             return self._evaluate_model()
-        finally:
-            _restore(self.named, originals)
 
-    def _fast(self, split, masks_by_level: dict[float, dict], originals: dict[str, torch.Tensor],
-              cache: list | None) -> tuple[dict[float, _Tally], list | None]:
-        """One pass over the data: prefix once per batch (cached within budget), suffix per level."""
-        tallies = {lv: _Tally() for lv in masks_by_level}
-        if not tallies:
-            return tallies, cache
-        filled = cache is not None and len(cache) > 0
-        new_cache: list | None = None if filled else cache
+    def _live_at(self, cut: int) -> Iterator[tuple[tuple, torch.Tensor]]:
+        """(values live at ``cut``, targets) per batch: advanced from the previous cut when cached,
+        else computed from the data; cached for the next cut when they fit half the memory budget."""
+        if self._chain is not None and self._chain[0] == cut:
+            yield from self._chain[1]
+            return
+        if self._chain is not None and self._chain[0] < cut:
+            step, source = self._splitter.segment(self._chain[0], cut), self._chain[1]
+        else:
+            step, source = self._splitter.segment(0, cut), ((tuple([x]), y) for x, y in self.batches)
+        self._chain = None  # an advanced cache replaces the old one: never hold both
+        cache: list | None = []
         size = 0
-        with torch.no_grad(), self._autocast():
-            source = cache if filled else self.batches
-            for item in source:
-                if filled:
-                    live, y = item
+        for live, y in source:
+            out = step(live)
+            if cache is not None:
+                size += sum(t.nelement() * t.element_size() for t in out if isinstance(t, torch.Tensor))
+                if size <= self.budget // 2:
+                    cache.append((out, y))
                 else:
-                    x, y = item
-                    live = split.prefix(x)
-                    if new_cache is not None:
-                        size += sum(t.nelement() * t.element_size() for t in live if isinstance(t, torch.Tensor))
-                        if size <= self.budget // 2:
-                            new_cache.append((live, y))
-                        else:
-                            new_cache = None
-                try:
-                    for level, masks in masks_by_level.items():
-                        _apply(self.named, originals, masks)
-                        tallies[level].add(split.run_suffix(live), y)
-                finally:
-                    _restore(self.named, originals)
-        return tallies, (cache if filled else new_cache)
+                    cache = None
+            yield out, y
+        if cache is not None:
+            self._chain = (cut, cache)
+
+    def _fast(self, cut: int, weights_by_level: dict[float, dict]) -> dict[float, _Tally]:
+        """One pass over the data: the live values at the cut once per batch, the suffix per level."""
+        suffix = self._splitter.segment(cut)
+        tallies = {lv: _Tally() for lv in weights_by_level}
+        with torch.inference_mode(), self._autocast():
+            for live, y in self._live_at(cut):
+                for level, weights in weights_by_level.items():
+                    with _swapped(self.named, weights):
+                        tallies[level].add(suffix(live), y)
+        return tallies
 
 
-def _apply(named: dict[str, nn.Parameter], originals: dict[str, torch.Tensor], masks: dict) -> None:
-    """Set each masked parameter to its trained value with the pruned entries zeroed (in place)."""
-    with torch.no_grad():
-        for pname, mask in masks.items():
-            named[pname].copy_(originals[pname]).masked_fill_(~mask.to(named[pname].device), 0)
-
-
-def _restore(named: dict[str, nn.Parameter], originals: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for pname, value in originals.items():
-            named[pname].copy_(value)
+@contextlib.contextmanager
+def _swapped(named: dict[str, nn.Parameter], values: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Let the parameters refer to ``values`` for a while: no copy in, none back, trained tensors untouched."""
+    saved = {p: named[p].data for p in values}
+    try:
+        for p, v in values.items():
+            named[p].data = v
+        yield
+    finally:
+        for p, v in saved.items():
+            named[p].data = v
 
 
 def _subset_loader(loader: DataLoader, samples: int | None, seed: int) -> tuple[DataLoader, bool]:

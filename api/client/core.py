@@ -1,0 +1,467 @@
+"""The Python client of REST v1: one method per resource action, typed results, API errors as exceptions.
+
+Methods mirror the routes (``jobs``, ``job``, ``cancel``, ``points`` …) and the CLI (``train``,
+``sense``, ``prune`` take the same arguments as ``prunescope train/sense/prune``). torch is
+imported only by :meth:`Client.upload_model` when it is handed an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import httpx
+
+from api.client.errors import JobFailed, PrunescopeError
+from api.client.frames import compare_frame, epochs_frame, points_frame, sensitivity_figure
+from api.client.resources import Artifact, Dataset, Event, Experiment, Job, Model, ScheduleCheck, _Resource
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+API_PREFIX = "/api/v1"
+R = TypeVar("R", bound=_Resource)
+JobRef = int | Job
+OptionValue = str | int | float | bool
+DatasetOptions = Mapping[str, OptionValue] | Sequence[str] | None
+CheckpointSource = str | os.PathLike | bytes | Any  # Any: an nn.Module (not imported: torch stays out)
+
+
+def _job_id(job: JobRef) -> int:
+    return job.id if isinstance(job, Job) else int(job)
+
+
+def _experiment_id(experiment: int | Experiment | None) -> int | None:
+    return experiment.id if isinstance(experiment, Experiment) else experiment
+
+
+def _option_value(text: str) -> OptionValue:
+    """``n=1000`` -> 1000, ``flip=true`` -> True, ``shape=1x8x8`` stays text, as the CLI means them."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def dataset_options(options: DatasetOptions) -> dict[str, OptionValue]:
+    """A dict, or the CLI's repeated ``key=value`` strings, as the API's ``dataset_options``."""
+    if options is None:
+        return {}
+    if isinstance(options, Mapping):
+        return dict(options)
+    parsed: dict[str, OptionValue] = {}
+    for pair in options:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"dataset option {pair!r}: expected key=value, e.g. root=/data/cifar")
+        parsed[key.strip()] = _option_value(value.strip())
+    return parsed
+
+
+def _schedule_text(schedule: str | os.PathLike) -> str:
+    """A schedule given as YAML text or as a file path: a Path, or a one-line str without ``": "``.
+
+    A path that does not exist raises FileNotFoundError rather than being sent as YAML, so a typo
+    in a file name is reported as such.
+    """
+    if isinstance(schedule, os.PathLike) or ("\n" not in schedule and ": " not in schedule):
+        return Path(schedule).read_text()
+    return schedule
+
+
+def _progress_bar(total: int, desc: str, unit: str) -> Any:
+    """tqdm.auto (a widget in Jupyter); without ipywidgets it falls back to text without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total or None, desc=desc, unit=unit, mininterval=0.5, leave=True)
+
+
+class Client:
+    """A prunescope server (``Client(url, token)``) or the same service in this process (``Client.local()``).
+
+    ``url`` defaults to ``$PRUNESCOPE_URL`` and ``token`` to ``$PRUNESCOPE_TOKEN`` (sent as
+    ``Authorization: Bearer``). ``progress`` is the default of :meth:`wait`'s progress bar. Use it as
+    a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 60.0,
+                 progress: bool = True, transport: httpx.BaseTransport | None = None) -> None:
+        if transport is None:  # the environment names the server; a given transport is its own server
+            url = url or os.environ.get("PRUNESCOPE_URL")
+            token = token if token is not None else os.environ.get("PRUNESCOPE_TOKEN")
+            if not url:
+                raise ValueError("no server URL: pass Client(url) or set PRUNESCOPE_URL, "
+                                 "or run without a server with Client.local()")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = (url or "http://prunescope.local").rstrip("/")
+        self.progress = progress
+        self._label = f"Client({self.url!r})"
+        self._http = httpx.Client(base_url=self.url + API_PREFIX, headers=headers, timeout=timeout,
+                                  transport=transport)
+
+    @classmethod
+    def local(cls, data_dir: str | os.PathLike | None = None, *, timeout: float = 60.0,
+              progress: bool = True) -> Client:
+        """The embedded service in this process: SQLite under ``data_dir`` (default ``$PRUNESCOPE_DATA_DIR``
+        or ``./prunescope-data``), jobs run by the same executor and runner as ``prunescope serve``."""
+        from api.client.local import local_transport
+
+        transport = local_transport(data_dir)
+        client = cls(None, None, timeout=timeout, progress=progress, transport=transport)
+        client._label = f"Client.local({str(transport.data_dir)!r})"
+        return client
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return self._label
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call; a transport failure or an error status becomes a PrunescopeError with the API's message."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise PrunescopeError(None, f"cannot reach prunescope at {self.url}: {exc}") from None
+        _raise_for_status(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    def _one(self, cls: type[R], method: str, path: str, **kwargs: Any) -> R:
+        return cls.from_json(self._json(method, path, **kwargs))
+
+    def _many(self, cls: type[R], path: str, **kwargs: Any) -> list[R]:
+        return [cls.from_json(item) for item in self._json("GET", path, **kwargs)]
+
+    def _job(self, data: dict[str, Any]) -> Job:
+        return Job.from_json(data, client=self)
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``/healthz``: the store's and the broker's state (raises with status 503 when unhealthy)."""
+        return self._json("GET", "/healthz")
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def submit(self, kind: Literal["train", "sensitivity", "prune"], spec: Mapping[str, Any], *,
+               experiment: int | Experiment | None = None) -> Job:
+        """``POST /jobs`` with a raw spec (the typed ``train``/``sense``/``prune`` build it for you)."""
+        body = {"kind": kind, "spec": dict(spec), "experiment_id": _experiment_id(experiment)}
+        return self._job(self._json("POST", "/jobs", json=body))
+
+    def jobs(self, *, status: str | None = None, kind: str | None = None,
+             experiment: int | Experiment | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+        """Newest first, filtered like ``GET /jobs?status=&kind=&experiment=``."""
+        filters = {"status": status, "kind": kind, "experiment": _experiment_id(experiment)}
+        params = {k: v for k, v in filters.items() if v is not None}
+        page = self._json("GET", "/jobs", params={**params, "limit": limit, "offset": offset})
+        return [self._job(item) for item in page["items"]]
+
+    def job(self, job: JobRef) -> Job:
+        return self._job(self._json("GET", f"/jobs/{_job_id(job)}"))
+
+    def cancel(self, job: JobRef) -> Job:
+        """Cooperative cancel: a running job stops after its current point or epoch."""
+        return self._job(self._json("POST", f"/jobs/{_job_id(job)}/cancel"))
+
+    def delete(self, job: JobRef) -> None:
+        """Remove a finished job with its points, epochs and artifacts (not models registered from it)."""
+        self._request("DELETE", f"/jobs/{_job_id(job)}")
+
+    def wait(self, job: JobRef, *, timeout: float | None = None, poll: float = 0.5, progress: bool | None = None,
+             raise_on_failure: bool = True) -> Job:
+        """Block until the job ends, with a progress bar (points or epochs); return its final state.
+
+        A failed or cancelled job raises :class:`JobFailed` carrying the job's error unless
+        ``raise_on_failure`` is False; ``timeout`` (seconds) raises TimeoutError, the job keeps running.
+        """
+        state = self.job(job)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        if (self.progress if progress is None else progress) and not state.done:
+            unit = "point" if state.kind == "sensitivity" else "epoch"
+            bar = _progress_bar(state.progress_total, f"job {state.id} {state.kind}", unit)
+        try:
+            while True:
+                if bar is not None:
+                    bar.total = state.progress_total or None
+                    bar.n = state.progress_done
+                    bar.set_postfix_str(state.status, refresh=True)
+                if state.done:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"job {state.id} is still {state.status} after {timeout:g} s")
+                time.sleep(poll)
+                state = self.job(state.id)
+        finally:
+            if bar is not None:
+                bar.close()
+        if raise_on_failure and state.status != "succeeded":
+            raise JobFailed(state)
+        return state
+
+    def events(self, job: JobRef, *, poll: float = 0.5) -> Iterator[Event]:
+        """``/jobs/{id}/events`` (server-sent events): ``progress``, ``point`` per new point, then ``end``."""
+        path = f"/jobs/{_job_id(job)}/events"
+        try:
+            with self._http.stream("GET", path, params={"poll_s": poll}, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_status(response)
+                yield from _parse_sse(response.iter_lines())
+        except httpx.TransportError as exc:
+            raise PrunescopeError(None, f"cannot reach prunescope at {self.url}: {exc}") from None
+
+    # -- the CLI's jobs --------------------------------------------------------------------------
+
+    def _data_spec(self, model: str, dataset: str, checkpoint: CheckpointSource | None,
+                   options: DatasetOptions, batch_size: int, device: str) -> dict[str, Any]:
+        """The model/dataset part of every spec; a checkpoint is uploaded (once per content) first."""
+        if checkpoint is not None:
+            model = self.ensure_model(checkpoint, model).name
+        return {"model": model, "dataset": dataset, "dataset_options": dataset_options(options),
+                "batch_size": batch_size, "device": device}
+
+    def _run(self, kind: Literal["train", "sensitivity", "prune"], spec: dict[str, Any],
+             experiment: int | Experiment | None, wait: bool) -> Job:
+        job = self.submit(kind, spec, experiment=experiment)
+        return self.wait(job) if wait else job
+
+    def train(self, model: str, dataset: str, *, checkpoint: CheckpointSource | None = None,
+              dataset_options: DatasetOptions = None, epochs: int = 15, optimizer: str = "sgd", lr: float = 0.1,
+              seed: int = 0, batch_size: int = 256, device: str = "auto", register_as: str | None = None,
+              experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+        """``prunescope train``: the trained model is registered (as ``register_as`` or ``<arch>-job<N>``)."""
+        spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size, device)
+        spec.update(epochs=epochs, optimizer=optimizer, lr=lr, seed=seed, register_as=register_as)
+        return self._run("train", spec, experiment, wait)
+
+    def sense(self, model: str, dataset: str, *, checkpoint: CheckpointSource | None = None,
+              dataset_options: DatasetOptions = None, split: str = "test", group: str = "element",
+              levels: str | Sequence[float] = "0:0.95:0.05", params: Sequence[str] | None = None,
+              samples: int | None = None, coupled: bool = False, engine: str = "fast", shards: int | None = None,
+              batch_size: int = 256, device: str = "auto", experiment: int | Experiment | None = None,
+              wait: bool = True) -> Job:
+        """``prunescope sense``: a sensitivity sweep; ``model`` is an architecture or a registered model name."""
+        spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size, device)
+        spec.update(split=split, group=group, levels=levels if isinstance(levels, str) else list(levels),
+                    params=list(params) if params is not None else None, samples=samples, coupled=coupled,
+                    engine=engine, shards=shards)
+        return self._run("sensitivity", spec, experiment, wait)
+
+    def prune(self, model: str, dataset: str, schedule: str | os.PathLike, *,
+              checkpoint: CheckpointSource | None = None, dataset_options: DatasetOptions = None, epochs: int = 10,
+              lr: float = 0.01, thin: bool = False, batch_size: int = 256, device: str = "auto",
+              register_as: str | None = None, experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+        """``prunescope prune``: run a Distiller YAML schedule (text or file) while fine-tuning."""
+        spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size, device)
+        spec.update(schedule=_schedule_text(schedule), epochs=epochs, lr=lr, thin=thin, register_as=register_as)
+        return self._run("prune", spec, experiment, wait)
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def points(self, job: JobRef, parameter: str | None = None) -> pd.DataFrame:
+        """A sensitivity job's points, every field (intervals, nnz, MACs, flags), one row per point."""
+        params = {"parameter": parameter} if parameter is not None else None
+        return points_frame(self._json("GET", f"/jobs/{_job_id(job)}/points", params=params))
+
+    def points_csv(self, job: JobRef, path: str | os.PathLike | None = None) -> str:
+        """Distiller's CSV (``parameter,sparsity,top1,top5,loss``); also written to ``path`` when given."""
+        text = self._request("GET", f"/jobs/{_job_id(job)}/points.csv").text
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def epochs(self, job: JobRef) -> pd.DataFrame:
+        """A train or prune job's per-epoch metrics."""
+        return epochs_frame(self._json("GET", f"/jobs/{_job_id(job)}/epochs"))
+
+    def plot(self, job: JobRef | pd.DataFrame, metric: str = "top1", title: str | None = None) -> go.Figure:
+        """The sensitivity curves of a job (or of a ``points()`` frame): one line per parameter against
+        sparsity, ``metric`` one of top1, top5, loss, with 95 % bands for top1/top5."""
+        frame = job if not isinstance(job, int | Job) else self.points(job)
+        if title is None and isinstance(job, int | Job):
+            title = f"Sensitivity of job {_job_id(job)}: {metric}"
+        return sensitivity_figure(frame, metric, title)
+
+    def compare(self, jobs: Sequence[JobRef], metric: str = "top1") -> pd.DataFrame:
+        """Sensitivity jobs side by side: ``metric`` per (parameter, sparsity), a column ``job N`` each."""
+        return compare_frame(self._json("GET", "/compare",
+                                        params={"jobs": [_job_id(j) for j in jobs], "metric": metric}))
+
+    # -- artifacts -------------------------------------------------------------------------------
+
+    def artifacts(self, job: JobRef) -> list[Artifact]:
+        """What a job produced: checkpoints, the schedule it ran, reports."""
+        return self._many(Artifact, f"/jobs/{_job_id(job)}/artifacts")
+
+    def artifact(self, artifact_id: int) -> Artifact:
+        return self._one(Artifact, "GET", f"/artifacts/{artifact_id}")
+
+    def download(self, artifact: int | Artifact, path: str | os.PathLike | None = None) -> bytes:
+        """An artifact's bytes, checked against the server's sha256; also written to ``path`` when given
+        (a directory gets the artifact's own name)."""
+        art = artifact if isinstance(artifact, Artifact) else self.artifact(artifact)
+        response = self._request("GET", f"/artifacts/{art.id}/download")
+        data = response.content
+        expected = response.headers.get("x-checksum-sha256", art.sha256)
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise PrunescopeError(None, f"artifact {art.id}: downloaded bytes do not match sha256 {expected}")
+        if path is not None:
+            target = Path(path)
+            (target / art.name if target.is_dir() else target).write_bytes(data)
+        return data
+
+    # -- models ----------------------------------------------------------------------------------
+
+    def models(self) -> list[Model]:
+        return self._many(Model, "/models")
+
+    def model(self, name: str) -> Model:
+        return self._one(Model, "GET", f"/models/{name}")
+
+    def job_model(self, job: JobRef) -> Model:
+        """The model a train or prune job registered (``register_as``, or ``<arch>-job<N>`` by default)."""
+        job_id = _job_id(job)
+        found = [m for m in self.models() if m.source_job_id == job_id]
+        if not found:
+            raise PrunescopeError(None, f"job {job_id} has registered no model (yet): only a succeeded train or "
+                                        "prune job does")
+        return found[-1]
+
+    def upload_model(self, name: str, source: CheckpointSource, architecture: str) -> Model:
+        """Register a checkpoint: a file path, its bytes, or an ``nn.Module`` (its state_dict is saved)."""
+        data, filename = _checkpoint_bytes(source, name)
+        files = {"checkpoint": (filename, data, "application/octet-stream")}
+        return self._one(Model, "POST", "/models", data={"name": name, "architecture": architecture}, files=files)
+
+    def ensure_model(self, source: CheckpointSource, architecture: str, name: str | None = None) -> Model:
+        """The registered model holding exactly these weights, uploading them only if none does.
+
+        The default name is ``<architecture>-<first 12 hex of the sha256>``, so re-running a
+        notebook cell never uploads the same checkpoint twice.
+        """
+        data, _ = _checkpoint_bytes(source, architecture)
+        digest = hashlib.sha256(data).hexdigest()
+        for model in self.models():
+            if model.checkpoint_sha256 == digest and (name is None or model.name == name):
+                return model
+        return self.upload_model(name or f"{architecture}-{digest[:12]}", data, architecture)
+
+    # -- datasets and experiments ----------------------------------------------------------------
+
+    def datasets(self) -> list[Dataset]:
+        """Built-in dataset names and registered ones."""
+        return self._many(Dataset, "/datasets")
+
+    def dataset(self, name: str) -> Dataset:
+        return self._one(Dataset, "GET", f"/datasets/{name}")
+
+    def register_dataset(self, name: str, kind: str, root: str | None = None,
+                         options: DatasetOptions = None) -> Dataset:
+        """Bind a name to a dataset kind, a root (under the server's dataset roots) and options."""
+        body = {"name": name, "kind": kind, "root": root, "options": dataset_options(options)}
+        return self._one(Dataset, "POST", "/datasets", json=body)
+
+    def experiments(self, tag: str | None = None) -> list[Experiment]:
+        return self._many(Experiment, "/experiments", params={"tag": tag} if tag else None)
+
+    def experiment(self, experiment_id: int) -> Experiment:
+        return self._one(Experiment, "GET", f"/experiments/{experiment_id}")
+
+    def create_experiment(self, name: str, description: str = "", tags: Sequence[str] = ()) -> Experiment:
+        body = {"name": name, "description": description, "tags": list(tags)}
+        return self._one(Experiment, "POST", "/experiments", json=body)
+
+    # -- schedules and plans ---------------------------------------------------------------------
+
+    def validate_schedule(self, schedule: str | os.PathLike) -> ScheduleCheck:
+        """Check a Distiller YAML schedule (text or file); an invalid one is reported, not raised."""
+        return self._one(ScheduleCheck, "POST", "/schedules/validate", json={"yaml": _schedule_text(schedule)})
+
+    def plan(self, sensitivity_job: JobRef, max_drop: float, *, metric: str = "top1", epochs: int = 10) -> str:
+        """Per layer the highest sparsity within ``max_drop`` (top1 points or loss rise): an AGP schedule's YAML."""
+        body = {"sensitivity_job": _job_id(sensitivity_job), "max_drop": max_drop, "metric": metric, "epochs": epochs}
+        return self._json("POST", "/plans", json=body)["yaml"]
+
+    def launch_plan(self, sensitivity_job: JobRef, max_drop: float, *, metric: str = "top1", epochs: int = 10,
+                    lr: float = 0.01, register_as: str | None = None, experiment: int | Experiment | None = None,
+                    wait: bool = True) -> Job:
+        """Plan, then prune the sensitivity job's model on its dataset with that schedule (a prune job)."""
+        body = {"sensitivity_job": _job_id(sensitivity_job), "max_drop": max_drop, "metric": metric,
+                "epochs": epochs, "lr": lr, "register_as": register_as,
+                "experiment_id": _experiment_id(experiment)}
+        job = self._job(self._json("POST", "/plans/launch", json=body))
+        return self.wait(job) if wait else job
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    """An error status becomes a PrunescopeError with the API's ``detail`` (and 422's ``errors``)."""
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "detail" in body:
+        detail = body["detail"]
+        message = detail if isinstance(detail, str) else json.dumps(detail)
+        raise PrunescopeError(response.status_code, message, body.get("errors"))
+    raise PrunescopeError(response.status_code, response.text.strip() or response.reason_phrase)
+
+
+def _parse_sse(lines: Iterator[str]) -> Iterator[Event]:
+    event, data = "message", []
+    for line in lines:
+        if not line:
+            if data:
+                yield Event(event, json.loads("\n".join(data)))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+    if data:
+        yield Event(event, json.loads("\n".join(data)))
+
+
+def _checkpoint_bytes(source: CheckpointSource, stem: str) -> tuple[bytes, str]:
+    """(bytes, file name) of a checkpoint path, raw bytes, or an nn.Module's state_dict (torch imported here only)."""
+    if isinstance(source, bytes | bytearray):
+        return bytes(source), f"{stem}.pt"
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        return path.read_bytes(), path.name
+    if not callable(getattr(source, "state_dict", None)):
+        raise TypeError(f"a checkpoint is a path, bytes or an nn.Module, not {type(source).__name__}")
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in source.state_dict().items()}, buffer)
+    return buffer.getvalue(), f"{stem}.pt"
