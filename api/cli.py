@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from api.client.errors import PrunescopeError
+
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, PrunescopeError) as exc:
         print(f"prunescope {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

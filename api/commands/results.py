@@ -18,16 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from api.commands.remote import request
+    from api.commands.remote import client
 
-    job = request(args, "GET", f"/jobs/{args.job}")
-    if job["kind"] == "sensitivity":
-        text = request(args, "GET", f"/jobs/{args.job}/points.csv")
-        if args.csv:
-            args.csv.write_text(text)
-        else:
+    server = client(args)
+    if server.job(args.job).kind == "sensitivity":
+        text = server.points_csv(args.job, args.csv)
+        if not args.csv:
             sys.stdout.write(text)
         return 0
-    for e in request(args, "GET", f"/jobs/{args.job}/epochs"):
-        print(f"epoch {e['epoch']}: top1={e['top1']} top5={e['top5']} loss={e['loss']} lr={e['lr']}")
+    print(server.epochs(args.job).to_string(index=False))
     return 0

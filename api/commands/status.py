@@ -15,13 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from api.commands.remote import request
+    from api.commands.remote import client
 
-    job = request(args, "GET", f"/jobs/{args.job}")
-    print(f"job {job['id']} ({job['kind']}): {job['status']}  {job['progress_done']}/{job['progress_total']}"
-          f"  device={job['device'] or '-'}")
-    for shard in job["shards"]:
+    job = client(args).job(args.job)
+    print(f"job {job.id} ({job.kind}): {job.status}  {job.progress_done}/{job.progress_total}"
+          f"  device={job.device or '-'}")
+    for shard in job.shards:
         print(f"  shard {shard['index']}: {shard['status']} on {shard['worker'] or '-'}")
-    if job["error"]:
-        print(f"  error: {job['error']}")
-    return 0 if job["status"] != "failed" else 1
+    if job.error:
+        print(f"  error: {job.error}")
+    return 0 if job.status != "failed" else 1

@@ -9,7 +9,6 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from api.commands.common import parse_options
     from api.commands.remote import add_server_arg
 
     p = sub.add_parser("submit", help="submit a job to a server",
@@ -29,20 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--register-as", help="train/prune: model registry name for the result")
     p.add_argument("--experiment-id", type=int)
     add_server_arg(p)
-    p.set_defaults(handler=run, parse_options=parse_options)
+    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from api.commands.remote import request
+    from api.client.core import dataset_options
+    from api.commands.remote import client
 
-    spec = {"model": args.model, "dataset": args.dataset, "dataset_options": args.parse_options(args.dataset_opt)}
+    spec = {"model": args.model, "dataset": args.dataset, "dataset_options": dataset_options(args.dataset_opt)}
     optional = {"levels": args.levels, "group": args.group, "params": args.params, "shards": args.shards,
                 "samples": args.samples, "epochs": args.epochs, "lr": args.lr, "register_as": args.register_as}
     spec.update({k: v for k, v in optional.items() if v is not None})
     if args.schedule is not None:
         spec["schedule"] = args.schedule.read_text()
-    body = {"kind": args.kind, "spec": spec, "experiment_id": args.experiment_id}
-    job = request(args, "POST", "/jobs", json=body)
-    json.dump({"id": job["id"], "status": job["status"]}, sys.stdout)
+    job = client(args).submit(args.kind, spec, experiment=args.experiment_id)
+    json.dump({"id": job.id, "status": job.status}, sys.stdout)
     print()
     return 0
