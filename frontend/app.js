@@ -1,0 +1,67 @@
+// The hash router: #/jobs, #/jobs/<id>, #/compare?jobs=1,2, #/plan/<id>, #/new, #/models, #/datasets.
+import { comparePage } from "./compare.js";
+import { jobPage } from "./job.js";
+import { jobsPage } from "./jobs.js";
+import { newJobPage } from "./newjob.js";
+import { planPage } from "./plan.js";
+import { registryPage } from "./registry.js";
+import { api, h, leavePage } from "./util.js";
+
+const ROUTES = [
+  [/^\/?$/, () => { location.replace("#/jobs"); }],
+  [/^\/jobs$/, (view) => jobsPage(view), "jobs"],
+  [/^\/jobs\/(\d+)$/, (view, m) => jobPage(view, Number(m[1])), "jobs"],
+  [/^\/compare$/, (view) => comparePage(view), "compare"],
+  [/^\/plan\/(\d+)$/, (view, m) => planPage(view, Number(m[1])), "jobs"],
+  [/^\/new$/, (view) => newJobPage(view), "new"],
+  [/^\/models$/, (view) => registryPage(view, "models"), "models"],
+  [/^\/datasets$/, (view) => registryPage(view, "datasets"), "models"],
+];
+
+let generation = 0;
+
+async function route() {
+  leavePage();
+  const gen = ++generation;
+  const raw = location.hash.replace(/^#/, "");
+  const path = raw.split("?")[0];
+  const view = document.getElementById("view");
+  for (const [re, render, nav] of ROUTES) {
+    const m = path.match(re);
+    if (!m) continue;
+    for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.route === nav);
+    view.replaceChildren();
+    view.dataset.page = nav || "";
+    document.body.dataset.ready = "0";
+    try {
+      await render(view, m);
+    } catch (err) {
+      if (gen !== generation) return;
+      console.error(err);
+      view.replaceChildren(h("div.card.error", h("h2", "Something went wrong"), h("p", err.message || String(err))));
+    }
+    if (gen === generation) document.body.dataset.ready = "1";
+    return;
+  }
+  view.replaceChildren(h("div.card", h("h2", "Not found"), h("p", `No page at #${raw}. `, h("a", { href: "#/jobs" }, "Go to jobs"))));
+  document.body.dataset.ready = "1";
+}
+
+async function health() {
+  const el = document.getElementById("health");
+  try {
+    const r = await api("/healthz");
+    el.textContent = r.ok ? `● ${r.store.dialect} · ${r.broker.kind}` : "● degraded";
+    el.dataset.ok = r.ok ? "1" : "0";
+    el.title = r.broker.detail || "";
+  } catch (err) {
+    el.textContent = "● offline";
+    el.dataset.ok = "0";
+    el.title = err.message;
+  }
+}
+
+window.addEventListener("hashchange", route);
+route();
+health();
+setInterval(health, 30000);

@@ -1,0 +1,244 @@
+// Plan: a tolerance slider over a finished sensitivity job. The per-layer choice, the expected overall
+// sparsity/MACs and the schedule YAML are computed here from the points (instant feedback, the same
+// rule as pruning_core.plan); "Launch" asks the service to plan and run it (/plans/launch).
+import { api, esc, fmtNum, fmtSi, h, toast } from "./util.js";
+import { showErrors, clearErrors } from "./newjob.js";
+
+/** parameter -> [{sparsity, damage, point}] (needs each parameter's 0.0 row), like plan._curves. */
+export function damageCurves(points, metric) {
+  const by = new Map();
+  for (const p of points) {
+    if (p.measured === false || p[metric] === null || p[metric] === undefined) continue;
+    if (!by.has(p.parameter)) by.set(p.parameter, []);
+    by.get(p.parameter).push(p);
+  }
+  const out = new Map();
+  const missing = [];
+  for (const [name, rows] of by) {
+    const base = rows.find((r) => r.sparsity === 0);
+    if (!base) { missing.push(name); continue; }
+    out.set(name, rows.map((r) => ({ sparsity: r.sparsity, point: r,
+      damage: metric === "top1" ? base.top1 - r.top1 : r.loss - base.loss })).sort((a, b) => a.sparsity - b.sparsity));
+  }
+  return { curves: out, missing };
+}
+
+/** The highest measured level per parameter whose damage is within the tolerance (plan._choose). */
+export function chooseLevels(curves, tolerance) {
+  const levels = new Map();
+  for (const [name, curve] of curves) {
+    let best = { sparsity: 0, damage: 0, point: curve[0].point };
+    for (const c of curve) if (c.damage <= tolerance + 1e-12 && c.sparsity >= best.sparsity) best = c;
+    levels.set(name, best);
+  }
+  return levels;
+}
+
+/** Element count per parameter: nnz of its dense (0.0) row. */
+export function sizesOf(curves) {
+  const sizes = new Map();
+  for (const [name, curve] of curves) {
+    const base = curve.find((c) => c.sparsity === 0);
+    const p = base ? base.point : curve[0].point;
+    sizes.set(name, p.nnz ? Math.round(p.nnz / Math.max(1e-9, 1 - p.sparsity)) : 0);
+  }
+  return sizes;
+}
+
+const pyFloat = (v) => {
+  if (Number.isInteger(v)) return `${v}.0`;
+  const s = String(v);
+  return /e/.test(s) ? s.replace(/e-(\d)$/, "e-0$1") : s;
+};
+const pruneName = (level) => "prune_" + level.toFixed(4).replace(/0+$/, "").replace(/\.$/, "").replace(".", "_");
+
+/** The AGP schedule pruning_core.plan.plan_schedule writes (yaml.safe_dump layout). */
+export function scheduleYaml(levels, group, epochs) {
+  const byLevel = new Map();
+  for (const [name, c] of levels) {
+    if (c.sparsity > 0) {
+      if (!byLevel.has(c.sparsity)) byLevel.set(c.sparsity, []);
+      byLevel.get(c.sparsity).push(name);
+    }
+  }
+  if (!byLevel.size) throw new Error("no parameter can be pruned within the tolerance; nothing to schedule");
+  if (epochs < 3) throw new Error("AGP needs at least 3 epochs (2 pruning steps, then fine-tuning)");
+  const structured = ["filter", "filters", "channel", "channels"].includes(group);
+  const groupType = group.startsWith("channel") ? "Channels" : "Filters";
+  const end = Math.max(2, Math.floor((2 * epochs) / 3));
+  const sorted = [...byLevel.keys()].sort((a, b) => a - b);
+  const lines = ["version: 1", "pruners:"];
+  for (const level of sorted) {
+    lines.push(`  ${pruneName(level)}:`);
+    lines.push(`    class: ${structured ? "L1RankedStructureParameterPruner_AGP" : "AutomatedGradualPruner"}`);
+    lines.push(`    initial_sparsity: ${pyFloat(Math.min(0.05, level / 2))}`);
+    lines.push(`    final_sparsity: ${pyFloat(level)}`);
+    if (structured) lines.push(`    group_type: ${groupType}`);
+    lines.push(`    weights: [${byLevel.get(level).join(", ")}]`);
+  }
+  lines.push("policies:");
+  for (const level of sorted) {
+    lines.push(`- pruner: {instance_name: ${pruneName(level)}}`, "  starting_epoch: 0", `  ending_epoch: ${end}`, "  frequency: 1");
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** Everything the page shows for one tolerance. */
+export function computePlan(curves, sizes, tolerance, group, epochs, { withYaml = true } = {}) {
+  const levels = chooseLevels(curves, tolerance);
+  let total = 0;
+  let pruned = 0;
+  for (const [name, c] of levels) {
+    const n = sizes.get(name) || 0;
+    total += n;
+    pruned += Math.floor(c.sparsity * n);
+  }
+  let macs = null;
+  const first = [...levels.values()][0];
+  const baseMacs = first && first.point && curves.get([...levels.keys()][0]).find((c) => c.sparsity === 0)?.point.macs;
+  if (baseMacs) {
+    macs = { base: baseMacs, expected: baseMacs };
+    for (const c of levels.values()) if (c.point.macs !== null && c.point.macs !== undefined) macs.expected -= baseMacs - c.point.macs;
+  }
+  let yaml = "";
+  let yamlError = null;
+  if (withYaml) {
+    try { yaml = scheduleYaml(levels, group, epochs); } catch (e) { yamlError = e.message; }
+  }
+  return { levels, overall: total ? pruned / total : null, weights: { total, pruned }, macs, yaml, yamlError };
+}
+
+export async function planPage(view, id) {
+  const [job, points] = await Promise.all([api(`jobs/${id}`), api(`jobs/${id}/points`)]);
+  if (job.kind !== "sensitivity") throw new Error(`job ${id} is a ${job.kind} job: plans start from a sensitivity job`);
+  const group = job.spec.group || "element";
+  const state = { metric: "top1", tolerance: 1.0, epochs: 10 };
+  let data = null;
+
+  const slider = h("input#tolerance", { type: "range", min: "0", max: "10", step: "0.05", value: String(state.tolerance) });
+  const tolInput = h("input#tolerance-value", { type: "number", min: "0", step: "0.05", value: String(state.tolerance), "data-field": "max_drop" });
+  const unit = h("span.muted#tolerance-unit");
+  const metricSel = h("select#plan-metric", { "data-field": "metric" }, h("option", { value: "top1" }, "top1 drop (points)"), h("option", { value: "loss" }, "loss rise"));
+  const epochsIn = h("input#plan-epochs", { type: "number", min: "3", value: "10", "data-field": "epochs" });
+  const lrIn = h("input#plan-lr", { type: "text", value: "0.01", "data-field": "lr" });
+  const regIn = h("input#plan-register", { type: "text", placeholder: "optional model name", "data-field": "register_as" });
+  const overall = h("div.stat-value#plan-overall");
+  const macsBox = h("div.stat-value#plan-macs");
+  const countBox = h("div.stat-value#plan-count");
+  const yamlBox = h("pre.code#plan-yaml");
+  const tradeoff = h("div.chart.mini#plan-tradeoff");
+  const tbody = h("tbody#plan-body");
+  const launch = h("button.btn.primary#launch-plan", { type: "button" }, "Launch prune job");
+  const form = h("div.card.form#plan-form",
+    h("div.plan-controls",
+      h("div.field.grow", h("label", { for: "tolerance" }, "Tolerance"), h("div.slider-row", slider, tolInput, unit), h("div.field-error", { "data-error-for": "max_drop" })),
+      h("div.field", h("label", { for: "plan-metric" }, "Metric"), metricSel, h("div.field-error", { "data-error-for": "metric" })),
+      h("div.field", h("label", { for: "plan-epochs" }, "Epochs"), epochsIn, h("div.field-error", { "data-error-for": "epochs" })),
+      h("div.field", h("label", { for: "plan-lr" }, "LR"), lrIn, h("div.field-error", { "data-error-for": "lr" })),
+      h("div.field", h("label", { for: "plan-register" }, "Register as"), regIn, h("div.field-error", { "data-error-for": "register_as" }))),
+    h("div.stats",
+      h("div.stat", h("div.stat-label", "expected overall sparsity"), overall, h("div.stat-note", "of the analysed weights")),
+      h("div.stat", h("div.stat-label", "expected MACs"), macsBox, h("div.stat-note", "sum of per-layer savings")),
+      h("div.stat", h("div.stat-label", "layers pruned"), countBox)),
+    tradeoff,
+    h("div.form-error", { hidden: true, role: "alert" }),
+    h("div.form-actions", h("button.btn#server-yaml", { type: "button", onclick: async () => {
+      try { const r = await api("plans", { method: "POST", body: body(false) }); yamlBox.textContent = r.yaml; toast("YAML from the service"); } catch (err) { showErrors(form, err); }
+    } }, "YAML from the service"), launch));
+
+  view.append(
+    h("div.page-head", h("div", h("div.crumbs", h("a", { href: "#/jobs" }, "Jobs"), " / ", h("a", { href: `#/jobs/${id}` }, `#${id}`), " / plan"),
+      h("h1", `Plan from sensitivity job #${id}`)), h("div.muted", `${job.spec.model} on ${job.spec.dataset} · ${group}`)),
+    form,
+    h("div.grid2.plan-grid",
+      h("div.card", h("h2", "Chosen sparsity per layer"), h("div.table-scroll.tall", h("table.table.compact#plan-table",
+        h("thead", h("tr", h("th", "parameter"), h("th.wide", "sparsity"), h("th", "measured damage"), h("th", "weights"))), tbody))),
+      h("div.card", h("div.card-head", h("h2", "Schedule (Distiller YAML)"),
+        h("button.btn.small", { type: "button", onclick: () => navigator.clipboard?.writeText(yamlBox.textContent).then(() => toast("Copied")) }, "Copy")), yamlBox)),
+  );
+
+  function body(withLaunch) {
+    const b = { sensitivity_job: id, max_drop: Number(tolInput.value), metric: state.metric, epochs: Number(epochsIn.value) };
+    if (withLaunch) {
+      const lr = Number(lrIn.value);
+      b.lr = Number.isFinite(lr) && lrIn.value.trim() ? lr : lrIn.value;
+      if (regIn.value.trim()) b.register_as = regIn.value.trim();
+    }
+    return b;
+  }
+
+  function prepare() {
+    data = damageCurves(points, state.metric);
+    data.sizes = sizesOf(data.curves);
+    const damages = [...data.curves.values()].flat().map((c) => c.damage).filter((d) => d > 0);
+    const top = damages.length ? Math.max(...damages) : 1;
+    const step = state.metric === "top1" ? 0.05 : Math.max(1e-4, +(top / 200).toPrecision(1));
+    slider.max = String(Math.max(step, Math.ceil(top / step) * step));
+    slider.step = String(step);
+    tolInput.step = String(step);
+    unit.textContent = state.metric === "top1" ? "points of top1" : "loss";
+    // the trade-off: expected overall sparsity at every tolerance where the choice changes
+    const steps = [0, ...new Set(damages)].sort((a, b) => a - b);
+    const ys = steps.map((t) => computePlan(data.curves, data.sizes, t, group, 10, { withYaml: false }).overall);
+    const label = state.metric === "top1" ? "tolerated top1 drop (points)" : "tolerated loss rise";
+    Plotly.react(tradeoff, [{ type: "scatter", mode: "lines", line: { shape: "hv", color: "#2f6fde" }, x: [...steps, Number(slider.max)],
+      y: [...ys, ys[ys.length - 1]].map((v) => (v === null ? null : 100 * v)), hovertemplate: "tolerance %{x:.3f}<br>overall sparsity %{y:.2f}%<extra></extra>" }], {
+      margin: { l: 50, r: 10, t: 6, b: 36 }, height: 170, xaxis: { title: { text: label }, range: [0, Number(slider.max)] },
+      yaxis: { title: { text: "sparsity %" }, rangemode: "tozero" }, showlegend: false, plot_bgcolor: "#fff", paper_bgcolor: "#fff",
+      font: { family: "system-ui, sans-serif", size: 11 }, shapes: [marker()],
+    }, { displaylogo: false, displayModeBar: false, responsive: true });
+  }
+
+  function marker() {
+    const x = Number(tolInput.value);
+    return { type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1, line: { color: "#d62728", width: 1.5, dash: "dot" } };
+  }
+
+  function update() {
+    const t0 = performance.now();
+    state.tolerance = Number(tolInput.value);
+    state.epochs = Number(epochsIn.value) || 10;
+    const plan = computePlan(data.curves, data.sizes, state.tolerance, group, state.epochs);
+    overall.textContent = plan.overall === null ? "–" : `${fmtNum(100 * plan.overall, 2)}%`;
+    const left = plan.macs ? Math.max(0, plan.macs.expected) : null;
+    macsBox.textContent = plan.macs ? `≈ ${fmtSi(left)} (−${fmtNum(100 * (1 - left / plan.macs.base), 1)}%)` : "n/a (element)";
+    const prunedLayers = [...plan.levels.values()].filter((c) => c.sparsity > 0).length;
+    countBox.textContent = `${prunedLayers} / ${plan.levels.size}`;
+    yamlBox.textContent = plan.yamlError ? `# ${plan.yamlError}` : plan.yaml;
+    launch.disabled = Boolean(plan.yamlError);
+    tbody.innerHTML = [...plan.levels].map(([name, c]) => `<tr data-param="${esc(name)}"><td class="mono">${esc(name)}</td>` +
+      `<td><div class="bar"><div class="bar-fill" style="width:${(100 * c.sparsity).toFixed(1)}%"></div><span class="bar-label">${(100 * c.sparsity).toFixed(1)}%</span></div></td>` +
+      `<td class="num">${c.damage >= 0 ? "+" : ""}${fmtNum(c.damage, state.metric === "top1" ? 2 : 4)}</td><td class="num">${fmtSi(data.sizes.get(name))}</td></tr>`).join("");
+    if (data.missing.length) tbody.insertAdjacentHTML("beforeend", `<tr><td colspan="4" class="muted">no 0.0 row, left dense: ${esc(data.missing.join(", "))}</td></tr>`);
+    if (tradeoff.layout) Plotly.relayout(tradeoff, { shapes: [marker()] });
+    window.prunescope = window.prunescope || {};
+    window.prunescope.lastPlan = { ms: performance.now() - t0, overall: plan.overall, levels: Object.fromEntries([...plan.levels].map(([k, v]) => [k, v.sparsity])) };
+  }
+
+  slider.addEventListener("input", () => { tolInput.value = slider.value; update(); });
+  tolInput.addEventListener("input", () => { slider.value = tolInput.value; update(); });
+  epochsIn.addEventListener("input", update);
+  metricSel.addEventListener("change", () => {
+    state.metric = metricSel.value;
+    prepare();
+    const v = state.metric === "top1" ? "1" : slider.step;
+    slider.value = v; tolInput.value = v;
+    update();
+  });
+  launch.addEventListener("click", async () => {
+    clearErrors(form);
+    launch.disabled = true;
+    try {
+      const created = await api("plans/launch", { method: "POST", body: body(true) });
+      toast(`Prune job ${created.id} launched`);
+      location.hash = `#/jobs/${created.id}`;
+    } catch (err) {
+      showErrors(form, err);
+      launch.disabled = false;
+    }
+  });
+
+  if (!points.length) throw new Error(`job ${id} has no points yet`);
+  prepare();
+  update();
+}

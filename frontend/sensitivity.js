@@ -1,0 +1,129 @@
+// Sensitivity figures: curves per parameter (with 95% bands), the layer x level heatmap, the points table.
+import { esc, hexToRgba, PALETTE } from "./util.js";
+
+export const METRICS = {
+  top1: { label: "top1 (%)", low: "top1_low", high: "top1_high", goodHigh: true },
+  top5: { label: "top5 (%)", low: "top5_low", high: "top5_high", goodHigh: true },
+  loss: { label: "loss (cross-entropy)", low: null, high: null, goodHigh: false },
+};
+
+/** Red (bad) - yellow - green (good), as ColorBrewer RdYlGn; plotly.js has no such named scale. */
+const RDYLGN = [[0, "#d73027"], [0.25, "#fc8d59"], [0.5, "#fee08b"], [0.75, "#91cf60"], [1, "#1a9850"]];
+
+const CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+
+/** parameter -> points sorted by sparsity, parameters in first-seen (model) order. */
+export function curvesOf(points) {
+  const by = new Map();
+  for (const p of points) {
+    if (p.measured === false) continue;
+    if (!by.has(p.parameter)) by.set(p.parameter, []);
+    by.get(p.parameter).push(p);
+  }
+  for (const list of by.values()) list.sort((a, b) => a.sparsity - b.sparsity);
+  return by;
+}
+
+/** True when the points carry MACs (structured groups): accuracy vs MACs is offered then. */
+export const hasMacs = (points) => points.some((p) => p.macs !== null && p.macs !== undefined);
+
+/** Plotly traces: one line per parameter (meta "curve") and, for top1/top5, one band per parameter. */
+export function curveTraces(curves, metric, { xAxis = "sparsity", bands = true, prefix = "", colorOf, dash } = {}) {
+  const m = METRICS[metric];
+  const lines = [];
+  const fills = [];
+  const markers = curves.size <= 20; // hundreds of SVG markers cost more than they show
+  let i = 0;
+  for (const [name, pts] of curves) {
+    const color = colorOf ? colorOf(name, i) : PALETTE[i % PALETTE.length];
+    const x = pts.map((p) => (xAxis === "macs" ? p.macs : p.sparsity));
+    const y = pts.map((p) => p[metric]);
+    const group = `${prefix}${name}`;
+    const custom = pts.map((p) => [p.sparsity, p.top1, p.top5, p.loss, m.low ? p[m.low] : null, m.high ? p[m.high] : null, p.macs, p.nnz]);
+    lines.push({
+      type: "scatter", mode: markers ? "lines+markers" : "lines", name: `${prefix}${name}`, legendgroup: group, meta: "curve", x, y,
+      line: { color, width: 1.6, dash }, marker: { size: 4, color },
+      customdata: custom,
+      hovertemplate: `<b>${esc(prefix + name)}</b><br>sparsity %{customdata[0]:.4f}<br>top1 %{customdata[1]:.3f}%` +
+        "<br>top5 %{customdata[2]:.3f}%<br>loss %{customdata[3]:.5f}" +
+        (m.low ? `<br>${metric} 95% CI [%{customdata[4]:.2f}, %{customdata[5]:.2f}]` : "") +
+        (xAxis === "macs" ? "<br>MACs %{customdata[6]:,}" : "") + "<extra></extra>",
+    });
+    if (bands && m.low) {
+      const withBand = pts.filter((p) => p[m.low] !== null && p[m.low] !== undefined && p[m.high] !== null && p[m.high] !== undefined);
+      if (withBand.length > 1) {
+        const bx = withBand.map((p) => (xAxis === "macs" ? p.macs : p.sparsity));
+        fills.push({
+          type: "scatter", mode: "lines", legendgroup: group, showlegend: false, hoverinfo: "skip", meta: "band",
+          x: [...bx, ...bx.slice().reverse()],
+          y: [...withBand.map((p) => p[m.high]), ...withBand.map((p) => p[m.low]).reverse()],
+          fill: "toself", fillcolor: hexToRgba(color, 0.12), line: { width: 0, color }, name: `${prefix}${name} 95%`,
+        });
+      }
+    }
+    i += 1;
+  }
+  return [...fills, ...lines]; // bands beneath the lines
+}
+
+export function curveLayout(metric, { xAxis = "sparsity", title = "", n = 0 } = {}) {
+  return {
+    title: title ? { text: title, font: { size: 14 } } : undefined,
+    margin: { l: 60, r: 10, t: title ? 36 : 12, b: 48 },
+    xaxis: xAxis === "macs"
+      ? { title: { text: "MACs left (per sample)" }, tickformat: "~s", zeroline: false }
+      : { title: { text: "sparsity" }, tickformat: ".0%", range: [-0.02, 1.0], zeroline: false },
+    yaxis: { title: { text: METRICS[metric].label }, zeroline: false },
+    hovermode: "closest",
+    legend: { font: { size: 11 }, itemclick: "toggle", itemdoubleclick: "toggleothers", ...(n > 12 ? { y: 1, yanchor: "top" } : {}) },
+    uirevision: `${metric}-${xAxis}`,
+    plot_bgcolor: "#fff", paper_bgcolor: "#fff",
+    font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12 },
+  };
+}
+
+export function drawCurves(el, curves, metric, opts = {}) {
+  const traces = curveTraces(curves, metric, opts);
+  return Plotly.react(el, traces, curveLayout(metric, { ...opts, n: curves.size }), CONFIG);
+}
+
+/** Heatmap: rows = parameters (model order, top to bottom), columns = levels. */
+export function drawHeatmap(el, curves, metric) {
+  const levels = [...new Set([...curves.values()].flat().map((p) => p.sparsity))].sort((a, b) => a - b);
+  const col = new Map(levels.map((l, i) => [l, i]));
+  const names = [...curves.keys()];
+  const z = names.map((n) => {
+    const r = new Array(levels.length).fill(null);
+    for (const p of curves.get(n)) r[col.get(p.sparsity)] = p[metric];
+    return r;
+  });
+  const m = METRICS[metric];
+  el.style.height = `${Math.max(260, 90 + 16 * names.length)}px`;
+  return Plotly.react(el, [{
+    type: "heatmap", z, x: levels.map((l) => l.toFixed(3).replace(/0+$/, "").replace(/\.$/, "")), y: names,
+    colorscale: RDYLGN, reversescale: !m.goodHigh, colorbar: { title: { text: metric }, thickness: 12 },
+    hovertemplate: "%{y}<br>sparsity %{x}<br>" + metric + " %{z:.3f}<extra></extra>", xgap: 1, ygap: 1,
+  }], {
+    margin: { l: Math.min(260, 12 + 7 * Math.max(...names.map((n) => n.length), 4)), r: 10, t: 10, b: 48 },
+    xaxis: { title: { text: "sparsity" }, type: "category" },
+    yaxis: { autorange: "reversed", type: "category", tickfont: { size: 10 } },
+    plot_bgcolor: "#fff", paper_bgcolor: "#fff", uirevision: metric,
+    font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12 },
+  }, CONFIG);
+}
+
+const f = (v, d) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
+
+/** The points table as one innerHTML string (fast for thousands of rows). */
+export function pointsTableHtml(points, { structured = false } = {}) {
+  const head = ["parameter", "sparsity", "top1", "top1 95% CI", "top5", "loss", "nnz", ...(structured ? ["MACs", "params left"] : []), "samples", "notes"];
+  const rows = points.map((p) => {
+    const notes = [p.measured === false ? "not measured" : "", p.approximate ? "approx." : "", p.subset ? "subset" : "", p.mode && p.mode !== "independent" ? p.mode : ""].filter(Boolean).join(", ");
+    const ci = p.top1_low !== null && p.top1_low !== undefined ? `[${f(p.top1_low, 2)}, ${f(p.top1_high, 2)}]` : "–";
+    return `<tr><td class="mono">${esc(p.parameter)}</td><td class="num">${f(p.sparsity, 4)}</td><td class="num">${f(p.top1, 3)}</td>` +
+      `<td class="num muted">${ci}</td><td class="num">${f(p.top5, 3)}</td><td class="num">${f(p.loss, 5)}</td>` +
+      `<td class="num">${p.nnz ?? "–"}</td>` + (structured ? `<td class="num">${p.macs ?? "–"}</td><td class="num">${p.params_left ?? "–"}</td>` : "") +
+      `<td class="num">${p.samples ?? "–"}</td><td class="muted">${esc(notes)}</td></tr>`;
+  });
+  return `<thead><tr>${head.map((x) => `<th>${x}</th>`).join("")}</tr></thead><tbody>${rows.join("")}</tbody>`;
+}
