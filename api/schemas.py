@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pruning_core.levels import parse_levels
 from pruning_core.names import DATASET_NAMES, canonical_model_name
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 OptionValue = str | int | float | bool
+
+
+def _utc(value: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back naive, and RFC 3339 needs the offset."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class _Strict(BaseModel):
@@ -109,7 +117,7 @@ class ShardOut(BaseModel):
     worker: str | None
     device: str | None
     attempts: int
-    heartbeat_at: datetime | None
+    heartbeat_at: UtcDatetime | None
 
 
 class JobOut(BaseModel):
@@ -127,10 +135,11 @@ class JobOut(BaseModel):
     code_version: str | None
     cancel_requested: bool
     shards_total: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    heartbeat_at: UtcDatetime | None
+    result: dict[str, Any] | None = None  # skipped parameters (sensitivity), final metrics (train, prune)
 
 
 class JobDetail(JobOut):
@@ -164,7 +173,7 @@ class ArtifactOut(BaseModel):
     name: str
     sha256: str
     size: int
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class ModelOut(BaseModel):
@@ -179,7 +188,7 @@ class ModelOut(BaseModel):
     metrics: dict[str, Any]
     source_job_id: int | None
     validation: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class DatasetCreate(_Strict):
@@ -217,7 +226,7 @@ class ExperimentOut(BaseModel):
     name: str
     description: str
     tags: list[str]
-    created_at: datetime
+    created_at: UtcDatetime
     jobs: int = 0
 
 

@@ -22,6 +22,13 @@ class Settings(BaseSettings):
     # os.pathsep-separated directories; dataset roots given by users must resolve under one of them.
     dataset_roots: str = ""
     max_upload_mb: float = Field(default=200.0, gt=0)
+    # What an uploaded checkpoint may *declare* (uncompressed archive size, one tensor storage):
+    # checked before anything is read, so zip bombs and huge tensors are refused cheaply.
+    max_checkpoint_mb: float = Field(default=4096.0, gt=0)
+    max_tensor_mb: float = Field(default=2048.0, gt=0)
+    # Comma-separated origins allowed to call the API from a browser; empty (the default) sends no
+    # CORS headers at all, so other sites' pages cannot read responses.
+    cors_origins: str = ""
     # A running shard whose heartbeat is older than this is presumed dead and re-dispatched.
     heartbeat_stale_s: float = Field(default=60.0, gt=0)
     # Redis redelivers unacknowledged tasks after this; keep it well above one shard's duration.
@@ -29,6 +36,8 @@ class Settings(BaseSettings):
     # Celery queue name; separate deployments (or test runs) sharing one Redis use different queues.
     queue: str = Field(default="prunescope", min_length=1, max_length=100)
     sensitivity_shards: int = Field(default=4, ge=1, le=256)
+    # torch intra-op threads per job process; 0 = half the usable cores (shared machines oversubscribe fast).
+    torch_threads: int = Field(default=0, ge=0, le=1024)
 
     @field_validator("data_dir")
     @classmethod
@@ -45,6 +54,10 @@ class Settings(BaseSettings):
         """Configured dataset roots, resolved; the data dir's ``datasets`` folder is always one."""
         extra = [Path(p).expanduser().resolve() for p in self.dataset_roots.split(os.pathsep) if p.strip()]
         return [self.data_dir / "datasets", *extra]
+
+    @property
+    def cors_allow_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def max_upload_bytes(self) -> int:

@@ -8,13 +8,19 @@ points. torch and pruning_core are imported here only, never by the API.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +29,10 @@ from api.store import repo
 from api.store.models import DatasetEntry, Job, ModelEntry, SensitivityPointRow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# How long a store write keeps retrying through a database outage before the shard gives up; beyond
+# this the heartbeat is long stale and the reaper hands the shard to another worker anyway.
+STORE_RETRY_S = 60.0
 
 
 class Cancelled(Exception):
@@ -46,6 +56,52 @@ class JobContext:
     def check_cancel(self, session: Session) -> None:
         if repo.is_cancel_requested(session, self.job_id):
             raise Cancelled()
+
+    def store(self, write: Callable[[Session], T], what: str) -> T:
+        """Run ``write`` in a fresh session and commit, retrying through database outages."""
+        return with_store(self.factory, write, what=f"job {self.job_id} shard {self.shard}: {what}")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Connection-level failures (server gone, pool invalidated, SQLite busy) are worth retrying;
+    constraint or programming errors are not."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+def with_store(factory: sessionmaker[Session], write: Callable[[Session], T], *, what: str,
+               deadline_s: float = STORE_RETRY_S) -> T:
+    """``write(session)`` then commit, with exponential backoff (0.25 s .. 5 s) on transient errors.
+
+    Every write the runners make is idempotent (upserts, absolute progress), so a retry after a commit
+    whose acknowledgement was lost does no harm."""
+    delay, give_up = 0.25, time.monotonic() + deadline_s
+    while True:
+        try:
+            with factory() as session:
+                value = write(session)
+                session.commit()
+                return value
+        except Exception as exc:
+            if not _transient(exc) or time.monotonic() + delay > give_up:
+                raise
+            log.warning("%s: store unavailable (%s); retrying in %.2f s", what, type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+@functools.lru_cache(maxsize=1)
+def configure_torch(threads: int) -> int:
+    """Set torch's intra-op threads once per process: by default half the usable cores, because the
+    API, other workers and other users share them and oversubscribed BLAS threads run many times slower."""
+    import torch
+
+    if threads <= 0:
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, usable // 2)
+    torch.set_num_threads(threads)
+    return threads
 
 
 class _Heartbeat:
@@ -77,28 +133,30 @@ class _Heartbeat:
 
 def run_shard(job_id: int, shard: int, *, factory: sessionmaker[Session], settings: Settings, worker: str) -> str:
     """Claim and run one shard; returns the job's status afterwards (or 'skipped' if not claimed)."""
-    with factory() as session:
+    def claim(session: Session) -> JobContext | None:
         if not repo.claim_shard(session, job_id, shard, worker=worker, stale_s=settings.heartbeat_stale_s):
-            return "skipped"
+            return None
         job = session.get(Job, job_id)
-        ctx = JobContext(job_id, shard, job.shards_total, job.kind, dict(job.spec), factory, settings, worker)
+        return JobContext(job_id, shard, job.shards_total, job.kind, dict(job.spec), factory, settings, worker)
+
+    ctx = with_store(factory, claim, what=f"job {job_id} shard {shard}: claim")
+    if ctx is None:
+        return "skipped"
     status, error = "succeeded", None
     with _Heartbeat(ctx):
         try:
             from pruning_core.training import resolve_device
 
+            configure_torch(settings.torch_threads)
             ctx.device = resolve_device(ctx.spec.get("device", "auto"))
-            with factory() as session:
-                repo.heartbeat(session, job_id, shard, device=str(ctx.device))
-                session.commit()
+            ctx.store(lambda s: repo.heartbeat(s, job_id, shard, device=str(ctx.device)), "heartbeat")
             RUNNERS[ctx.kind](ctx)
         except Cancelled:
             status = "cancelled"
         except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job, with its type
             log.exception("job %s shard %s failed", job_id, shard)
             status, error = "failed", f"{type(exc).__name__}: {exc}"
-    with factory() as session:
-        return repo.finish_shard(session, job_id, shard, status=status, error=error)
+    return ctx.store(lambda s: repo.finish_shard(s, job_id, shard, status=status, error=error), "finish")
 
 
 # -- loading what a spec names -------------------------------------------------------------------
@@ -156,17 +214,21 @@ def run_sensitivity(ctx: JobContext) -> None:
     loader = make_loader(bundle, batch_size=spec.get("batch_size", 256))
     example = bundle.dataset[0][0].unsqueeze(0)
     levels = [round(float(x), 10) for x in spec["levels"]]
-    all_params, _skipped = select_parameters(model, spec.get("params"), spec.get("group", "element"), example)
+    all_params, skipped = select_parameters(model, spec.get("params"), spec.get("group", "element"), example)
     index = {p: i for i, p in enumerate(all_params)}
     mine = shard_parameters(all_params, ctx.shard, ctx.shards)
-    with ctx.factory() as s:
+    # Every shard selects the same parameters, so each may record the skipped ones (same value).
+    skipped_rows = [{"parameter": sp.parameter, "reason": sp.reason} for sp in skipped]
+
+    def start(s: Session) -> set[tuple[str, float]]:
         repo.set_progress(s, ctx.job_id, total=len(all_params) * len(levels))
-        stored = set(s.execute(
-            select(SensitivityPointRow.parameter, SensitivityPointRow.sparsity)
-            .where(SensitivityPointRow.job_id == ctx.job_id)
-        ).tuples())
-        s.commit()
-        ctx.check_cancel(s)
+        repo.merge_result(s, ctx.job_id, {"skipped": skipped_rows, "parameters": len(all_params)})
+        rows = s.execute(select(SensitivityPointRow.parameter, SensitivityPointRow.sparsity)
+                         .where(SensitivityPointRow.job_id == ctx.job_id))
+        return {(parameter, sparsity) for parameter, sparsity in rows}
+
+    stored = ctx.store(start, "start")
+    ctx.store(ctx.check_cancel, "cancel check")
     todo = [p for _, p in mine if any((p, lv) not in stored for lv in levels)]
     if not todo:
         return  # a resumed shard whose points are all stored already
@@ -174,36 +236,53 @@ def run_sensitivity(ctx: JobContext) -> None:
         model, loader, levels=levels, params=todo, group=spec.get("group", "element"), device=ctx.device,
         engine=spec.get("engine", "fast"), coupled=spec.get("coupled", False), samples=spec.get("samples"),
     )
+    ctx.store(lambda s: repo.merge_result(s, ctx.job_id, {"engine": analysis.engine,
+                                                          "engine_note": analysis.engine_note}), "engine")
     for point in analysis:
-        with ctx.factory() as s:
-            repo.upsert_point(s, ctx.job_id, asdict(point), shard=ctx.shard, worker=ctx.worker,
-                              param_index=index.get(point.parameter))
+        values = asdict(point)
+
+        def save(s: Session, values: dict[str, Any] = values) -> None:
+            repo.upsert_point(s, ctx.job_id, values, shard=ctx.shard, worker=ctx.worker,
+                              param_index=index.get(values["parameter"]))
             repo.set_progress(s, ctx.job_id, done=repo.count_points(s, ctx.job_id))
-            s.commit()
             ctx.check_cancel(s)
+
+        ctx.store(save, "store point")
 
 
 # -- train and prune -----------------------------------------------------------------------------
 
 def _epoch_callback(ctx: JobContext, total: int) -> Any:
     """Store each epoch as it ends, advance progress, and stop between epochs when cancelled."""
-    with ctx.factory() as s:
-        repo.set_progress(s, ctx.job_id, done=0, total=total)
-        s.commit()
-
+    ctx.store(lambda s: repo.set_progress(s, ctx.job_id, done=0, total=total), "progress")
     done = 0
 
     def on_epoch(metrics: Any) -> None:
         nonlocal done
         data = asdict(metrics)
         done += 1
-        with ctx.factory() as s:
+
+        def save(s: Session) -> None:
             repo.upsert_epoch(s, ctx.job_id, int(data["epoch"]), data)
             repo.set_progress(s, ctx.job_id, done=min(total, done))
-            s.commit()
             ctx.check_cancel(s)
 
+        ctx.store(save, "store epoch")
+
     return on_epoch
+
+
+def store_file(ctx: JobContext, kind: str, name: str, data: bytes) -> None:
+    """Keep a job's file as an artifact; a rerun of the shard replaces its earlier copy of ``name``."""
+    from api.store.models import Artifact
+
+    def save(s: Session) -> None:
+        for old in s.scalars(select(Artifact).where(Artifact.job_id == ctx.job_id, Artifact.name == name)):
+            (ctx.settings.data_dir / old.path).unlink(missing_ok=True)
+            s.delete(old)
+        repo.store_artifact(s, ctx.settings.data_dir, kind=kind, name=name, source=data, job_id=ctx.job_id)
+
+    ctx.store(save, f"store {name}")
 
 
 def register_model(ctx: JobContext, model: Any, arch: str, metrics: dict[str, Any], *, masks: Any = None) -> None:
@@ -214,19 +293,22 @@ def register_model(ctx: JobContext, model: Any, arch: str, metrics: dict[str, An
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.pt"
         save_checkpoint(path, model, arch=arch, masks=masks, metadata={"job": ctx.job_id, **metrics})
-        with ctx.factory() as s:
+
+        def save(s: Session) -> None:
+            entry = s.scalar(select(ModelEntry).where(ModelEntry.name == name))
+            if entry is not None and entry.source_job_id not in (None, ctx.job_id):
+                raise ValueError(f"register_as: a model named {name!r} already exists (from another job)")
             artifact = repo.store_artifact(s, ctx.settings.data_dir, kind="checkpoint", name=path.name,
                                            source=path, job_id=ctx.job_id)
-            entry = s.scalar(select(ModelEntry).where(ModelEntry.name == name))
             if entry is None:
                 entry = ModelEntry(name=name)
                 s.add(entry)
-            elif entry.source_job_id not in (None, ctx.job_id):
-                raise ValueError(f"register_as: a model named {name!r} already exists (from another job)")
             entry.architecture, entry.artifact_id, entry.checkpoint_sha256 = arch, artifact.id, artifact.sha256
             entry.parameters = sum(p.numel() for p in model.parameters())
             entry.metrics, entry.source_job_id, entry.validation = metrics, ctx.job_id, "valid"
-            s.commit()
+            repo.merge_result(s, ctx.job_id, {"model": name, "checkpoint_artifact": artifact.id})
+
+        ctx.store(save, "register model")
 
 
 def run_train(ctx: JobContext) -> None:
@@ -242,9 +324,9 @@ def run_train(ctx: JobContext) -> None:
     train(model, train_loader, epochs=spec["epochs"], optimizer=spec.get("optimizer", "sgd"), lr=spec["lr"],
           eval_loader=test_loader, on_epoch=_epoch_callback(ctx, spec["epochs"]), seed=spec.get("seed", 0),
           device=ctx.device, progress=False)
-    result = evaluate(model, test_loader, ctx.device)
-    register_model(ctx, model.cpu(), arch, {"top1": result.top1, "top5": result.top5, "loss": result.loss,
-                                            "samples": result.samples})
+    final = asdict(evaluate(model, test_loader, ctx.device))
+    ctx.store(lambda s: repo.merge_result(s, ctx.job_id, {"final": final}), "result")
+    register_model(ctx, model.cpu(), arch, final)
 
 
 def run_prune_job(ctx: JobContext) -> None:
@@ -258,20 +340,15 @@ def run_prune_job(ctx: JobContext) -> None:
     train_loader = make_loader(load_spec_dataset(ctx, arch, "train"), batch_size=batch, shuffle=True)
     test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=batch)
     schedule = parse_schedule(spec["schedule"], source="spec.schedule")
-    with ctx.factory() as s:
-        repo.store_artifact(s, ctx.settings.data_dir, kind="schedule", name="schedule.yaml",
-                            source=spec["schedule"].encode(), job_id=ctx.job_id)
-        s.commit()
+    store_file(ctx, "schedule", "schedule.yaml", spec["schedule"].encode())
     result = run_prune(model, train_loader, test_loader, schedule, spec["epochs"], lr=spec["lr"],
                        thin=spec.get("thin", False), on_epoch=_epoch_callback(ctx, spec["epochs"]),
                        device=ctx.device, progress=False)
     metrics = result.metrics()
-    with ctx.factory() as s:
-        import json
-
-        repo.store_artifact(s, ctx.settings.data_dir, kind="report", name="prune-report.json",
-                            source=json.dumps(metrics, indent=2, default=str).encode(), job_id=ctx.job_id)
-        s.commit()
+    store_file(ctx, "report", "prune-report.json", json.dumps(metrics, indent=2, default=str).encode())
+    summary = {k: v for k, v in metrics.items() if k != "epochs"}  # epochs live in epoch_metrics
+    summary["summary"] = [asdict(row) for row in result.summary]
+    ctx.store(lambda s: repo.merge_result(s, ctx.job_id, json.loads(json.dumps(summary, default=str))), "result")
     final = metrics["final"]
     register_model(ctx, model.cpu(), arch, {"top1": final["top1"], "top5": final["top5"], "loss": final["loss"],
                                             "sparsity": result.sparsity}, masks=result.masks)

@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs PRUNESCOPE_TOKEN)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--broker", default=None, help="Celery broker URL, e.g. redis://127.0.0.1:6379/0")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes (needs --broker: the embedded executor lives in its one process)")
     p.add_argument("--no-demo", action="store_true", help="skip the first-start digits-cnn demo")
     p.set_defaults(handler=run)
 
@@ -42,10 +44,28 @@ def run(args: argparse.Namespace) -> int:
     if not _loopback(args.host) and not settings.token:
         raise ValueError(f"--host {args.host} is not a loopback address: set PRUNESCOPE_TOKEN so requests "
                          "need 'Authorization: Bearer <token>'")
+    if args.workers < 1 or (args.workers > 1 and not settings.broker_url):
+        raise ValueError("--workers above 1 needs --broker (the embedded executor runs in one process)")
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    base = f"http://{shown}:{args.port}"
+    mode = f"broker {settings.broker_url}" if settings.broker_url else "embedded executor"
+    print(f"prunescope: dashboard {base}/  API {base}/api/v1  docs {base}/docs\n"
+          f"prunescope: store {settings.db_url}, {mode}", flush=True)
+    if args.workers > 1:
+        # Each worker process builds its own app from the environment; the demo runs once, here.
+        from api.dispatch import CeleryDispatcher
+        from api.store import make_engine, make_session_factory, migrate
+
+        engine = make_engine(settings.db_url)
+        migrate(engine)
+        if not args.no_demo:
+            start_demo(make_session_factory(engine), CeleryDispatcher(
+                settings.broker_url, settings.visibility_timeout_s, settings.queue), base)
+        uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                    log_level="warning")
+        return 0
     app = create_app(settings)
     if not args.no_demo:
-        app.state.on_startup.append(lambda: start_demo(app.state.session_factory, app.state.dispatcher))
-    mode = f"broker {settings.broker_url}" if settings.broker_url else "embedded executor"
-    print(f"prunescope: http://{args.host}:{args.port}/docs  store {settings.db_url}  {mode}", flush=True)
+        app.state.on_startup.append(lambda: start_demo(app.state.session_factory, app.state.dispatcher, base))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

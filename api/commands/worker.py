@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from api.dispatch import Dispatcher
+    from api.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,25 +20,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def redispatch_at_startup(settings: Settings, dispatcher: Dispatcher | None = None) -> list[tuple[int, int]]:
+    """Migrate the store, then send again the shards whose worker died while nobody was watching
+    (stale heartbeat, or queued long ago with the message lost); idempotent upserts make it safe."""
+    from api.dispatch import CeleryDispatcher, redispatch_orphans
+    from api.store import make_engine, make_session_factory, migrate
+
+    engine = make_engine(settings.db_url)
+    try:
+        migrate(engine)
+        dispatcher = dispatcher or CeleryDispatcher(settings.broker_url, settings.visibility_timeout_s, settings.queue)
+        return redispatch_orphans(dispatcher, make_session_factory(engine), stale_s=settings.heartbeat_stale_s)
+    finally:
+        engine.dispose()
+
+
 def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ValueError("--concurrency must be at least 1")
     if args.broker:
         os.environ["PRUNESCOPE_BROKER_URL"] = args.broker
-    from api.dispatch import CeleryDispatcher, redispatch_orphans
     from api.settings import get_settings
-    from api.store import make_engine, make_session_factory, migrate
     from worker.celery_app import make_celery, register_tasks
 
     settings = get_settings()
     if not settings.broker_url:
         raise ValueError("no broker: pass --broker redis://host:6379/0 or set PRUNESCOPE_BROKER_URL")
-    engine = make_engine(settings.db_url)
-    migrate(engine)
-    # Shards whose worker died while nobody was watching are sent again (idempotent upserts make it safe).
-    redispatch_orphans(CeleryDispatcher(settings.broker_url, settings.visibility_timeout_s, settings.queue),
-                       make_session_factory(engine), stale_s=settings.heartbeat_stale_s)
-    engine.dispose()
+    redispatch_at_startup(settings)
     app = make_celery(settings.broker_url, settings.visibility_timeout_s, settings.queue)
     register_tasks(app)
     # solo/threads only: the parent must never fork after touching CUDA.

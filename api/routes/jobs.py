@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gzip
+import hashlib
 import io
 import json
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -60,8 +65,11 @@ def _bad(field: str, message: str) -> HTTPException:
 
 def resolve_dataset_root(settings: Settings, root: str, field: str) -> Path:
     """A dataset path is accepted only when it resolves under a configured root (no escapes)."""
-    path = Path(root).expanduser()
-    resolved = (path if path.is_absolute() else settings.roots[0] / path).resolve()
+    try:
+        path = Path(root).expanduser()
+        resolved = (path if path.is_absolute() else settings.roots[0] / path).resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # NUL byte, unknown ~user, symlink loop: 422, not 500
+        raise _bad(field, f"{root!r} is not a usable path ({exc})") from None
     for allowed in settings.roots:
         if resolved.is_relative_to(allowed):
             return resolved
@@ -169,10 +177,12 @@ def delete_job(job_id: int, session: SessionDep, settings: SettingsDep) -> Respo
     if job.status not in TERMINAL_STATUSES:
         raise HTTPException(409, f"job {job_id} is {job.status}: cancel it before deleting")
     repo.delete_job(session, job, settings.data_dir)
+    POINTS_CACHE.drop(job_id)
     return Response(status_code=204)
 
 
 def _points(session: Session, job_id: int, parameter: str | None = None, after_id: int = 0) -> list[dict]:
+    """Plain rows (Core, no ORM objects): a result can hold tens of thousands of points."""
     cols = [SensitivityPointRow.id, *(getattr(SensitivityPointRow, f) for f in POINT_FIELDS)]
     query = select(*cols).where(SensitivityPointRow.job_id == job_id, SensitivityPointRow.id > after_id)
     if parameter is not None:
@@ -189,15 +199,6 @@ def _sensitivity_job(session: Session, job_id: int) -> Job:
     return job
 
 
-@router.get("/{job_id}/points", response_model=list[dict[str, Any]])
-def get_points(
-    job_id: int, session: SessionDep, parameter: Annotated[str | None, Query(max_length=300)] = None
-) -> Response:
-    """Every field of each point; serialized directly (plain values) because results can be large."""
-    _sensitivity_job(session, job_id)
-    return Response(json.dumps(_points(session, job_id, parameter)), media_type="application/json")
-
-
 def points_csv(rows: list[dict]) -> str:
     """Distiller's sensitivity CSV: ``parameter,sparsity,top1,top5,loss`` (top1/top5 in percent)."""
     buf = io.StringIO()
@@ -208,11 +209,128 @@ def points_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+class CachedBody(NamedTuple):
+    """A serialized points response, with its gzip form made once."""
+
+    plain: bytes
+    gzipped: bytes
+    etag: str
+    points: int  # the job's point count when serialized (part of the identity)
+
+
+class PointsCache:
+    """Serialized points of succeeded jobs. A succeeded job's points never change; only deletion
+    removes them. So a body is reused while its job is still there with the same point count; that is
+    re-checked in SQL at most every ``recheck_s`` per entry (a delete in this process drops the entry
+    at once; one made by another server process is seen within ``recheck_s``). Hot reads then touch
+    neither the database nor the thread pool."""
+
+    def __init__(self, max_entries: int = 64, recheck_s: float = 1.0) -> None:
+        self._items: OrderedDict[tuple, tuple[CachedBody, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_entries, self.recheck_s = max_entries, recheck_s
+
+    def fresh(self, key: tuple) -> CachedBody | None:
+        """The body if it was verified against the store within ``recheck_s``."""
+        with self._lock:
+            item = self._items.get(key)
+        if item is not None and time.monotonic() - item[1] < self.recheck_s:
+            return item[0]
+        return None
+
+    def get(self, key: tuple, points: int, build: Callable[[], bytes]) -> CachedBody:
+        """The body for ``points`` points (just verified by the caller), serialized on a miss."""
+        with self._lock:
+            item = self._items.get(key)
+        body = item[0] if item is not None and item[0].points == points else None
+        if body is None:
+            plain = build()
+            body = CachedBody(plain, gzip.compress(plain, compresslevel=5, mtime=0),
+                              f'"{hashlib.blake2b(plain, digest_size=12).hexdigest()}"', points)
+        with self._lock:
+            self._items[key] = (body, time.monotonic())
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+        return body
+
+    def drop(self, job_id: int) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == job_id]:
+                del self._items[key]
+
+
+POINTS_CACHE = PointsCache()
+_FORMATS = {
+    "json": ("application/json", lambda rows: json.dumps(rows).encode()),
+    "csv": ("text/csv", lambda rows: points_csv(rows).encode()),
+}
+
+
+def _cached_response(request: Request, body: CachedBody, media_type: str, headers: dict[str, str]) -> Response:
+    headers = {**headers, "ETag": body.etag, "Vary": "Accept-Encoding", "Cache-Control": "private, no-cache"}
+    if body.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(body.gzipped, media_type=media_type, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(body.plain, media_type=media_type, headers=headers)
+
+
+def _points_from_store(request: Request, job_id: int, fmt: str, parameter: str | None,
+                       headers: dict[str, str]) -> Response:
+    """The slow path (in the thread pool): check the job, then serve fresh rows or (re)fill the cache."""
+    media_type, serialize = _FORMATS[fmt]
+    with request.app.state.session_factory() as session:
+        row = session.execute(select(Job.kind, Job.status, Job.progress_done).where(Job.id == job_id)).first()
+        if row is None:
+            POINTS_CACHE.drop(job_id)
+            raise HTTPException(404, f"job {job_id} does not exist")
+        if row.kind != "sensitivity":
+            raise HTTPException(409, f"job {job_id} is a {row.kind} job: points belong to sensitivity jobs")
+        if row.status != "succeeded":  # still growing: never cached
+            body = serialize([_without_id(r) for r in _points(session, job_id, parameter)])
+            return Response(body, media_type=media_type, headers={**headers, "Cache-Control": "no-store"})
+
+        def build() -> bytes:
+            return serialize([_without_id(r) for r in _points(session, job_id, parameter)])
+
+        cached = POINTS_CACHE.get((job_id, parameter, fmt), row.progress_done, build)
+    return _cached_response(request, cached, media_type, headers)
+
+
+async def _points_response(request: Request, job_id: int, fmt: str, parameter: str | None = None,
+                           headers: dict[str, str] | None = None) -> Response:
+    headers = headers or {}
+    cached = POINTS_CACHE.fresh((job_id, parameter, fmt))
+    if cached is not None:
+        return _cached_response(request, cached, _FORMATS[fmt][0], headers)
+    return await run_in_threadpool(_points_from_store, request, job_id, fmt, parameter, headers)
+
+
+def _without_id(row: dict) -> dict:
+    row.pop("id", None)
+    return row
+
+
+@router.get("/{job_id}/points", response_model=list[dict[str, Any]])
+async def get_points(
+    job_id: int, request: Request, parameter: Annotated[str | None, Query(max_length=300)] = None,
+) -> Response:
+    """Every field of each point, in model order then sparsity (gzip and ETag once the job succeeded)."""
+    return await _points_response(request, job_id, "json", parameter)
+
+
 @router.get("/{job_id}/points.csv", response_class=Response)
-def get_points_csv(job_id: int, session: SessionDep) -> Response:
-    _sensitivity_job(session, job_id)
-    return Response(points_csv(_points(session, job_id)), media_type="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="sensitivity-{job_id}.csv"'})
+async def get_points_csv(job_id: int, request: Request) -> Response:
+    return await _points_response(request, job_id, "csv", headers={
+        "Content-Disposition": f'attachment; filename="sensitivity-{job_id}.csv"'})
+
+
+@router.get("/{job_id}/skipped")
+def get_skipped(job_id: int, session: SessionDep) -> list[dict[str, str]]:
+    """Parameters the analysis could not measure (e.g. biases, BatchNorm, 1-D tensors) and why."""
+    job = _sensitivity_job(session, job_id)
+    return list((job.result or {}).get("skipped", []))
 
 
 @router.get("/{job_id}/epochs", response_model=list[EpochOut])

@@ -31,10 +31,15 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # WAL + NORMAL: commits skip the per-transaction fsync, still crash-safe (only the last
+            # commits can be lost on power failure); many small point upserts go several times faster.
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=40)
+    # pre_ping replaces connections a PostgreSQL restart or network cut killed; a modest pool (at most
+    # 20 per process) because the API, every worker and the tests share the server's max_connections.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=15, pool_recycle=1800)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -107,6 +107,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the runner reports beyond points/epochs: skipped parameters, final metrics (JSON, merged per shard).
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class JobShard(Base):

@@ -6,6 +6,7 @@ points keyed by (job, parameter, sparsity), shard claims guarded by heartbeats) 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,10 @@ from api.store.models import (
 )
 
 EPOCH_COLUMNS = ("train_loss", "top1", "top5", "loss", "lr", "sparsity")
+
+
+class ArtifactWriteError(OSError):
+    """An artifact file could not be written (disk full, read-only data dir); the message names it."""
 
 
 def _insert(session: Session, table: Any) -> Any:
@@ -168,6 +173,13 @@ def set_progress(session: Session, job_id: int, *, done: int | None = None, tota
         session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
+def merge_result(session: Session, job_id: int, values: Mapping[str, Any]) -> None:
+    """Merge keys into the job's result JSON (shards of one job report the same keys, so last write wins)."""
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is not None:
+        job.result = {**(job.result or {}), **values}
+
+
 def count_points(session: Session, job_id: int) -> int:
     return int(session.scalar(select(func.count()).where(SensitivityPointRow.job_id == job_id)) or 0)
 
@@ -293,14 +305,21 @@ def store_artifact(
     session.flush()
     rel = Path("artifacts") / f"{artifact.id:08d}-{Path(name).name}"
     dest = data_dir / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(source, bytes):
-        dest.write_bytes(source)
-    elif isinstance(source, Path):
-        shutil.copyfile(source, dest)
-    else:
-        with open(dest, "wb") as out:
-            shutil.copyfileobj(source, out)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):
+            dest.write_bytes(source)
+        elif isinstance(source, Path):
+            shutil.copyfile(source, dest)
+        else:
+            with open(dest, "wb") as out:
+                shutil.copyfileobj(source, out)
+    except OSError as exc:
+        # A full or read-only disk: leave no half-written file behind and say which artifact failed where.
+        with contextlib.suppress(OSError):
+            dest.unlink(missing_ok=True)
+        raise ArtifactWriteError(f"cannot write {kind} artifact {name!r} under {dest.parent}: "
+                                 f"{exc.strerror or exc}") from exc
     artifact.path = str(rel)
     artifact.sha256 = sha256_file(dest)
     artifact.size = dest.stat().st_size

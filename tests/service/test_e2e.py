@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.service.conftest import pg_schema_url
+from tests.service.stack import Stack
 
 pytestmark = pytest.mark.slow
 PARAMS = ["conv1.weight", "layer1.*.conv*.weight", "layer3.2.conv2.weight", "fc.weight"]
@@ -26,77 +24,13 @@ LAYERS = 9  # the weights PARAMS selects
 EXPECTED = LAYERS * 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Stack:
-    """Processes started for one test; each is killed (by its own pid) at the end."""
-
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env, self.tmp = env, tmp
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api/v1"
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, *args: str) -> subprocess.Popen:
-        log = open(self.tmp / f"{args[0]}-{len(self.procs)}.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "api.cli", *args], env=self.env, stdout=log, stderr=log,
-                                cwd=Path(__file__).resolve().parents[2])
-        self.procs.append(proc)
-        return proc
-
-    def serve(self, *extra: str) -> subprocess.Popen:
-        proc = self.start("serve", "--port", str(self.port), "--no-demo", *extra)
-        self.wait(lambda: self._up(), 30, "the API to answer")
-        return proc
-
-    def _up(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def wait(self, check: Callable[[], object], timeout: float, what: str) -> object:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if value := check():
-                return value
-            time.sleep(0.2)
-        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.tmp.glob("*.log")))
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
-
-    def job(self, job_id: int) -> dict:
-        return httpx.get(f"{self.url}/jobs/{job_id}", timeout=10).json()
-
-    def points(self, job_id: int) -> list[dict]:
-        return httpx.get(f"{self.url}/jobs/{job_id}/points", timeout=10).json()
-
-    def submit(self, **spec: object) -> int:
-        r = httpx.post(f"{self.url}/jobs", json={"kind": "sensitivity", "spec": {**SPEC, **spec}}, timeout=30)
-        assert r.status_code == 201, r.text
-        return r.json()["id"]
-
-    def finished(self, job_id: int, timeout: float = 50) -> dict:
-        return self.wait(lambda: (j := self.job(job_id))["status"] in ("succeeded", "failed", "cancelled") and j,
-                         timeout, f"job {job_id} to finish")
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-
-
 @pytest.fixture
 def distributed(pg_database: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     queue = f"prunescope-test-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PRUNESCOPE_DATABASE_URL": pg_schema_url(pg_database), "PRUNESCOPE_BROKER_URL": redis_url,
            "PRUNESCOPE_DATA_DIR": str(tmp_path / "data"), "PRUNESCOPE_HEARTBEAT_STALE_S": "4",
            "PRUNESCOPE_QUEUE": queue, "PRUNESCOPE_SENSITIVITY_SHARDS": "4"}
-    stack = Stack(env, tmp_path)
+    stack = Stack(env, tmp_path, SPEC)
     yield stack
     stack.stop()
     import redis
@@ -109,7 +43,7 @@ def embedded(tmp_path: Path) -> Iterator[Stack]:
     env = {**os.environ, "PRUNESCOPE_DATA_DIR": str(tmp_path / "data"), "PRUNESCOPE_SENSITIVITY_SHARDS": "1"}
     for key in ("PRUNESCOPE_DATABASE_URL", "PRUNESCOPE_BROKER_URL", "PRUNESCOPE_TOKEN"):
         env.pop(key, None)
-    stack = Stack(env, tmp_path)
+    stack = Stack(env, tmp_path, SPEC)
     yield stack
     stack.stop()
 

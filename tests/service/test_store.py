@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, update
 
 from api.store import make_engine, migrate, repo
+from api.store.db import alembic_config
 from api.store.models import EpochMetric, Job, JobShard, SensitivityPointRow, utcnow
 
 
@@ -20,7 +22,8 @@ def test_migrate_is_idempotent(settings) -> None:
     migrate(engine)
     migrate(engine)  # a second start must be a no-op
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head == "0002"
     engine.dispose()
 
 
