@@ -16,8 +16,6 @@ from api.store import repo
 log = logging.getLogger(__name__)
 
 
-
-
 class Dispatcher(Protocol):
     name: str
 
@@ -53,8 +51,13 @@ class CeleryDispatcher:
 
 
 def dispatch_job(dispatcher: Dispatcher, job_id: int, shards: int) -> None:
+    """Send every shard. The job row is already committed, so a broker outage is not the caller's
+    error: the shards stay queued and the reaper sends them again once the broker is back."""
     for index in range(shards):
-        dispatcher.dispatch(job_id, index)
+        try:
+            dispatcher.dispatch(job_id, index)
+        except Exception as exc:  # noqa: BLE001 - kombu/redis raise many types; all mean "not sent yet"
+            log.warning("job %s shard %s not sent (%s); the reaper will send it again", job_id, index, exc)
 
 
 def redispatch_orphans(
