@@ -169,6 +169,25 @@ def test_broker_restarted_mid_job(pg_database: str, private_redis: RedisServer, 
         stack.stop()
 
 
+def test_job_submitted_while_the_broker_is_down(pg_database: str, private_redis: RedisServer,
+                                                 tmp_path: Path) -> None:
+    """POST /jobs with Redis down still answers 201 (the job row is the truth); once Redis is back,
+    the reaper sends the never-sent shards and the job succeeds with every point once."""
+    stack = _stack(tmp_path, pg_schema_url(pg_database), private_redis.url)
+    try:
+        stack.serve()
+        private_redis.kill()
+        job_id = stack.submit()  # asserts 201
+        assert stack.job(job_id)["status"] == "queued"
+        private_redis.start()
+        stack.start("worker")
+        job = stack.finished(job_id, timeout=55)
+        assert job["status"] == "succeeded", job
+        assert_exactly_once(stack.points(job_id))
+    finally:
+        stack.stop()
+
+
 def test_api_restarted_mid_job(pg_database: str, shared_redis_url: str, tmp_path: Path) -> None:
     """The API is SIGKILLed while a worker runs the job and restarted: the job carries on; the new
     API sees the same state and every point once."""
