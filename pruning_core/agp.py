@@ -10,12 +10,13 @@ primitives as the one-shot pruners (one definition of "level" and "filter" pruni
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
+from torch import nn
 
-from .pruners import _RulePruner, _weight_rules, level_mask, structure_mask
-from .schedule import GROUP_OF
+from .masks import MaskSet
+from .pruners import _RankedStructures, _RulePruner, _weight_rules, level_mask
 
 
 def agp_sparsity(initial: float, final: float, epoch: int, starting_epoch: int, ending_epoch: int,
@@ -58,15 +59,25 @@ class AutomatedGradualPruner(_RulePruner[bool]):
         return level_mask(tensor, self.level)
 
 
-class L1RankedStructureParameterPruner_AGP(AutomatedGradualPruner):  # noqa: N801 (Distiller's name)
-    """Structured AGP: prune ``int(s_t * count)`` whole filters or channels of smallest L1 norm."""
+class L1RankedStructureParameterPruner_AGP(_RankedStructures, AutomatedGradualPruner):  # noqa: N801 (Distiller's name)
+    """Structured AGP: prune ``int(s_t * count)`` whole structures of smallest L1 norm.
+
+    Group types as :class:`~pruning_core.pruners.L1RankedStructureParameterPruner` (Filters, Channels,
+    Rows, Blocks with ``kwargs.block_shape``), and ``group_dependency: Leader``.
+    """
 
     def __init__(self, initial_sparsity: float, final_sparsity: float, group_type: str,
-                 weights: Sequence[str] | str) -> None:
-        if group_type not in GROUP_OF:
-            raise ValueError(f"group_type {group_type!r} is not supported; use {' or '.join(GROUP_OF)}")
+                 weights: Sequence[str] | str, group_dependency: str | None = None,
+                 kwargs: Mapping | None = None) -> None:
+        self._init_ranked(group_type, group_dependency, kwargs)
         super().__init__(initial_sparsity, final_sparsity, weights)
-        self.group_type = group_type
+
+    def prune(self, model: nn.Module, masks: MaskSet) -> dict[str, float]:
+        self._rank_leader(model, self.level)
+        try:
+            return super().prune(model, masks)
+        finally:
+            self._leader_keep = None
 
     def _mask(self, tensor: torch.Tensor, setting: bool, name: str) -> torch.Tensor:
-        return structure_mask(tensor, self.level, GROUP_OF[self.group_type])
+        return self._ranked_mask(tensor, self.level)

@@ -22,6 +22,7 @@ from torch import nn
 
 from .masks import MaskSet
 from .metrics import prunable_parameters, sparsity
+from .schedule import GROUP_TYPES
 
 V = TypeVar("V")
 
@@ -83,6 +84,77 @@ def structure_mask(t: torch.Tensor, level: float, group: str) -> torch.Tensor:
     shape = [1] * t.dim()
     shape[dim] = count
     return keep.view(shape).expand(t.shape).contiguous()
+
+
+RANKED_GROUP_TYPES = GROUP_TYPES  # Distiller's ranked-structure group types (the schedule's table)
+
+
+def _check_block_shape(block_shape: Sequence[int] | None) -> None:
+    if block_shape is None or len(block_shape) != 4 or any(not isinstance(v, int) or v < 1 for v in block_shape):
+        raise ValueError(f"Blocks need kwargs.block_shape = [repetitions, depth, height, width] of positive "
+                         f"integers, got {block_shape}")
+    if block_shape[2] != 1 or block_shape[3] != 1:
+        raise ValueError(f"only block shapes repetitions x depth x 1 x 1 are supported (as Distiller), "
+                         f"got {block_shape}")
+
+
+def _group_index(t: torch.Tensor, group_type: str, block_shape: Sequence[int] | None = None) -> torch.Tensor:
+    """Flat element indices of ``t`` as (groups x elements): one row per ranked structure.
+
+    Filters/3D: dim 0; Channels and Distiller's ranked Rows: dim 1 (for a linear weight, its input
+    columns); Blocks: Distiller's super-blocks (``depth`` consecutive kernels of the flattened
+    filter x channel order at one kernel position, or ``repetitions`` consecutive filters at one
+    channel and position when ``depth`` is 1).
+    """
+    if t.dim() < 2:
+        raise ValueError(f"{group_type} pruning needs a conv or linear weight (>= 2 dims), got shape {tuple(t.shape)}")
+    index = torch.arange(t.numel(), device=t.device).view(t.shape)
+    if group_type in ("Filters", "3D"):
+        return index.reshape(t.shape[0], -1)
+    if group_type in ("Channels", "Rows"):
+        return index.transpose(0, 1).reshape(t.shape[1], -1)
+    if group_type == "Blocks":
+        _check_block_shape(block_shape)
+        assert block_shape is not None
+        reps, depth = block_shape[0], block_shape[1]
+        if t.dim() != 4 or t.numel() % (reps * depth):
+            raise ValueError(f"block shape {list(block_shape)} must divide the 4-D weight {tuple(t.shape)} exactly")
+        f, c, kernel = t.shape[0], t.shape[1], t.shape[2] * t.shape[3]
+        if depth > 1:
+            view = index.reshape(f * c // (reps * depth), reps * depth, kernel)
+        else:
+            view = index.reshape(f // reps, reps, -1)
+        return view.transpose(1, 2).reshape(-1, view.shape[1])  # each row: one block
+    raise ValueError(f"group_type {group_type!r} is not supported; use one of {', '.join(RANKED_GROUP_TYPES)}")
+
+
+def group_keep(t: torch.Tensor, level: float, group_type: str,
+               block_shape: Sequence[int] | None = None) -> torch.Tensor:
+    """Keep-vector over the structures of ``t``: drops ``int(level * count)`` of smallest L1 norm."""
+    index = _group_index(t, group_type, block_shape)
+    norms = _wide(t.detach().abs()).reshape(-1)[index].sum(dim=1)
+    return _keep_all_but_lowest(norms, _count(level, index.shape[0]))
+
+
+def expand_groups(t: torch.Tensor, keep: torch.Tensor, group_type: str,
+                  block_shape: Sequence[int] | None = None) -> torch.Tensor:
+    """The element mask of ``t`` for a keep-vector over its structures (e.g. a Leader's ranking)."""
+    index = _group_index(t, group_type, block_shape)
+    if keep.shape[0] != index.shape[0]:
+        raise ValueError(f"the leader's ranking has {keep.shape[0]} {group_type.lower()}, this weight "
+                         f"{index.shape[0]} (shape {tuple(t.shape)})")
+    mask = torch.ones(t.numel(), dtype=torch.bool, device=t.device)
+    mask[index[~keep.to(t.device)].reshape(-1)] = False
+    return mask.view(t.shape)
+
+
+def ranked_structure_mask(t: torch.Tensor, level: float, group_type: str,
+                          block_shape: Sequence[int] | None = None) -> torch.Tensor:
+    """Distiller's L1-ranked structure mask for any of its group types (Filters/Channels as
+    :func:`structure_mask`)."""
+    if group_type in ("Filters", "3D", "Channels") or (group_type == "Rows" and t.dim() == 2):
+        return structure_mask(t, level, "filters" if group_type in ("Filters", "3D") else "channels")
+    return expand_groups(t, group_keep(t, level, group_type, block_shape), group_type, block_shape)
 
 
 def _check_nm(n: int, m: int) -> None:
@@ -234,19 +306,149 @@ class SensitivityPruner(_RulePruner[float]):
         return threshold_mask(tensor, setting * std)
 
 
-class L1RankedStructureParameterPruner(_RulePruner[float]):
-    """Prune ``int(desired_sparsity * count)`` whole filters or channels of smallest L1 norm in
-    each of ``weights`` (names or globs)."""
+class _RankedStructures:
+    """Distiller's ranked-structure options shared by the one-shot and AGP structure pruners.
 
-    def __init__(self, group_type: str, desired_sparsity: float, weights: Sequence[str] | str) -> None:
-        if group_type.lower() not in _GROUP_DIMS:
-            raise ValueError(f"group_type {group_type!r} is not supported; use 'Filters' or 'Channels'")
+    ``group_type``: Filters/3D, Channels, Rows (Distiller's ranked "Rows" are the columns of a
+    linear weight, i.e. its input features) or Blocks (``kwargs: {block_shape: [...]}``).
+    ``group_dependency: Leader``: the first name in ``weights`` is ranked and its structure mask
+    decides for every weight in the list (layers coupled by a residual add lose the same filters).
+    """
+
+    rules: dict
+    group_type: str
+    group_dependency: str | None
+    block_shape: list[int] | None
+    _leader_keep: torch.Tensor | None = None
+
+    def _init_ranked(self, group_type: str, group_dependency: str | None, kwargs: Mapping | None) -> None:
+        group_type = {g.lower(): g for g in RANKED_GROUP_TYPES}.get(str(group_type).lower(), group_type)
+        if group_type not in RANKED_GROUP_TYPES:
+            raise ValueError(f"group_type {group_type!r} is not supported; use one of "
+                             f"{', '.join(RANKED_GROUP_TYPES)}")
+        if group_dependency not in (None, "Leader"):
+            raise ValueError(f"group_dependency {group_dependency!r} is not supported; use Leader")
+        self.group_type, self.group_dependency = group_type, group_dependency
+        self.block_shape = list((kwargs or {}).get("block_shape") or []) or None
+        if group_type == "Blocks":
+            _check_block_shape(self.block_shape)
+
+    def _ranked_mask(self, tensor: torch.Tensor, level: float) -> torch.Tensor:
+        if self._leader_keep is not None:
+            return expand_groups(tensor, self._leader_keep, self.group_type, self.block_shape)
+        return ranked_structure_mask(tensor, level, self.group_type, self.block_shape)
+
+    def _rank_leader(self, model: nn.Module, level: float) -> None:
+        self._leader_keep = None
+        if self.group_dependency == "Leader":
+            leader = next(iter(self.rules))
+            try:
+                tensor = model.get_parameter(leader)
+            except AttributeError:
+                raise ValueError(f"group_dependency Leader needs an exact parameter name first in weights, "
+                                 f"got {leader!r}") from None
+            self._leader_keep = group_keep(tensor, level, self.group_type, self.block_shape)
+
+
+class L1RankedStructureParameterPruner(_RankedStructures, _RulePruner[float]):
+    """Prune ``int(desired_sparsity * count)`` whole filters or channels of smallest L1 norm in
+    each of ``weights`` (names or globs); also Distiller's Rows and Blocks, and Leader dependency."""
+
+    def __init__(self, group_type: str, desired_sparsity: float, weights: Sequence[str] | str,
+                 group_dependency: str | None = None, kwargs: Mapping | None = None) -> None:
+        self._init_ranked(group_type, group_dependency, kwargs)
         _count(desired_sparsity, 0)
         super().__init__(_weight_rules(weights, desired_sparsity))
-        self.group_type = group_type
+
+    def _level(self, name: str) -> float:
+        return float(self.rules[name]) if name in self.rules else float(next(iter(self.rules.values())))
+
+    def prune(self, model: nn.Module, masks: MaskSet) -> dict[str, float]:
+        self._rank_leader(model, self._level(next(iter(self.rules))))
+        try:
+            return super().prune(model, masks)
+        finally:
+            self._leader_keep = None
 
     def _mask(self, tensor: torch.Tensor, setting: float, name: str) -> torch.Tensor:
-        return structure_mask(tensor, setting, self.group_type)
+        return self._ranked_mask(tensor, setting)
+
+
+class RandomLevelStructureParameterPruner(L1RankedStructureParameterPruner):
+    """L1-ranked structure pruning at a level drawn uniformly from ``sparsity_range`` each time it
+    prunes (Distiller's DropFilter-like regimen). One level per parameter, or one for the whole list
+    with Leader; reproducible through ``seed``."""
+
+    def __init__(self, group_type: str, sparsity_range: Sequence[float], weights: Sequence[str] | str,
+                 group_dependency: str | None = None, kwargs: Mapping | None = None, seed: int = 0) -> None:
+        low, high = (float(v) for v in sparsity_range)
+        if not 0.0 <= low <= high < 1.0:
+            raise ValueError(f"sparsity_range must be [low, high] with 0 <= low <= high < 1, got {sparsity_range}")
+        super().__init__(group_type, 0.0, weights, group_dependency, kwargs)
+        self.sparsity_range = (low, high)
+        self._generator = torch.Generator().manual_seed(seed)
+        self.levels: dict[str, float] = {}
+
+    def _draw(self) -> float:
+        low, high = self.sparsity_range
+        return low + (high - low) * float(torch.rand((), generator=self._generator))
+
+    def prune(self, model: nn.Module, masks: MaskSet) -> dict[str, float]:
+        self.levels = {}
+        if self.group_dependency == "Leader":
+            level = self._draw()
+            self.rules = dict.fromkeys(self.rules, level)
+        return super().prune(model, masks)
+
+    def _mask(self, tensor: torch.Tensor, setting: float, name: str) -> torch.Tensor:
+        level = setting if self.group_dependency == "Leader" else self._draw()
+        self.levels[name] = level
+        return self._ranked_mask(tensor, level)
+
+
+class SplicingPruner(_RulePruner[float]):
+    """Dynamic network surgery (Guo et al. 2016), as Distiller's SplicingPruner.
+
+    With ``t = mean|w| + sensitivity * std|w|`` (both taken once, the first time a parameter is seen,
+    like Distiller and the authors' Caffe code), weights with ``|w| < low_thresh_mult * t`` are
+    pruned, weights with ``|w| >= hi_thresh_mult * t`` are spliced back (their mask turns True again)
+    and the rest keep their current mask. ``sensitivity_multiplier`` > 0 grows the sensitivity
+    linearly with the epochs since the policy started (:meth:`set_epoch`).
+    """
+
+    def __init__(self, sensitivities: Mapping[str, float], low_thresh_mult: float, hi_thresh_mult: float,
+                 sensitivity_multiplier: float = 0.0) -> None:
+        if not 0 <= low_thresh_mult <= hi_thresh_mult:
+            raise ValueError(f"need 0 <= low_thresh_mult <= hi_thresh_mult, got {low_thresh_mult}, {hi_thresh_mult}")
+        super().__init__(sensitivities)
+        self.low_thresh_mult, self.hi_thresh_mult = float(low_thresh_mult), float(hi_thresh_mult)
+        self.sensitivity_multiplier = float(sensitivity_multiplier)
+        self.stats: dict[str, tuple[float, float]] = {}  # name -> (mean |w|, std |w|) at first sight
+        self.current: dict[str, torch.Tensor] = {}
+        self.growth = 1.0
+
+    def set_epoch(self, epoch: int, starting_epoch: int, ending_epoch: int, frequency: int = 1) -> float:
+        """Distiller's linearly growing sensitivity; returns the factor applied to the sensitivities."""
+        self.growth = (epoch - starting_epoch) * self.sensitivity_multiplier + 1 if self.sensitivity_multiplier > 0 \
+            else 1.0
+        return self.growth
+
+    def prune(self, model: nn.Module, masks: MaskSet) -> dict[str, float]:
+        self.current = {n: masks.get(n) for n in masks.names()}
+        return super().prune(model, masks)
+
+    def _mask(self, tensor: torch.Tensor, setting: float, name: str) -> torch.Tensor:
+        magnitude = tensor.detach().abs()
+        if name not in self.stats:
+            std = magnitude.float().std().item() if magnitude.numel() > 1 else 0.0
+            self.stats[name] = (magnitude.float().mean().item(), std)
+        mean, std = self.stats[name]
+        base = mean + std * setting * self.growth
+        current = self.current.get(name)
+        keep = torch.ones_like(magnitude, dtype=torch.bool) if current is None else current.to(tensor.device).clone()
+        keep[magnitude < base * self.low_thresh_mult] = False
+        keep[magnitude >= base * self.hi_thresh_mult] = True
+        return keep
 
 
 class NMStructuredPruner(_RulePruner[tuple[int, int]]):

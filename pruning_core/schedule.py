@@ -2,9 +2,13 @@
 
 A schedule is data (``version: 1``, ``pruners:``, ``lr_schedulers:``, ``policies:``), as in Distiller.
 Every mistake is a :class:`ScheduleError` that names the key path and the line it sits on, because a
-silently ignored key in a long schedule costs a whole training run. Sections that Distiller has but we
-do not run yet (``quantizers``, ``regularizers``, ``extensions``) are errors for now; the parser is
-table-driven (:data:`PRUNER_CLASSES`) so that supporting them means adding entries, not rewriting.
+silently ignored key in a long schedule costs a whole training run. The parser is table-driven
+(:data:`PRUNER_CLASSES`, :data:`REGULARIZER_CLASSES`, :data:`EXTENSION_CLASSES`): supporting a class
+means adding an entry. ``quantizers`` are refused (out of scope: prunescope prunes).
+
+Distiller's published schedules name parameters as ``torch.nn.DataParallel`` saw them
+(``module.layer1.0.conv1.weight``, ``features.module.0.weight``); :func:`resolve_schedule` maps them
+to the model's names and records each mapping in ``Schedule.renames`` so it can be shown.
 """
 
 from __future__ import annotations
@@ -93,7 +97,12 @@ def _compose(text: str, source: str) -> tuple[Any, _Lines]:
                             source=source) from None
     if root is None:
         raise ScheduleError("the schedule is empty", line=1, source=source)
-    return _to_python(root, (), lines, yaml.SafeLoader("")), lines
+    try:
+        return _to_python(root, (), lines, yaml.SafeLoader("")), lines
+    except ScheduleError:
+        raise
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:  # '=', '2020-99-99', '!!float x'
+        raise ScheduleError(f"not valid YAML: {getattr(exc, 'problem', None) or exc}", source=source) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -108,6 +117,10 @@ class PrunerSpec:
     name: str
     cls: str
     args: dict[str, Any]
+
+
+RegularizerSpec = PrunerSpec  # ``regularizers:`` entries: same shape (name, class, arguments)
+ExtensionSpec = PrunerSpec  # ``extensions:`` entries (FilterRemover ...)
 
 
 @dataclass
@@ -127,12 +140,13 @@ class PolicySpec:
     active epochs are then ``range(starting_epoch, ending_epoch, frequency)``, as in Distiller.
     """
 
-    kind: str  # "pruner" | "lr_scheduler"
+    kind: str  # "pruner" | "lr_scheduler" | "regularizer" | "extension"
     instance_name: str
     epochs: list[int] | None = None
     starting_epoch: int | None = None
     ending_epoch: int | None = None
     frequency: int = 1
+    args: dict[str, Any] = field(default_factory=dict)  # per-policy args (regularizer: keep_mask)
 
     def active_epochs(self) -> list[int]:
         """Epochs at which this policy acts (sorted)."""
@@ -158,8 +172,12 @@ class Schedule:
     lr_schedulers: dict[str, LRSchedulerSpec] = field(default_factory=dict)
     policies: list[PolicySpec] = field(default_factory=list)
     version: int = 1
+    regularizers: dict[str, RegularizerSpec] = field(default_factory=dict)
+    extensions: dict[str, ExtensionSpec] = field(default_factory=dict)
     source: str = field(default="<schedule>", compare=False)
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
+    # (name in the schedule, name in the model) for every name resolve_schedule changed
+    renames: list[tuple[str, str]] = field(default_factory=list, compare=False)
 
     def error(self, path: Sequence[Any], message: str) -> ScheduleError:
         """A ScheduleError located at ``path`` (the nearest known line)."""
@@ -178,9 +196,13 @@ class Schedule:
             out["pruners"] = {n: {"class": p.cls, **p.args} for n, p in self.pruners.items()}
         if self.lr_schedulers:
             out["lr_schedulers"] = {n: {"class": s.cls, **s.args} for n, s in self.lr_schedulers.items()}
+        if self.regularizers:
+            out["regularizers"] = {n: {"class": r.cls, **r.args} for n, r in self.regularizers.items()}
+        if self.extensions:
+            out["extensions"] = {n: {"class": e.cls, **e.args} for n, e in self.extensions.items()}
         policies = []
         for p in self.policies:
-            entry: dict[str, Any] = {p.kind: {"instance_name": p.instance_name}}
+            entry: dict[str, Any] = {p.kind: {"instance_name": p.instance_name, **({"args": p.args} if p.args else {})}}
             if p.epochs is not None:
                 entry["epochs"] = list(p.epochs)
             else:
@@ -258,8 +280,50 @@ def _per_param(value_check: Checker) -> Checker:
     return check
 
 
-GROUP_TYPES = ("Filters", "Channels")
-GROUP_OF = {"Filters": "filters", "Channels": "channels"}  # Distiller group_type -> pruners.structure_mask group
+# Distiller's ranked-structure group types (pruners.py turns them into masks).
+GROUP_TYPES = ("Filters", "3D", "Channels", "Rows", "Blocks")
+# Group Lasso group types (regularizers.py holds their definitions).
+REGULARIZER_GROUP_TYPES = ("Filters", "3D", "Channels", "Rows", "Cols", "2D", "4D",
+                           "Rows+Cols", "Cols+Rows", "Channels+4D", "4D+Channels")
+THRESHOLD_CRITERIA = ("Mean_Abs", "Max")
+THINNING_FUNCS = ("remove_filters", "remove_channels")
+
+
+def _one_of(options: Sequence[str]) -> Checker:
+    def check(v: Any) -> str | None:
+        return None if v in options else f"must be one of {', '.join(options)}, got {v!r}"
+    return check
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
+
+
+def _text(v: Any) -> str | None:
+    return None if isinstance(v, str) and v else f"must be a name, got {v!r}"
+
+
+def _range(v: Any) -> str | None:
+    if not (isinstance(v, list) and len(v) == 2 and all(_fraction(x) is None for x in v) and v[0] <= v[1]):
+        return f"must be [low, high] sparsities with 0 <= low <= high < 1, got {v!r}"
+    return None
+
+
+def _block_kwargs(v: Any) -> str | None:
+    shape = v.get("block_shape") if isinstance(v, dict) else None
+    if not isinstance(v, dict) or set(v) != {"block_shape"}:
+        return f"must be {{block_shape: [repetitions, depth, 1, 1]}}, got {v!r}"
+    if not (isinstance(shape, list) and len(shape) == 4 and all(_positive_int(x) is None for x in shape)):
+        return f"block_shape must be 4 positive integers [repetitions, depth, height, width], got {shape!r}"
+    if shape[2:] != [1, 1]:
+        return f"only block shapes repetitions x depth x 1 x 1 are supported (as Distiller), got {shape}"
+    return None
+
+
+def _group_regim(v: Any) -> str | None:
+    if not (isinstance(v, list) and len(v) == 2 and _non_negative(v[0]) is None):
+        return f"must be [strength, group type] (e.g. [0.0008, Filters]), got {v!r}"
+    return _one_of(REGULARIZER_GROUP_TYPES)(v[1])
 
 
 @dataclass(frozen=True)
@@ -274,34 +338,58 @@ class PrunerClass:
         return [*self.required, *self.optional]
 
 
+_RANKED_OPTIONS: dict[str, Checker] = {"group_dependency": _one_of(("Leader",)), "kwargs": _block_kwargs}
+
+
 PRUNER_CLASSES: dict[str, PrunerClass] = {
     "AutomatedGradualPruner": PrunerClass(
         {"initial_sparsity": _fraction, "final_sparsity": _fraction, "weights": _weights}, agp=True),
     "L1RankedStructureParameterPruner_AGP": PrunerClass(
         {"initial_sparsity": _fraction, "final_sparsity": _fraction, "group_type": _group_type,
-         "weights": _weights}, agp=True),
+         "weights": _weights}, _RANKED_OPTIONS, agp=True),
     "SparsityLevelParameterPruner": PrunerClass({"levels": _per_param(_fraction)}),
     "MagnitudeParameterPruner": PrunerClass({"thresholds": _per_param(_non_negative)}),
     "SensitivityPruner": PrunerClass({"sensitivities": _per_param(_non_negative)}),
     "L1RankedStructureParameterPruner": PrunerClass(
-        {"group_type": _group_type, "desired_sparsity": _fraction, "weights": _weights}),
+        {"group_type": _group_type, "desired_sparsity": _fraction, "weights": _weights}, _RANKED_OPTIONS),
+    "RandomLevelStructureParameterPruner": PrunerClass(
+        {"group_type": _group_type, "sparsity_range": _range, "weights": _weights},
+        {**_RANKED_OPTIONS, "seed": _int}),
+    "SplicingPruner": PrunerClass(
+        {"sensitivities": _per_param(_non_negative), "low_thresh_mult": _non_negative,
+         "hi_thresh_mult": _non_negative}, {"sensitivity_multiplier": _non_negative}),
     "NMStructuredPruner": PrunerClass({"n": _positive_int, "m": _positive_int, "weights": _weights}),
     "RandomPruner": PrunerClass({"level": _fraction, "weights": _weights}, {"seed": _int}),
 }
 
-# Distiller sections we know but do not run yet: an error that says so, not "unknown key".
-NOT_YET = {
-    "quantizers": "quantization is not supported yet",
-    "regularizers": "regularizers are not supported yet",
-    "extensions": "extensions (e.g. FilterRemover thinning) are not supported yet; use --thin",
+REGULARIZER_CLASSES: dict[str, PrunerClass] = {
+    "GroupLassoRegularizer": PrunerClass({"reg_regims": _per_param(_group_regim)},
+                                         {"threshold_criteria": _one_of(THRESHOLD_CRITERIA)}),
+    "L1Regularizer": PrunerClass({"reg_regims": _per_param(_non_negative)},
+                                 {"threshold_criteria": _one_of(THRESHOLD_CRITERIA)}),
 }
-POLICY_KINDS = ("pruner", "lr_scheduler")
-POLICY_NOT_YET = ("quantizer", "regularizer", "extension")
-TOP_LEVEL = ("version", "pruners", "lr_schedulers", "policies")
-# lr scheduler classes whose arguments cannot be written in YAML (callables, other schedulers) or that
-# need a metric each step.
-LR_UNSUPPORTED = {"LambdaLR", "MultiplicativeLR", "SequentialLR", "ChainedScheduler", "ReduceLROnPlateau",
-                  "LRScheduler", "_LRScheduler"}
+# Distiller's thinning extensions: all three are one StructureRemover whose function decides. prunescope
+# thins with Torch-Pruning (dead filters and channels both); arch and dataset are checked against the job.
+EXTENSION_CLASSES: dict[str, PrunerClass] = dict.fromkeys(
+    ("FilterRemover", "ChannelRemover", "StructureRemover"),
+    PrunerClass({"thinning_func_str": _one_of(THINNING_FUNCS), "arch": _text, "dataset": _text}))
+
+# Distiller sections that prunescope refuses: an error that says why, not "unknown key".
+REFUSED = {
+    "quantizers": "quantizers are out of scope: prunescope runs pruning, regularization and thinning, not "
+                  "quantization; remove the quantizers section and its quantizer policies",
+}
+SECTIONS: dict[str, tuple[str, dict[str, PrunerClass]]] = {  # section -> (policy kind, class table)
+    "pruners": ("pruner", PRUNER_CLASSES),
+    "regularizers": ("regularizer", REGULARIZER_CLASSES),
+    "extensions": ("extension", EXTENSION_CLASSES),
+}
+POLICY_KINDS = ("pruner", "lr_scheduler", "regularizer", "extension")
+POLICY_REFUSED = {"quantizer": REFUSED["quantizers"]}
+POLICY_ARGS: dict[str, dict[str, Checker]] = {"regularizer": {"keep_mask": _bool}}  # kind -> per-policy args
+TOP_LEVEL = ("version", "pruners", "lr_schedulers", "regularizers", "extensions", "policies")
+# lr scheduler classes whose arguments cannot be written in YAML (callables, other schedulers).
+LR_UNSUPPORTED = {"LambdaLR", "MultiplicativeLR", "SequentialLR", "ChainedScheduler", "LRScheduler", "_LRScheduler"}
 
 
 def _closest(word: str, options: Iterable[str]) -> str:
@@ -313,22 +401,33 @@ def _closest(word: str, options: Iterable[str]) -> str:
     return f"{hint}; known: {', '.join(sorted(options))}" if options else hint
 
 
-def _lr_scheduler_class(name: str) -> type | None:
+def lr_scheduler_class(name: str) -> type | None:
+    """The lr scheduler class a schedule may name: Distiller's own (``MultiStepMultiGammaLR``) or
+    ``torch.optim.lr_scheduler``'s (``ReduceLROnPlateau`` included; it steps with the validation loss)."""
     import torch.optim.lr_scheduler as lrs
 
+    from .lr_schedulers import EXTRA_LR_SCHEDULERS
+
+    if name in EXTRA_LR_SCHEDULERS:
+        return EXTRA_LR_SCHEDULERS[name]
     cls = getattr(lrs, name, None)
     if name in LR_UNSUPPORTED or name.startswith("_") or not inspect.isclass(cls):
         return None
+    if cls is lrs.ReduceLROnPlateau:
+        return cls
     if not issubclass(cls, lrs.LRScheduler if hasattr(lrs, "LRScheduler") else lrs._LRScheduler):
         return None
     return cls
 
 
+
 def lr_scheduler_names() -> list[str]:
-    """The ``torch.optim.lr_scheduler`` classes a schedule may name."""
+    """The lr scheduler classes a schedule may name."""
     import torch.optim.lr_scheduler as lrs
 
-    return sorted(n for n in dir(lrs) if _lr_scheduler_class(n) is not None)
+    from .lr_schedulers import EXTRA_LR_SCHEDULERS
+
+    return sorted({*(n for n in dir(lrs) if lr_scheduler_class(n) is not None), *EXTRA_LR_SCHEDULERS})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -342,17 +441,19 @@ def _mapping(value: Any, path: tuple, lines: _Lines, what: str) -> dict:
     return value
 
 
-def _parse_pruners(data: Any, lines: _Lines) -> dict[str, PrunerSpec]:
+def _parse_section(data: Any, lines: _Lines, section: str = "pruners") -> dict[str, PrunerSpec]:
+    """Parse ``pruners:``, ``regularizers:`` or ``extensions:`` against its class table."""
+    kind, table = SECTIONS[section]
     out = {}
-    for name, body in _mapping(data, ("pruners",), lines, "instance name to pruner").items():
-        path = ("pruners", name)
+    for name, body in _mapping(data, (section,), lines, f"instance name to {kind}").items():
+        path = (section, name)
         body = _mapping(body, path, lines, "arguments (with 'class')")
         cls = body.get("class")
         if cls is None:
             raise lines.error(path, "missing 'class'")
-        if cls not in PRUNER_CLASSES:
-            raise lines.error(path + ("class",), f"unknown pruner class {cls!r}{_closest(str(cls), PRUNER_CLASSES)}")
-        spec = PRUNER_CLASSES[cls]
+        if cls not in table:
+            raise lines.error(path + ("class",), f"unknown {kind} class {cls!r}{_closest(str(cls), table)}")
+        spec = table[cls]
         args = {k: v for k, v in body.items() if k != "class"}
         for key in args:
             if key not in spec.argument_names():
@@ -374,6 +475,7 @@ def _parse_pruners(data: Any, lines: _Lines) -> dict[str, PrunerSpec]:
     return out
 
 
+
 def _parse_lr_schedulers(data: Any, lines: _Lines) -> dict[str, LRSchedulerSpec]:
     out = {}
     for name, body in _mapping(data, ("lr_schedulers",), lines, "instance name to lr scheduler").items():
@@ -382,7 +484,7 @@ def _parse_lr_schedulers(data: Any, lines: _Lines) -> dict[str, LRSchedulerSpec]
         cls_name = body.get("class")
         if cls_name is None:
             raise lines.error(path, "missing 'class'")
-        cls = _lr_scheduler_class(str(cls_name))
+        cls = lr_scheduler_class(str(cls_name))
         if cls is None:
             raise lines.error(path + ("class",), f"unknown or unsupported lr scheduler class {cls_name!r}"
                               f"{_closest(str(cls_name), lr_scheduler_names())}")
@@ -409,30 +511,39 @@ def _epoch_value(value: Any, path: tuple, lines: _Lines) -> int:
 def _parse_policy(i: int, body: Any, lines: _Lines, schedule: Schedule) -> PolicySpec:
     path: tuple = ("policies", i)
     body = _mapping(body, path, lines, "a pruner or lr_scheduler reference and its epochs")
-    kinds = [k for k in body if k in POLICY_KINDS or k in POLICY_NOT_YET]
+    kinds = [k for k in body if k in POLICY_KINDS]
     for key in body:
-        if key in POLICY_NOT_YET:
-            raise lines.error(path + (key,), f"{key} policies are not supported yet")
+        if key in POLICY_REFUSED:
+            raise lines.error(path + (key,), POLICY_REFUSED[key])
         if key not in (*POLICY_KINDS, "epochs", "starting_epoch", "ending_epoch", "frequency"):
-            raise lines.error(path + (key,), "unknown policy key; a policy has pruner or lr_scheduler, "
+            raise lines.error(path + (key,), f"unknown policy key; a policy has one of {', '.join(POLICY_KINDS)}, "
                               "and epochs or starting_epoch/ending_epoch/frequency")
     if len(kinds) != 1:
-        raise lines.error(path, "a policy names exactly one of: pruner, lr_scheduler")
+        raise lines.error(path, f"a policy names exactly one of: {', '.join(POLICY_KINDS)}")
     kind = kinds[0]
     ref = _mapping(body[kind], path + (kind,), lines, "instance_name")
+    allowed_args = POLICY_ARGS.get(kind, {})
     for key in ref:
-        if key != "instance_name":
+        if key == "args" and allowed_args:
+            for arg, value in _mapping(ref["args"], path + (kind, "args"), lines, "policy arguments").items():
+                if arg not in allowed_args:
+                    raise lines.error(path + (kind, "args", arg), f"unknown {kind} policy argument"
+                                      f"{_closest(str(arg), allowed_args)}")
+                problem = allowed_args[arg](value)
+                if problem:
+                    raise lines.error(path + (kind, "args", arg), problem)
+        elif key != "instance_name":
             raise lines.error(path + (kind, key), f"unknown key (only instance_name is supported; "
-                              f"{'per-policy args are not supported yet' if key == 'args' else 'typo?'})")
+                              f"{f'{kind} policies take no args' if key == 'args' else 'typo?'})")
     if "instance_name" not in ref:
         raise lines.error(path + (kind,), "missing 'instance_name'")
     instance = ref["instance_name"]
-    known = schedule.pruners if kind == "pruner" else schedule.lr_schedulers
+    section = "lr_schedulers" if kind == "lr_scheduler" else kind + "s"
+    known = getattr(schedule, section)
     if instance not in known:
-        section = "pruners" if kind == "pruner" else "lr_schedulers"
         raise lines.error(path + (kind, "instance_name"),
                           f"no {kind} named {instance!r} in {section}{_closest(str(instance), known)}")
-    policy = PolicySpec(kind, instance)
+    policy = PolicySpec(kind, instance, args=dict(ref.get("args") or {}))
     if "epochs" in body:
         for key in ("starting_epoch", "ending_epoch", "frequency"):
             if key in body:
@@ -473,15 +584,16 @@ def parse_schedule(text: str, *, source: str = "<schedule>") -> Schedule:
     if not isinstance(data, dict):
         raise lines.error((), "a schedule is a mapping with version, pruners, lr_schedulers and policies")
     for key in data:
-        if key in NOT_YET:
-            raise lines.error((key,), NOT_YET[key])
+        if key in REFUSED:
+            raise lines.error((key,), REFUSED[key])
         if key not in TOP_LEVEL:
             raise lines.error((key,), f"unknown top-level key{_closest(str(key), TOP_LEVEL)}")
     if data.get("version", 1) != 1:
         raise lines.error(("version",), f"only version 1 exists, got {data['version']!r}")
     schedule = Schedule(source=source, lines=lines.lines)
-    if data.get("pruners") is not None:
-        schedule.pruners = _parse_pruners(data["pruners"], lines)
+    for section in SECTIONS:
+        if data.get(section) is not None:
+            setattr(schedule, section, _parse_section(data[section], lines, section))
     if data.get("lr_schedulers") is not None:
         schedule.lr_schedulers = _parse_lr_schedulers(data["lr_schedulers"], lines)
     policies = data.get("policies")
@@ -526,30 +638,121 @@ def match_params(pattern: str, names: Sequence[str]) -> list[str]:
     return []
 
 
-def resolve_weights(schedule: Schedule, model: Any) -> dict[str, list[str]]:
-    """Check every parameter name in the pruners against ``model.named_parameters()``.
+def strip_data_parallel(name: str) -> str:
+    """A name without ``torch.nn.DataParallel``'s ``module.`` (leading, or ``.module.`` inside, as in
+    Distiller's ``features.module.0.weight``)."""
+    if name.startswith("module."):
+        name = name[len("module."):]
+    while ".module." in name:
+        name = name.replace(".module.", ".", 1)
+    return name
 
-    Exact names may name any parameter; globs match conv/linear weights only (``pruners`` rules).
-    Returns, per pruner, the resolved parameter names (``weights`` lists, or the keys of per-parameter
-    mappings with ``'*'`` left as the default). Unknown names raise a ScheduleError at their line.
-    """
+
+def _named_entries(schedule: Schedule, section: str, name: str, spec: PrunerSpec) -> list[tuple[tuple, str]]:
+    """(key path, parameter name or glob) of every parameter a pruner/regularizer entry names."""
+    if "weights" in spec.args:
+        return [((section, name, "weights", i), w) for i, w in enumerate(spec.args["weights"])]
+    key = next(k for k in ("levels", "thresholds", "sensitivities", "reg_regims") if k in spec.args)
+    return [((section, name, key, w), w) for w in spec.args[key] if w != "*"]
+
+
+def _closest_names(pattern: str, names: Sequence[str], n: int = 5) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(pattern, names, n=n, cutoff=0.4)
+    return f"; closest: {', '.join(near)}" if near else f"; the model has {len(names)} parameters"
+
+
+def _resolve(schedule: Schedule, model: Any) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Per pruner/regularizer, its model parameter names; and every schedule name -> model name change."""
     from .metrics import prunable_parameters
 
     names = [n for n, _ in model.named_parameters()]
     prunable = [n for n, _ in prunable_parameters(model)]  # what globs match, as in pruners.py
     resolved: dict[str, list[str]] = {}
-    for pname, spec in schedule.pruners.items():
-        found: list[str] = []
-        if "weights" in spec.args:
-            entries = [(("pruners", pname, "weights", i), w) for i, w in enumerate(spec.args["weights"])]
-        else:
-            key = next(k for k in PRUNER_CLASSES[spec.cls].required)  # levels/thresholds/sensitivities
-            entries = [(("pruners", pname, key, w), w) for w in spec.args[key] if w != "*"]
-        for path, pattern in entries:
-            matched = [pattern] if pattern in names else match_params(pattern, prunable)
-            if not matched:
-                raise schedule.error(path, f"no parameter named {pattern!r} in the model"
-                                     f"{_closest(pattern, names) if len(names) < 60 else ''}")
-            found.extend(m for m in matched if m not in found)
-        resolved[pname] = found
-    return resolved
+    renames: dict[str, str] = {}
+    for section in ("pruners", "regularizers"):
+        for pname, spec in getattr(schedule, section).items():
+            found: list[str] = []
+            for path, pattern in _named_entries(schedule, section, pname, spec):
+                candidates = [pattern] + ([strip_data_parallel(pattern)] if pattern not in names else [])
+                matched: list[str] = []
+                for candidate in dict.fromkeys(candidates):
+                    matched = [candidate] if candidate in names else match_params(candidate, prunable)
+                    if matched:
+                        if candidate != pattern:
+                            renames[pattern] = candidate
+                        break
+                if not matched:
+                    raise schedule.error(path, f"no parameter named {pattern!r} in the model"
+                                         f"{_closest_names(strip_data_parallel(pattern), names)}")
+                found.extend(m for m in matched if m not in found)
+            resolved[pname] = found
+    return resolved, renames
+
+
+def resolve_weights(schedule: Schedule, model: Any) -> dict[str, list[str]]:
+    """Check every parameter name in the pruners and regularizers against ``model.named_parameters()``.
+
+    Exact names may name any parameter; globs match conv/linear weights only (``pruners`` rules).
+    DataParallel prefixes are dropped when the name as written is not in the model. Returns, per
+    pruner/regularizer, the resolved model names (``weights`` lists, or the keys of per-parameter
+    mappings with ``'*'`` left as the default). Unknown names raise a ScheduleError at their line that
+    lists the closest names.
+    """
+    return _resolve(schedule, model)[0]
+
+
+def resolve_schedule(schedule: Schedule, model: Any) -> Schedule:
+    """A copy of ``schedule`` whose parameter names are ``model``'s (DataParallel prefixes removed).
+
+    ``renames`` of the copy lists each (schedule name, model name) pair that changed, to show the user.
+    """
+    import copy
+
+    _, renames = _resolve(schedule, model)
+    out = copy.deepcopy(schedule)
+    out.renames = list(renames.items())
+    for section in ("pruners", "regularizers"):
+        for spec in getattr(out, section).values():
+            for key, value in spec.args.items():
+                if key == "weights":
+                    spec.args[key] = [renames.get(w, w) for w in value]
+                elif isinstance(value, dict) and key in ("levels", "thresholds", "sensitivities", "reg_regims"):
+                    spec.args[key] = {renames.get(k, k): v for k, v in value.items()}
+    return out
+
+
+DISTILLER_DATASETS: dict[str, tuple[tuple[int, int, int], int]] = {  # name -> (input shape, classes)
+    "cifar10": ((3, 32, 32), 10), "imagenet": ((3, 224, 224), 1000), "mnist": ((1, 28, 28), 10),
+}
+
+
+def check_extensions(schedule: Schedule, *, arch: str, dataset: str, input_shape: Sequence[int] | None = None,
+                     num_classes: int | None = None) -> list[str]:
+    """Check each extension's ``arch`` and ``dataset`` against the job; returns notes, raises on a mismatch.
+
+    ``arch`` compares after Distiller aliases (``resnet20_cifar`` = ``resnet20-cifar``). ``dataset``
+    matches by name, or a ``synthetic``/``imagefolder`` job whose input shape and class count are those
+    of the named dataset stands in for it (noted).
+    """
+    from .names import canonical_model_name
+
+    notes = []
+    for name, spec in schedule.extensions.items():
+        want, have = spec.args["arch"], arch
+        if (canonical_model_name(want) or want) != (canonical_model_name(have) or have):
+            raise schedule.error(("extensions", name, "arch"), f"the schedule is for arch {want!r}, the job's "
+                                 f"model is {have!r}")
+        want_ds = str(spec.args["dataset"]).lower()
+        if want_ds == dataset.lower():
+            continue
+        shape, classes = DISTILLER_DATASETS.get(want_ds, (None, None))
+        stands_in = (dataset in ("synthetic", "imagefolder") and shape is not None and input_shape is not None
+                     and tuple(input_shape) == shape and num_classes == classes)
+        if not stands_in:
+            raise schedule.error(("extensions", name, "dataset"), f"the schedule is for dataset {want_ds!r}, the "
+                                 f"job uses {dataset!r}" + (f" with input {tuple(input_shape)} and {num_classes} "
+                                                            "classes" if input_shape is not None else ""))
+        notes.append(f"extension {name!r}: dataset {dataset!r} {tuple(input_shape or ())} stands in for {want_ds!r}")
+    return notes

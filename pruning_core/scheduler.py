@@ -2,17 +2,25 @@
 
 Like Distiller's, it is driven by epoch/minibatch callbacks, but it keeps no global state: the masks
 live in a :class:`~pruning_core.masks.MaskSet` (attached to the optimizer, so pruned weights get no
-gradient and stay exactly zero after each step) and the pruners are built from the schedule's data.
-Epochs are 0-based, as in Distiller's YAML.
+gradient and stay exactly zero after each step) and the pruners, regularizers and thinning
+extensions are built from the schedule's data. Epochs are 0-based, as in Distiller's YAML.
+
+Per epoch: ``on_epoch_begin`` runs the pruners, then thinning extensions (Distiller thins at the
+first minibatch of the epoch, after the pruners); per minibatch ``before_backward_pass`` adds the
+active regularizers' penalty to the loss and ``on_minibatch_end`` (an optimizer step hook once
+attached) zeroes the groups a thresholding regularizer drops; ``on_epoch_end`` keeps those
+regularization masks on a ``keep_mask`` policy's last epoch and steps the lr policies.
 
 Learning-rate policies step their scheduler once at the end of each active epoch (``step()``);
 Distiller passed the absolute epoch (``step(epoch=e + 1)``), which torch has deprecated and which makes
 an ExponentialLR that starts at epoch 40 jump to ``gamma**41`` at once. Here the decay counts from the
-policy's first epoch.
+policy's first epoch. ``ReduceLROnPlateau`` steps with the validation loss (``metrics['min']``, or
+``metrics['max']`` = top1 for ``mode: max``), as Distiller passes it.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +30,8 @@ from torch import nn
 from . import pruners as _pruners
 from .agp import AutomatedGradualPruner, L1RankedStructureParameterPruner_AGP
 from .masks import MaskSet
-from .schedule import PolicySpec, PrunerSpec, Schedule, resolve_weights
+from .regularizers import REGULARIZERS
+from .schedule import PolicySpec, PrunerSpec, Schedule, lr_scheduler_class, resolve_schedule, resolve_weights
 
 _AGP_CLASSES = {
     "AutomatedGradualPruner": AutomatedGradualPruner,
@@ -36,41 +45,73 @@ def build_pruner(spec: PrunerSpec) -> Any:
     return cls(**spec.args)
 
 
+def build_regularizer(spec: PrunerSpec) -> Any:
+    """Instantiate the regularizer class a schedule entry names (``regularizers.REGULARIZERS``)."""
+    return REGULARIZERS[spec.cls](**spec.args)
+
+
 def build_lr_scheduler(cls_name: str, args: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
-    """Instantiate ``torch.optim.lr_scheduler.<cls_name>(optimizer, **args)``."""
-    return getattr(torch.optim.lr_scheduler, cls_name)(optimizer, **args)
+    """Instantiate an lr scheduler by name (torch's or Distiller's ``MultiStepMultiGammaLR``)."""
+    cls = lr_scheduler_class(cls_name)
+    if cls is None:
+        raise ValueError(f"unknown lr scheduler class {cls_name!r}")
+    return cls(optimizer, **args)
+
+
+def _is_plateau(scheduler: Any) -> bool:
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def _has_epoch(pruner: Any) -> bool:
+    return isinstance(pruner, AutomatedGradualPruner) or isinstance(pruner, _pruners.SplicingPruner)
 
 
 class CompressionScheduler:
-    """Applies a schedule's pruning and lr policies as training progresses.
+    """Applies a schedule's pruning, regularization, thinning and lr policies as training progresses.
 
-    Call order per epoch: ``on_epoch_begin(e)`` (pruners update masks), then per minibatch the
-    optimizer step (the attached MaskSet re-zeros pruned weights) and optionally ``on_minibatch_end``,
-    then ``on_epoch_end(e)`` (lr policies step). ``after_prune(masks)`` runs whenever masks changed,
-    e.g. to extend filter masks to the BatchNorm channels that follow them.
+    Call order per epoch: ``on_epoch_begin(e)`` (pruners update masks, thinning extensions run), then
+    per minibatch ``loss = before_backward_pass(loss)``, backward, the optimizer step (the attached
+    MaskSet re-zeros pruned weights; ``on_minibatch_end`` runs as a step hook), then
+    ``on_epoch_end(e, metrics)`` (lr policies step). ``after_prune(masks)`` runs whenever masks
+    changed, e.g. to extend filter masks to the BatchNorm channels that follow them.
+    ``example_inputs`` (one batch) is needed only by thinning extensions, to trace the model.
+    Parameter names are resolved against ``model`` (DataParallel prefixes dropped): ``self.schedule``
+    is the resolved copy and ``self.schedule.renames`` lists what changed.
     """
 
     def __init__(self, model: nn.Module, schedule: Schedule, masks: MaskSet | None = None, *,
                  optimizer: torch.optim.Optimizer | None = None,
-                 after_prune: Callable[[MaskSet], None] | None = None) -> None:
-        resolve_weights(schedule, model)  # unknown names fail here, located in the YAML
+                 after_prune: Callable[[MaskSet], None] | None = None,
+                 example_inputs: torch.Tensor | None = None) -> None:
+        schedule = resolve_schedule(schedule, model)  # unknown names fail here, located in the YAML
         self.model = model
         self.schedule = schedule
         self.masks = masks if masks is not None else MaskSet(model)
         self.after_prune = after_prune
+        self.example_inputs = example_inputs
         self.pruners = {name: build_pruner(spec) for name, spec in schedule.pruners.items()}
+        self.regularizers = {name: build_regularizer(spec) for name, spec in schedule.regularizers.items()}
         self.lr_schedulers: dict[str, Any] = {}
         self.optimizer: torch.optim.Optimizer | None = None
         self.epoch: int | None = None
         self.pruned: dict[int, dict[str, float]] = {}  # epoch -> parameter -> sparsity after pruning
+        self.thinned: dict[int, Any] = {}  # epoch -> ThinningReport of the thinning done at its start
+        self.regularization_loss: dict[int, float] = {}  # epoch -> mean penalty per minibatch
+        self._reg_sum: dict[int, list[float]] = defaultdict(lambda: [0.0, 0])
+        self._step_hook: Any = None
         if optimizer is not None:
             self.attach(optimizer)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
-        """Bind the lr schedulers to ``optimizer`` (masks are attached by the training loop)."""
+        """Bind the lr schedulers to ``optimizer`` and run :meth:`on_minibatch_end` after each step
+        (masks are attached by the training loop)."""
         self.optimizer = optimizer
         self.lr_schedulers = {name: build_lr_scheduler(s.cls, s.args, optimizer)
                               for name, s in self.schedule.lr_schedulers.items()}
+        if self._step_hook is not None:
+            self._step_hook.remove()
+        if self.regularizers:
+            self._step_hook = optimizer.register_step_post_hook(lambda *_: self.on_minibatch_end())
 
     def _active(self, kind: str, epoch: int) -> list[PolicySpec]:
         return [p for p in self.schedule.policies if p.kind == kind and epoch in p.active_epochs()]
@@ -85,39 +126,222 @@ class CompressionScheduler:
         return out
 
     def on_epoch_begin(self, epoch: int) -> dict[str, float]:
-        """Run the pruners scheduled for ``epoch``; returns the sparsity of each parameter pruned."""
+        """Run the pruners, then the thinning extensions, scheduled for ``epoch``; returns the
+        sparsity of each parameter pruned."""
         self.epoch = epoch
         result: dict[str, float] = {}
         for policy in self._active("pruner", epoch):
             pruner = self.pruners[policy.instance_name]
-            if isinstance(pruner, AutomatedGradualPruner):
+            if _has_epoch(pruner):
                 pruner.set_epoch(epoch, *policy.span())
             result.update(pruner.prune(self.model, self.masks))
         if result:
             if self.after_prune is not None:
                 self.after_prune(self.masks)
             self.pruned[epoch] = result
+        if self._active("extension", epoch):
+            self.thin_now(epoch)
         return result
 
-    def on_minibatch_end(self) -> None:
-        """Re-apply the masks (needed only when the MaskSet is not attached to the optimizer)."""
-        self.masks.apply()
+    def thin_now(self, epoch: int) -> Any:
+        """Remove dead filters/channels physically (Torch-Pruning), then re-bind masks and optimizer to
+        the new, smaller parameters (their optimizer state, e.g. momentum, starts afresh)."""
+        from .thinning import thin
 
-    def on_epoch_end(self, epoch: int | None = None) -> None:
-        """Step the lr schedulers whose policies are active at ``epoch`` (default: the current one)."""
+        if self.example_inputs is None:
+            raise ValueError("thinning extensions need example inputs: pass example_inputs= to CompressionScheduler")
+        device = next(self.model.parameters()).device
+        example = self.example_inputs.to(device)
+        self._mask_dead_filters(example)
+        named = dict(self.model.named_parameters())
+        shapes = {n: p.shape for n, p in named.items()}
+        owner = {id(p): n for n, p in named.items()}
+        report = thin(self.model, example, latency=False)
+        after = dict(self.model.named_parameters())
+        changed = {n for n, p in after.items() if p.shape != shapes[n]}
+        for name in self.masks.names():
+            if name in changed:
+                self.masks.remove(name)
+                self.masks.set(name, after[name].detach() != 0)
+        if self.optimizer is not None:
+            old_state = self.optimizer.state
+            self.optimizer.state = defaultdict(dict)
+            for group in self.optimizer.param_groups:
+                group["params"] = [after[owner[id(p)]] for p in group["params"]]
+            for param, state in old_state.items():
+                name = owner.get(id(param))
+                if name is not None and name not in changed:
+                    self.optimizer.state[after[name]] = state
+        self.thinned[epoch] = report
+        return report
+
+    def _mask_dead_filters(self, example: torch.Tensor) -> None:
+        """Mask every all-zero filter (pruned, or zeroed by a regularizer) and the BatchNorm channels it
+        feeds, as Distiller's remove_filters drops them together; thinning then removes them."""
+        from .metrics import prunable_parameters
+        from .thinning import mask_dependents
+
+        for name, param in prunable_parameters(self.model):
+            dead = (param.detach().reshape(param.shape[0], -1) == 0).all(dim=1)
+            if dead.any():
+                keep = self.masks.get(name).clone() if name in self.masks else torch.ones_like(param, dtype=torch.bool)
+                keep[dead] = False
+                self.masks.set(name, keep)
+        mask_dependents(self.model, self.masks, example)
+
+    def before_backward_pass(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` plus the penalties of the regularizers active this epoch (Distiller's hook of that
+        name); the penalty is also accumulated for :attr:`regularization_loss`."""
+        if self.epoch is None:
+            return loss
+        policies = self._active("regularizer", self.epoch)
+        if not policies:
+            return loss
+        penalty = sum(self.regularizers[p.instance_name].loss(self.model).to(loss.device) for p in policies)
+        acc = self._reg_sum[self.epoch]
+        acc[0] += float(penalty.detach())
+        acc[1] += 1
+        self.regularization_loss[self.epoch] = acc[0] / acc[1]
+        return loss + penalty
+
+    def on_minibatch_end(self) -> None:
+        """Re-apply the masks; zero what thresholding regularizers drop (it may grow back later, as
+        Distiller's temporary regularization masks, until a ``keep_mask`` policy keeps it)."""
+        self.masks.apply()
+        if self.epoch is None:
+            return
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for policy in self._active("regularizer", self.epoch):
+                for name, keep in self.regularizers[policy.instance_name].threshold(self.model).items():
+                    params[name].masked_fill_(~keep, 0)
+
+    def on_epoch_end(self, epoch: int | None = None, metrics: dict[str, float] | None = None) -> None:
+        """Keep regularization masks on a ``keep_mask`` policy's last epoch; step the lr schedulers whose
+        policies are active at ``epoch`` (default: the current one). ``metrics`` = ``{'min': val loss,
+        'max': top1}`` feeds ReduceLROnPlateau; without it a plateau scheduler does not step."""
         epoch = self.epoch if epoch is None else epoch
         if epoch is None:
             return
+        for policy in self._active("regularizer", epoch):
+            if policy.args.get("keep_mask") and epoch == policy.active_epochs()[-1]:
+                changed = False
+                for name, keep in self.regularizers[policy.instance_name].threshold(self.model).items():
+                    old = self.masks.get(name) if name in self.masks else None
+                    self.masks.set(name, keep if old is None else keep & old)
+                    changed = True
+                if changed and self.after_prune is not None:
+                    self.after_prune(self.masks)
         if self._active("lr_scheduler", epoch) and self.optimizer is None:
             raise RuntimeError("lr policies need an optimizer: call attach(optimizer) first")
         for policy in self._active("lr_scheduler", epoch):
-            self.lr_schedulers[policy.instance_name].step()
+            scheduler = self.lr_schedulers[policy.instance_name]
+            if _is_plateau(scheduler):
+                if metrics is not None and metrics.get(scheduler.mode) is not None:
+                    scheduler.step(metrics[scheduler.mode])
+            else:
+                scheduler.step()
 
     def step(self) -> None:
         """``on_epoch_end`` for the current epoch: lets ``training.train(scheduler=...)`` drive it."""
         self.on_epoch_end()
 
+    def fast_forward(self, start_epoch: int) -> None:
+        """Replay epochs ``0 .. start_epoch - 1`` without training: their pruning, thinning and lr steps
+        (regularizers need training, so they do nothing here), to start a run inside the schedule."""
+        for epoch in range(start_epoch):
+            self.on_epoch_begin(epoch)
+            self.on_epoch_end(epoch)
+
     def state_dict(self) -> dict[str, Any]:
         """Masks and lr scheduler states, for resuming."""
         return {"masks": self.masks.state_dict(),
                 "lr_schedulers": {n: s.state_dict() for n, s in self.lr_schedulers.items()}}
+
+
+def _fixed_target(pruner: Any, name: str, model: nn.Module) -> float | None:
+    """The sparsity a non-AGP pruner gives ``name``: its level, or (threshold rules) what its mask
+    would zero on the model's current weights; None when random (RandomLevel)."""
+    if isinstance(pruner, _pruners.RandomLevelStructureParameterPruner):
+        return None
+    if isinstance(pruner, (_pruners.L1RankedStructureParameterPruner, _pruners.SparsityLevelParameterPruner,
+                           _pruners.RandomPruner)):
+        return float(pruner._setting(name))
+    if isinstance(pruner, _pruners.NMStructuredPruner):
+        n, m = pruner._setting(name)
+        return 1.0 - n / m
+    with torch.no_grad():
+        mask = pruner.compute_mask(name, model.get_parameter(name))
+    return 1.0 - float(mask.float().mean())
+
+
+def preview_schedule(schedule: Schedule, model: nn.Module, *, lr: float = 0.1,
+                     epochs: int | None = None) -> list[dict[str, Any]]:
+    """Walk the whole schedule without training: one dict per epoch (0-based) with
+
+    ``epoch``; ``lr`` (the lr that epoch trains with, from ``lr``); ``sparsity`` (each pruned parameter's
+    target sparsity so far, model names); ``pruners`` (pruner acting this epoch -> its level, None when
+    it differs per parameter or is a random draw); ``params`` (pruner -> the parameters it prunes);
+    ``regularizers`` (active ones); ``thinning`` (extensions that thin at the start of the epoch); ``notes``.
+    Threshold pruners (Sensitivity, Magnitude, Splicing) report
+    what they would zero on ``model``'s current weights. The model is not changed.
+    Used by ``prunescope prune --dry-run`` and the schedule-preview endpoint.
+    """
+    resolved = resolve_schedule(schedule, model)
+    weights = resolve_weights(resolved, model)
+    pruners = {name: build_pruner(spec) for name, spec in resolved.pruners.items()}
+    dummy = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([dummy], lr=lr)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lr_schedulers = {n: build_lr_scheduler(s.cls, s.args, optimizer) for n, s in resolved.lr_schedulers.items()}
+    total = resolved.last_epoch() + 1 if epochs is None else epochs
+    current: dict[str, float | None] = {}
+    fixed: dict[tuple[str, str], float | None] = {}
+    out = []
+    for epoch in range(total):
+        entry: dict[str, Any] = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"]), "pruners": {},
+                                 "params": {}, "regularizers": [], "thinning": [], "notes": []}
+        for policy in resolved.policies:
+            if epoch not in policy.active_epochs():
+                continue
+            if policy.kind == "pruner":
+                pruner = pruners[policy.instance_name]
+                level = pruner.target_sparsity(epoch, *policy.span()) if isinstance(pruner, AutomatedGradualPruner) \
+                    else None
+                for name in weights[policy.instance_name]:
+                    if level is None and (policy.instance_name, name) not in fixed:  # weights do not change here
+                        fixed[policy.instance_name, name] = _fixed_target(pruner, name, model)
+                    current[name] = level if level is not None else fixed[policy.instance_name, name]
+                entry["params"][policy.instance_name] = list(weights[policy.instance_name])
+                entry["pruners"][policy.instance_name] = level if level is not None else (
+                    None if isinstance(pruner, _pruners.RandomLevelStructureParameterPruner)
+                    else _fixed_level(pruner))
+            elif policy.kind == "regularizer":
+                entry["regularizers"].append(policy.instance_name)
+            elif policy.kind == "extension":
+                entry["thinning"].append(policy.instance_name)
+        entry["sparsity"] = dict(current)
+        for policy in resolved.policies:
+            if policy.kind == "lr_scheduler" and epoch in policy.active_epochs():
+                scheduler = lr_schedulers[policy.instance_name]
+                if _is_plateau(scheduler):
+                    entry["notes"].append(f"{policy.instance_name}: ReduceLROnPlateau follows the validation loss; "
+                                          "the lr shown assumes no plateau")
+                else:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        scheduler.step()
+        out.append(entry)
+    return out
+
+
+def _fixed_level(pruner: Any) -> float | None:
+    """A one-shot pruner's level when all its parameters share one (else None)."""
+    levels = {v for v in pruner.rules.values() if isinstance(v, (int, float))}
+    if isinstance(pruner, (_pruners.L1RankedStructureParameterPruner, _pruners.SparsityLevelParameterPruner,
+                           _pruners.RandomPruner)) and len(levels) == 1:
+        return float(levels.pop())
+    return None

@@ -163,6 +163,7 @@ def train(
     eval_loader: Iterable[Any] | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
+    loss_hook: Callable[[torch.Tensor], torch.Tensor] | None = None,
     seed: int | None = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
@@ -174,6 +175,8 @@ def train(
     pruned weights at exactly zero throughout (applied at the start of every epoch, after
     ``on_epoch_start``, which is where a pruning schedule updates them). The scheduler steps once
     per epoch (ReduceLROnPlateau with the eval loss, or the train loss without an eval loader).
+    ``loss_hook(loss)`` returns what is backpropagated instead of the batch loss (e.g. plus a
+    regularization penalty); ``train_loss`` still reports the cross-entropy alone.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1 (got {epochs})")
@@ -205,7 +208,7 @@ def train(
             for inputs, targets in _batches(train_loader, dev):
                 opt.zero_grad(set_to_none=True)
                 loss = nn.functional.cross_entropy(_logits(model(inputs)), targets)
-                loss.backward()
+                (loss_hook(loss) if loss_hook is not None else loss).backward()
                 opt.step()
                 loss_sum += float(loss.detach()) * targets.shape[0]
                 seen += targets.shape[0]

@@ -97,3 +97,22 @@ def test_plan_writes_a_schedule_prune_accepts(tmp_path: Path, checkpoint: Path,
     assert "expected overall weight sparsity" in capsys.readouterr().out
     assert main(_prune_args(tmp_path, checkpoint, out, "--epochs", "6", "--dry-run")) == 0
     assert main(["plan", "--sensitivity", str(csv), "--target-sparsity", "0.5", "-o", str(out)]) == 2
+
+
+DISTILLER = Path(__file__).resolve().parents[1] / ".." / "shared" / "distiller-schedules"
+
+
+@pytest.mark.skipif(not DISTILLER.is_dir(), reason=f"Distiller's schedules are not at {DISTILLER}")
+def test_dry_run_of_a_distiller_schedule_shows_renames_sparsity_lr_and_thinning(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    checkpoint = tmp_path / "r56.pt"
+    save_checkpoint(checkpoint, create_model("resnet56-cifar"), arch="resnet56-cifar")
+    args = ["prune", "--model", "resnet56_cifar", "--checkpoint", str(checkpoint), "--dataset", "synthetic",
+            "--dataset-opt", "n=8", "--schedule", str(DISTILLER / "resnet56_cifar_filter_rank.yaml"),
+            "--out", str(tmp_path / "p.pt"), "--epochs", "0", "--dry-run", "--lr", "0.1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "module.layer1.0.conv1.weight -> layer1.0.conv1.weight" in out
+    assert "filter_pruner_60 (L1RankedStructureParameterPruner) 0.6000: layer1.0.conv1.weight" in out
+    assert "thinning (net_thinner)" in out and "stands in for 'cifar10'" in out
+    assert "epoch  11: -  (lr 0.095)" in out and "epoch   1:" not in out  # ExponentialLR steps from epoch 10

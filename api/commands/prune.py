@@ -30,22 +30,72 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (default 1e-4)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--latency-batch", type=int, default=1, help="batch size for --thin latency (default 1)")
+    p.add_argument("--start-epoch", type=int, default=0,
+                   help="jump into the schedule: replay epochs 0..START-1 without training (their pruning, "
+                   "thinning and lr steps), then train EPOCHS epochs from START (default 0)")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate the schedule against the model and print what each epoch prunes; no training")
+                   help="validate the schedule against the model and walk it without training: per epoch, each "
+                   "parameter's target sparsity, the lr, regularizers and thinning (EPOCHS 0: the whole schedule)")
     p.set_defaults(handler=run)
 
 
-def _dry_run(model: object, schedule: object, epochs: int) -> None:
-    from pruning_core.scheduler import CompressionScheduler
+def print_renames(renames: list[tuple[str, str]]) -> None:
+    """Show how schedule names (Distiller's DataParallel ``module.`` prefixes) map to the model's."""
+    if renames:
+        print(f"parameter names resolved ({len(renames)}; DataParallel prefixes removed):")
+        for old, new in renames:
+            print(f"  {old} -> {new}")
 
-    compression = CompressionScheduler(model, schedule)  # type: ignore[arg-type]
-    print(f"schedule OK: {len(schedule.pruners)} pruner(s), {len(schedule.policies)} policies")  # type: ignore[attr-defined]
-    for epoch in range(epochs):
-        names = [p.instance_name for p in schedule.policies if epoch in p.active_epochs()]  # type: ignore[attr-defined]
-        if names:
-            targets = compression.target_sparsities(epoch)
-            shown = ", ".join(f"{n}" + (f" -> {targets[n]:.4f}" if n in targets else "") for n in names)
-            print(f"  epoch {epoch:>3}: {shown}")
+
+def _fmt(level: float | None) -> str:
+    return "random" if level is None else f"{level:.4f}"
+
+
+def print_preview(preview: list[dict], schedule: object) -> None:
+    """Print the epochs where something happens (pruning, regularization, thinning, an lr change)."""
+    pruners = schedule.pruners  # type: ignore[attr-defined]
+    last_lr = None
+    for entry in preview:
+        names = [n for n in entry["pruners"]]
+        changed_lr = entry["lr"] != last_lr
+        last_lr = entry["lr"]
+        if not (names or entry["regularizers"] or entry["thinning"] or changed_lr):
+            continue
+        shown = ", ".join(f"{n}" + (f" -> {entry['pruners'][n]:.4f}"
+                                    if pruners[n].cls.endswith(("AGP", "AutomatedGradualPruner")) else "")
+                          for n in names)
+        print(f"  epoch {entry['epoch']:>3}: {shown or '-'}  (lr {entry['lr']:.6g})")
+        for n in names:
+            params = entry["params"][n]
+            levels = {_fmt(entry["sparsity"][w]) for w in params}
+            if len(levels) == 1:
+                print(f"      {n} ({pruners[n].cls}) {levels.pop()}: {', '.join(params)}")
+            else:
+                shown = ", ".join(f"{w} {_fmt(entry['sparsity'][w])}" for w in params)
+                print(f"      {n} ({pruners[n].cls}): {shown}")
+        if entry["regularizers"]:
+            print(f"      regularizers: {', '.join(entry['regularizers'])}")
+        for ext in entry["thinning"]:
+            print(f"      thinning ({ext}): dead filters/channels are removed at the start of this epoch")
+        for note in entry["notes"]:
+            print(f"      note: {note}")
+
+
+def _dry_run(args: argparse.Namespace, model: object, schedule: object) -> None:
+    from pruning_core.schedule import check_extensions, resolve_schedule
+    from pruning_core.scheduler import preview_schedule
+
+    resolved = resolve_schedule(schedule, model)  # type: ignore[arg-type]
+    print(f"schedule OK: {len(resolved.pruners)} pruner(s), {len(resolved.regularizers)} regularizer(s), "
+          f"{len(resolved.extensions)} extension(s), {len(resolved.policies)} policies")
+    print_renames(resolved.renames)
+    if resolved.extensions:
+        bundle = load_split(args, "test")
+        for note in check_extensions(resolved, arch=args.model, dataset=args.dataset, input_shape=bundle.input_shape,
+                                     num_classes=bundle.num_classes):
+            print(f"note: {note}")
+    preview = preview_schedule(schedule, model, lr=args.lr, epochs=args.epochs or None)  # type: ignore[arg-type]
+    print_preview(preview, resolved)
 
 
 def thin_path(out: str) -> Path:
@@ -55,11 +105,11 @@ def thin_path(out: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.epochs < 0:
-        raise ValueError("--epochs must be >= 0")
-    from pruning_core.checkpoint import save_checkpoint
+    if args.epochs < 0 or args.start_epoch < 0:
+        raise ValueError("--epochs and --start-epoch must be >= 0")
     from tqdm.auto import tqdm
 
+    from pruning_core.checkpoint import save_checkpoint
     from pruning_core.datasets import make_loader
     from pruning_core.metrics import format_summary
     from pruning_core.prune_job import PruneEpoch, run_prune
@@ -68,16 +118,21 @@ def run(args: argparse.Namespace) -> int:
     schedule = load_schedule(args.schedule)
     model = load_cli_model(args)
     if args.dry_run:
-        _dry_run(model, schedule, args.epochs)
+        _dry_run(args, model, schedule)
         return 0
     train_set, test_set = load_split(args, "train"), load_split(args, "test")
-    header = f"{'epoch':>5} {'lr':>9} {'train loss':>10} {'top1':>7} {'top5':>7} {'loss':>7} {'sparsity':>8}"
+    header = (f"{'epoch':>5} {'lr':>9} {'train loss':>10} {'top1':>7} {'top5':>7} {'loss':>7} {'sparsity':>8}"
+              f" {'reg loss':>9}")
 
     def show(e: PruneEpoch) -> None:
-        if e.epoch == 0:
+        if e.epoch == args.start_epoch:
             tqdm.write(header)
+        reg = f"{e.regularization_loss:>9.4f}" if e.regularization_loss is not None else f"{'-':>9}"
         tqdm.write(f"{e.epoch:>5} {e.lr:>9.5f} {e.train_loss or 0:>10.4f} {e.top1:>7.2f} {e.top5:>7.2f} "
-                   f"{e.loss:>7.4f} {100 * e.sparsity:>7.2f}%")
+                   f"{e.loss:>7.4f} {100 * e.sparsity:>7.2f}% {reg}")
+        if e.thinned is not None:
+            tqdm.write(f"      thinned at the start of epoch {e.epoch}: removed {sum(e.thinned.values())} channels "
+                       f"in {len(e.thinned)} layers")
 
     result = run_prune(
         model,
@@ -87,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         args.epochs,
         lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, optimizer=args.optimizer,
         thin=args.thin, latency_batch=args.latency_batch, on_epoch=show, device=args.device, seed=args.seed,
+        start_epoch=args.start_epoch, arch=args.model, dataset=args.dataset,
     )
+    print_renames(result.renames)
     for note in result.warnings:
         print(f"warning: {note}")
     print(format_summary(result.summary))
@@ -96,8 +153,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"after:  top1 {f.top1:.2f}%  top5 {f.top5:.2f}%  loss {f.loss:.4f}  "
           f"(top1 {f.top1 - b.top1:+.2f} points)  weight sparsity {100 * result.sparsity:.2f}%")
     metadata = {"dataset": args.dataset, "dataset_options": dataset_options(args), "epochs": args.epochs,
-                "schedule": dump_schedule(schedule), "prune": result.metrics(),
+                "start_epoch": args.start_epoch, "schedule": dump_schedule(schedule), "prune": result.metrics(),
                 "metrics": {"top1": f.top1, "top5": f.top5, "loss": f.loss}}
+    if result.schedule_thinning:  # the model itself was thinned by the schedule: record how, to rebuild it
+        metadata["thinning_history"] = result.thinning_history()
     save_checkpoint(args.out, model, arch=args.model, masks=result.masks, metadata=metadata)
     print(f"checkpoint: {args.out}")
     if result.thinning is not None and result.thinned is not None:

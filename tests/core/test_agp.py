@@ -92,4 +92,4 @@ def test_structured_agp_uses_structure_mask() -> None:
 
 def test_structured_agp_rejects_unknown_group() -> None:
     with pytest.raises(ValueError, match="Filters"):
-        L1RankedStructureParameterPruner_AGP(0.1, 0.5, "Rows", ["w"])
+        L1RankedStructureParameterPruner_AGP(0.1, 0.5, "Kernels", ["w"])

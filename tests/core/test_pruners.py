@@ -216,7 +216,7 @@ def test_structure_pruner_rejects_a_bias_naming_it() -> None:
         pruner.prune(model, masks)
     assert len(masks) == 0
     with pytest.raises(ValueError, match="group_type"):
-        L1RankedStructureParameterPruner("Rows", 0.5, ["0.weight"])
+        L1RankedStructureParameterPruner("Kernels", 0.5, ["0.weight"])
 
 
 # --------------------------------------------------------------------------- N:M
