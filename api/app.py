@@ -2,7 +2,8 @@
 
 ``create_app`` migrates the store and picks the dispatcher (Celery when a broker URL is set, the
 in-process executor otherwise). Nothing here imports torch: the runner imports it lazily, in the
-executor's threads or in the Celery worker.
+executor's threads or in the Celery worker. The request guards (token, body limit, CORS) live in
+:mod:`api.security`; the OpenAPI document is patched here to describe the errors actually sent.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 
-from api.deps import require_token
 from api.dispatch import CeleryDispatcher, Dispatcher, Reaper, redispatch_orphans
-from api.routes import artifacts, datasets, experiments, health, jobs, models, planning
+from api.routes import artifacts, dashboard, datasets, experiments, health, jobs, models, planning
+from api.security import BodyLimit, TokenAuth, static_only
 from api.settings import Settings, get_settings
 from api.store import make_engine, make_session_factory, migrate
 
@@ -50,6 +53,50 @@ def _validation_error(_request: Request, exc: RequestValidationError) -> JSONRes
 
 def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database cannot hold (an id past 64 bits, a NUL in PostgreSQL text) is the
+    client's error: 422, not 500. Logged, in case a bug of ours ever lands here."""
+    first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.warning("unstorable value in %s %s: %s", request.method, request.url.path, first)
+    return JSONResponse({"detail": f"a value is out of range or cannot be stored: {first}"}, status_code=422)
+
+
+_ERROR_SCHEMA = {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}
+_VALIDATION_SCHEMA = {
+    "type": "object", "required": ["detail"],  # "errors" only on request-validation failures
+    "properties": {"detail": {"type": "string"}, "errors": {"type": "array", "items": {
+        "type": "object", "required": ["field", "message"],
+        "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}},
+}
+
+
+def _patch_openapi(app: FastAPI) -> None:
+    """Describe the errors this app really sends (``{"detail": str}``, 422 with ``errors``) and the
+    bearer scheme, so clients and schemathesis check responses against the truth."""
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = FastAPI.openapi(app)
+        components = schema.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        schemas.pop("ValidationError", None)
+        schemas["HTTPValidationError"] = _VALIDATION_SCHEMA
+        schemas["Error"] = _ERROR_SCHEMA
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
+                                                    "description": "PRUNESCOPE_TOKEN, when the server sets one"}}
+        error = {"description": "client error", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                operation.setdefault("responses", {}).setdefault("4XX", error)
+                if app.state.settings.token and path not in ("/healthz", f"{API_PREFIX}/healthz"):
+                    operation["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def build_dispatcher(settings: Settings, factory: Any) -> Dispatcher:
@@ -89,7 +136,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         engine.dispose()
 
     app = FastAPI(title="prunescope", version="1", lifespan=lifespan, docs_url="/docs",
-                  openapi_url=f"{API_PREFIX}/openapi.json", dependencies=[Depends(require_token)])
+                  openapi_url=f"{API_PREFIX}/openapi.json")
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = factory
@@ -97,9 +144,21 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     app.state.on_startup = []
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(OverflowError, _unstorable)
+    app.add_exception_handler(DataError, _unstorable)
     for module in (health, jobs, models, datasets, experiments, artifacts, planning):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)  # /healthz at the root too, for probes
     if FRONTEND_DIR.is_dir() and any(FRONTEND_DIR.iterdir()):
         app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    dashboard.install(app)
+    _patch_openapi(app)
+    # Added innermost first: CORS answers preflights before the token check, which runs before
+    # any body is read.
+    current = lambda: app.state.settings  # noqa: E731 - read per request, tests change settings live
+    app.add_middleware(BodyLimit, settings=current)
+    app.add_middleware(TokenAuth, settings=current, is_static=static_only(app.router.routes))
+    if settings.cors_allow_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_list, allow_credentials=False,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     return app

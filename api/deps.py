@@ -1,12 +1,15 @@
-"""FastAPI dependencies: settings, a store session per request, the dispatcher, the bearer token."""
+"""FastAPI dependencies: settings, a store session per request, the dispatcher, path helpers.
+
+The bearer token is checked by :class:`api.security.TokenAuth` (middleware, deny by default)."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi import Path as PathParam
 from sqlalchemy.orm import Session
 
 from api.dispatch import Dispatcher
@@ -26,21 +29,22 @@ def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
 
 
-def require_token(request: Request) -> None:
-    """With ``PRUNESCOPE_TOKEN`` set, every request needs ``Authorization: Bearer <token>``."""
-    token = request.app.state.settings.token
-    if not token:
-        return
-    given = request.headers.get("authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
-        raise HTTPException(401, "Authorization: a valid 'Bearer <PRUNESCOPE_TOKEN>' header is required",
-                            headers={"WWW-Authenticate": "Bearer"})
+def confined(root: Path, path: Path) -> Path | None:
+    """``path`` (relative ones are taken under ``root``) with symlinks and ``..`` resolved, or None
+    if the result is not inside ``root``."""
+    base = root.resolve()
+    try:
+        resolved = (base / path).resolve()
+    except (OSError, RuntimeError, ValueError):  # symlink loop, NUL byte
+        return None
+    return resolved if resolved.is_relative_to(base) else None
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+#: Row ids are 64-bit: say so in the schema, so larger numbers are a 422 rather than a store error.
+IdPath = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
 def get_or_404(session: Session, model: type, key: object, what: str):  # noqa: ANN201 - the ORM row

@@ -2,7 +2,9 @@
 
 Loading always uses ``torch.load(weights_only=True)``: a checkpoint is data, and a pickle that
 would import or call anything (the classic "checkpoint runs code" attack) is refused before any of
-it runs. A bare ``state_dict`` file (what most training scripts save) is accepted too.
+it runs. A zip checkpoint is first scanned statically (:mod:`pruning_core.checkpoint_scan`, the same
+scan the API runs at upload), so zip bombs and huge declared tensors are refused before torch
+allocates anything. A bare ``state_dict`` file (what most training scripts save) is accepted too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from pruning_core.checkpoint_scan import ZIP_MAGIC, CheckpointError, ScanLimits, UnsafeCheckpointError, scan_archive
 from pruning_core.models import canonical_name, create_model
 
 if TYPE_CHECKING:
@@ -34,20 +37,13 @@ __all__ = [
     "load_model",
     "load_model_and_masks",
     "save_checkpoint",
+    "ScanLimits",
 ]
 
 FORMAT = "prunescope-checkpoint"
 VERSION = 1
 
 PathLike = str | os.PathLike[str]
-
-
-class CheckpointError(ValueError):
-    """The file is not a checkpoint we can read (truncated, not a torch file, wrong content)."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The file's pickle would import or call code; it was refused without running any of it."""
 
 
 @dataclass
@@ -129,9 +125,16 @@ def _strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return dict(state)
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path, limits: ScanLimits) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    with path.open("rb") as fh:
+        is_zip = fh.read(4) == ZIP_MAGIC
+    if is_zip:
+        try:
+            scan_archive(path, limits)
+        except CheckpointError as exc:
+            raise type(exc)(f"{path}: {exc}") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -191,10 +194,12 @@ def _scan_plain_pickle(path: Path) -> str | None:
     return names[0] if names else f"objects ({found[0]} opcode)"
 
 
-def load_checkpoint(path: PathLike) -> Checkpoint:
-    """Read a prunescope checkpoint, or a bare/wrapped state_dict (``{'state_dict': ...}``)."""
+def load_checkpoint(path: PathLike, limits: ScanLimits | None = None) -> Checkpoint:
+    """Read a prunescope checkpoint, or a bare/wrapped state_dict (``{'state_dict': ...}``).
+
+    ``limits`` bounds what a zip checkpoint may declare (sizes, tensor storages) before it is read."""
     p = Path(path)
-    obj = _read(p)
+    obj = _read(p, limits or ScanLimits())
     if _is_state_dict(obj):
         return Checkpoint(arch=None, state_dict=_strip_module_prefix(obj))
     if isinstance(obj, Mapping) and _is_state_dict(obj.get("state_dict")):
@@ -254,6 +259,9 @@ def load_model_and_masks(
 
         example = torch.zeros(1, *model.input_shape)
         model = rebuild_thinned(model, history, example)
+    misfit = _misfit(model.state_dict(), ck.state_dict)
+    if misfit:
+        raise CheckpointError(f"{path}: weights do not fit {name!r}: {misfit}")
     try:
         model.load_state_dict(ck.state_dict, strict=True)
     except RuntimeError as exc:
@@ -263,8 +271,25 @@ def load_model_and_masks(
         from pruning_core.masks import MaskSet
 
         masks = MaskSet(model)
-        masks.load_state_dict(ck.masks)  # also zeroes the pruned weights
+        try:
+            masks.load_state_dict(ck.masks)  # also zeroes the pruned weights
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: masks do not fit {name!r}: {exc}") from None
     return model, masks, ck
+
+
+def _misfit(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], show: int = 3) -> str:
+    """Missing keys, unexpected keys and wrong shapes, named (torch's own message is one vague line)."""
+    def names(keys: list[str]) -> str:
+        return ", ".join(keys[:show]) + (f" and {len(keys) - show} more" if len(keys) > show else "")
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k} is {tuple(given[k].shape)}, the model's {tuple(v.shape)}"
+              for k, v in expected.items() if k in given and given[k].shape != v.shape]
+    parts = [f"missing {names(missing)}" if missing else "", f"unexpected {names(unexpected)}" if unexpected else "",
+             f"wrong shape: {names(shapes)}" if shapes else ""]
+    return "; ".join(p for p in parts if p)
 
 
 def load_model(

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import func, select
 
-from api.deps import SessionDep, get_or_404
+from api.deps import IdPath, SessionDep, get_or_404
 from api.schemas import ExperimentCreate, ExperimentOut
 from api.store.models import Experiment, Job
 
@@ -39,5 +39,5 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentOut)
-def get_experiment(experiment_id: int, session: SessionDep) -> ExperimentOut:
+def get_experiment(experiment_id: IdPath, session: SessionDep) -> ExperimentOut:
     return _out(session, get_or_404(session, Experiment, experiment_id, "experiment"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from typing import Annotated
 
@@ -34,6 +35,12 @@ def get_model(name: str, session: SessionDep) -> ModelEntry:
     return _model(session, name)
 
 
+def _file_name(given: str | None, model: str) -> str:
+    """The client's file name reduced to a safe basename: it becomes part of a path on our disk."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", (given or "").replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".")
+    return base[:100] or f"{model}.pt"
+
+
 @router.post("", status_code=201, response_model=ModelOut)
 async def upload_model(
     session: SessionDep,
@@ -60,12 +67,12 @@ async def upload_model(
             raise HTTPException(422, "checkpoint: the uploaded file is empty")
         tmp.seek(0)
         try:
-            check_checkpoint(tmp)
+            check_checkpoint(tmp, settings)
         except UnsafeCheckpoint as exc:
             raise HTTPException(422, f"checkpoint: {exc}") from None
         tmp.seek(0)
         artifact = repo.store_artifact(session, settings.data_dir, kind="checkpoint",
-                                       name=checkpoint.filename or f"{name}.pt", source=tmp)
+                                       name=_file_name(checkpoint.filename, name), source=tmp)
     model = ModelEntry(name=name, architecture=arch, artifact_id=artifact.id, checkpoint_sha256=artifact.sha256,
                        metrics={}, validation="valid")
     session.add(model)
