@@ -30,6 +30,23 @@ class UntraceableModel(RuntimeError):
 
 
 @dataclass
+class Segment:
+    """The nodes between two cuts as a module: takes the values live at its start, returns those
+    live at its stop (or the model's output). ``clone`` lists inputs its in-place ops would overwrite."""
+
+    module: fx.GraphModule
+    inputs: list[str]  # names of the values it takes (the values crossing its start cut)
+    clone: list[int]
+
+    def __call__(self, live: Sequence[torch.Tensor]) -> torch.Tensor | tuple:
+        """Run on ``live`` without modifying it (mutated inputs are cloned first), so a cache can be reused."""
+        args = list(live)
+        for i in self.clone:
+            args[i] = args[i].clone()
+        return self.module(*args)
+
+
+@dataclass
 class Split:
     """A model cut before the first use of some parameters: ``suffix(*prefix(x)) == model(x)``."""
 
@@ -40,14 +57,15 @@ class Split:
 
     def run_suffix(self, live: Sequence[torch.Tensor]) -> torch.Tensor:
         """Run the suffix on cached live values without letting it modify them."""
-        args = list(live)
-        for i in self.clone:
-            args[i] = args[i].clone()
-        return self.suffix(*args)
+        return Segment(self.suffix, self.live, self.clone)(live)
 
 
 class GraphSplitter:
-    """Traces a model once and cuts it before any set of its parameters."""
+    """Traces a model once and cuts it before any set of its parameters.
+
+    Cuts are node indices; ``segment(a, b)`` runs the graph from cut ``a`` to cut ``b``, so values
+    live at one cut can be advanced to a later cut without recomputing the model from its input.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         try:
@@ -57,6 +75,7 @@ class GraphSplitter:
                                    f"{type(exc).__name__}: {exc}") from exc
         self.nodes = list(self.graph_module.graph.nodes)
         self._index = {node: i for i, node in enumerate(self.nodes)}
+        self._segments: dict[tuple[int, int | None], Segment] = {}
 
     def first_use(self, param_name: str) -> int | None:
         """Index of the first node that reads the parameter (directly or inside a leaf module)."""
@@ -66,33 +85,47 @@ class GraphSplitter:
                     return i
         return None
 
-    def split(self, param_names: Iterable[str]) -> Split:
-        """Cut before the earliest use of any of ``param_names``; KeyError if one is never used."""
-        uses = {}
+    def cut(self, param_names: Iterable[str]) -> int:
+        """The cut just before the earliest use of any of ``param_names``; KeyError if one is never used."""
+        uses = []
         for name in param_names:
             index = self.first_use(name)
             if index is None:
                 raise KeyError(f"{name} is not used by the traced graph")
-            uses[name] = index
-        cut = min(uses.values())
-        before, after = self.nodes[:cut], self.nodes[cut:]
-        live_nodes = [n for n in before if any(self._index[u] >= cut for u in n.users)]
-        prefix_graph = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {}
-        for node in before:
-            env[node] = prefix_graph.node_copy(node, lambda n: env[n])
-        prefix_graph.output(tuple(env[n] for n in live_nodes))
-        suffix_graph = fx.Graph()
-        env = {n: suffix_graph.placeholder(f"live_{i}_{n.name}") for i, n in enumerate(live_nodes)}
-        for node in after:
+            uses.append(index)
+        return min(uses)
+
+    def live(self, cut: int) -> list[fx.Node]:
+        """Values computed before ``cut`` and used at or after it."""
+        return [n for n in self.nodes[:cut] if any(self._index[u] >= cut for u in n.users)]
+
+    def segment(self, start: int, stop: int | None = None) -> Segment:
+        """The graph from cut ``start`` to cut ``stop`` (``None``: to the model's output); built once."""
+        if (start, stop) not in self._segments:
+            self._segments[start, stop] = self._build(start, stop)
+        return self._segments[start, stop]
+
+    def _build(self, start: int, stop: int | None) -> Segment:
+        inputs = self.live(start)
+        graph = fx.Graph()
+        env = {n: graph.placeholder(f"live_{i}_{n.name}") for i, n in enumerate(inputs)}
+        body = self.nodes[start:len(self.nodes) if stop is None else stop]
+        for node in body:
             if node.op == "output":
-                suffix_graph.output(fx.node.map_arg(node.args[0], lambda n: env[n]))
+                graph.output(fx.node.map_arg(node.args[0], lambda n: env[n]))
             else:
-                env[node] = suffix_graph.node_copy(node, lambda n: env[n])
+                env[node] = graph.node_copy(node, lambda n: env[n])
+        if stop is not None:
+            graph.output(tuple(env[n] for n in self.live(stop)))
         root = self.graph_module
-        clone = sorted({live_nodes.index(n) for n in _mutated_live_inputs(after, set(live_nodes), root)})
-        return Split(fx.GraphModule(root, prefix_graph), fx.GraphModule(root, suffix_graph),
-                     [n.name for n in live_nodes], clone)
+        clone = sorted({inputs.index(n) for n in _mutated_live_inputs(body, set(inputs), root)})
+        return Segment(fx.GraphModule(root, graph), [n.name for n in inputs], clone)
+
+    def split(self, param_names: Iterable[str]) -> Split:
+        """Cut before the earliest use of any of ``param_names``; KeyError if one is never used."""
+        cut = self.cut(param_names)
+        prefix, suffix = self.segment(0, cut), self.segment(cut)
+        return Split(prefix.module, suffix.module, suffix.inputs, suffix.clone)
 
 
 def _is_inplace(node: fx.Node, root: nn.Module) -> bool:

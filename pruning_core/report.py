@@ -6,6 +6,7 @@ and loss. plotly.js is inlined so the file opens without network access.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -63,3 +64,18 @@ def write_html(points: Iterable[SensitivityPoint], path: str | Path, title: str 
     path = Path(path)
     build_figure(points, title).write_html(str(path), include_plotlyjs=True, full_html=True)
     return path
+
+
+_REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?(https?:)?//", re.IGNORECASE)
+
+
+def offline_problems(html: str) -> list[str]:
+    """Why a report page would not work without network (empty if it is self-contained)."""
+    problems = []
+    if _REMOTE_SCRIPT.search(html):
+        problems.append("loads a script from the network")
+    if "plotly.js v" not in html:
+        problems.append("plotly.js is not inlined")
+    if "Plotly.newPlot" not in html:
+        problems.append("no figure is drawn")
+    return problems

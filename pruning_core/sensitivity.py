@@ -13,9 +13,9 @@ physical pruning would remove (``coupled=True``). Two engines give the same poin
   (never copied into the trained tensors); levels whose mask prunes nothing reuse the unpruned
   evaluation; everything runs under ``torch.inference_mode``.
 
-Level batching (several levels in one forward of the suffix, stacked along the batch) was measured
-and left out: on CPU, larger batches are slower per sample (cache misses), and the copies of the
-live values it needs cost what it saves on the pruned layer.
+Level batching (several levels in one forward of the suffix, stacked along the batch) is left out:
+on a CPU a larger batch is slower per sample (ResNet-20, one thread: 512 samples took 1.25 s in
+batches of 256 against 0.83 s in batches of 64), so stacking 9 levels of a 128 batch would lose.
 
 Points are yielded as soon as they are measured so a service can store each one as it arrives.
 """

@@ -25,6 +25,21 @@ def test_sense_writes_table_and_files(tmp_path, capsys, trained_digits):
     data = json.loads(out["json"].read_text())
     assert data["skipped"][0]["parameter"] == "fc.weight"
     assert data["points"][0]["top1"] > 80  # the unpruned, trained model
+    assert data["points"][0]["latency_ms"] is None
+    from pruning_core.report import offline_problems
+
+    assert offline_problems(out["html"].read_text()) == []
+
+
+def test_sense_latency_table_and_json(tmp_path, capsys):
+    out = tmp_path / "s.json"
+    rc = main(["sense", "--model", "resnet20-cifar", "--dataset", "synthetic", "--dataset-opt", "n=16",
+               "--group", "filter", "--coupled", "--latency", "--levels", "0,0.75",
+               "--params", "layer1.0.conv2.weight", "--device", "cpu", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "latency_ms" in text and "macs" in text
+    points = json.loads(out.read_text())["points"]
+    assert all(p["latency_ms"] > 0 for p in points)
 
 
 def test_sense_help_explains_options(capsys):
@@ -33,5 +48,5 @@ def test_sense_help_explains_options(capsys):
     except SystemExit:
         pass
     text = capsys.readouterr().out
-    for option in ("--levels", "--coupled", "--engine", "--samples", "--early-stop", "--amp", "--html"):
+    for option in ("--levels", "--coupled", "--engine", "--samples", "--early-stop", "--amp", "--html", "--latency"):
         assert option in text

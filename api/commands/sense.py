@@ -38,21 +38,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the --samples subset (default 0)")
     p.add_argument("--early-stop", type=float, metavar="TOP1",
                    help="once a parameter's top1 (%%) falls below TOP1, record its higher levels as not measured")
+    p.add_argument("--latency", action="store_true",
+                   help="filter/channel groups: also time each point's model physically thinned with Torch-Pruning "
+                   "(median forward, ms); slower, most telling with --coupled")
     p.add_argument("--amp", action="store_true",
                    help="mixed precision (autocast): faster on GPUs, points are flagged approximate")
     p.set_defaults(handler=run)
 
 
-def format_table(points: list, metric: str = "top1") -> str:
+def format_table(points: list, metric: str = "top1", fmt: str = "{:>6.2f}") -> str:
     """Parameters as rows, levels as columns; '-' for a level not measured."""
     levels = sorted({p.sparsity for p in points})
     names = list(dict.fromkeys(p.parameter for p in points))
     cell = {(p.parameter, p.sparsity): getattr(p, metric) for p in points}
     width = max([len("parameter")] + [len(n) for n in names])
-    lines = [f"{'parameter':<{width}} " + " ".join(f"{lv:>6.2f}" for lv in levels)]
+    cells = {k: "-" if v is None else fmt.format(v).strip() for k, v in cell.items()}
+    col = max([6] + [len(c) for c in cells.values()])
+    lines = [f"{metric:<{width}} " + " ".join(f"{lv:>{col}.2f}" for lv in levels)]
     for name in names:
-        values = (cell.get((name, lv)) for lv in levels)
-        lines.append(f"{name:<{width}} " + " ".join("     -" if v is None else f"{v:>6.2f}" for v in values))
+        lines.append(f"{name:<{width}} " + " ".join(f"{cells.get((name, lv), '-'):>{col}}" for lv in levels))
     return "\n".join(lines)
 
 
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     loader = make_loader(load_split(args, args.split), batch_size=args.batch_size)
     result = analyze(model, loader, levels=levels, params=args.params, group=args.group, device=args.device,
                      engine=args.engine, coupled=args.coupled, samples=args.samples, seed=args.seed,
-                     early_stop_top1=args.early_stop, amp=args.amp, progress=True)
+                     early_stop_top1=args.early_stop, amp=args.amp, latency=args.latency, progress=True)
     base = result.baseline or {}
     mode = "coupled" if args.coupled else "independent"
     print(f"{args.model} on {args.dataset}/{args.split}: {args.group} ({mode}), engine {result.engine}, "
@@ -77,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     if result.engine_note:
         print(f"note: {result.engine_note}")
     print(format_table(result.points))
+    if args.group != "element":
+        print(format_table(result.points, "macs", "{:,.0f}"))
+    if args.latency:
+        print(format_table(result.points, "latency_ms", "{:.3f}"))
     for s in result.skipped:
         print(f"skipped {s.parameter}: {s.reason}")
     for path, writer, data in ((args.csv, write_csv, result.points), (args.json, write_json, result),
