@@ -58,8 +58,9 @@ def load_split(args: argparse.Namespace, split: str) -> Any:
     return load_dataset(args.dataset, split=split, **dataset_options(args))
 
 
-def load_cli_model(args: argparse.Namespace) -> Any:
-    """The model by --model, with weights and masks from --checkpoint when given."""
+def load_cli_model(args: argparse.Namespace, bundle: Any) -> Any:
+    """The model by --model, with weights and masks from --checkpoint when given, sized for the
+    dataset's input where the architecture depends on it (lenet-300-100 on 8x8 digits)."""
     from pruning_core.checkpoint import load_model
 
-    return load_model(args.checkpoint, args.model)
+    return load_model(args.checkpoint, args.model, input_shape=bundle.input_shape)

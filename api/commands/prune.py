@@ -81,7 +81,7 @@ def print_preview(preview: list[dict], schedule: object) -> None:
             print(f"      note: {note}")
 
 
-def _dry_run(args: argparse.Namespace, model: object, schedule: object) -> None:
+def _dry_run(args: argparse.Namespace, model: object, schedule: object, bundle: object) -> None:
     from pruning_core.schedule import check_extensions, resolve_schedule
     from pruning_core.scheduler import preview_schedule
 
@@ -90,7 +90,6 @@ def _dry_run(args: argparse.Namespace, model: object, schedule: object) -> None:
           f"{len(resolved.extensions)} extension(s), {len(resolved.policies)} policies")
     print_renames(resolved.renames)
     if resolved.extensions:
-        bundle = load_split(args, "test")
         for note in check_extensions(resolved, arch=args.model, dataset=args.dataset, input_shape=bundle.input_shape,
                                      num_classes=bundle.num_classes):
             print(f"note: {note}")
@@ -116,11 +115,12 @@ def run(args: argparse.Namespace) -> int:
     from pruning_core.schedule import dump_schedule, load_schedule
 
     schedule = load_schedule(args.schedule)
-    model = load_cli_model(args)
+    test_set = load_split(args, "test")
+    model = load_cli_model(args, test_set)
     if args.dry_run:
-        _dry_run(args, model, schedule)
+        _dry_run(args, model, schedule, test_set)
         return 0
-    train_set, test_set = load_split(args, "train"), load_split(args, "test")
+    train_set = load_split(args, "train")
     header = (f"{'epoch':>5} {'lr':>9} {'train loss':>10} {'top1':>7} {'top5':>7} {'loss':>7} {'sparsity':>8}"
               f" {'reg loss':>9}")
 

@@ -69,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     levels = parse_levels(args.levels)
     if args.samples is not None and args.samples < 1:
         raise ValueError("--samples must be at least 1")
-    model = load_cli_model(args)
-    loader = make_loader(load_split(args, args.split), batch_size=args.batch_size)
+    data = load_split(args, args.split)
+    model = load_cli_model(args, data)
+    loader = make_loader(data, batch_size=args.batch_size)
     result = analyze(model, loader, levels=levels, params=args.params, group=args.group, device=args.device,
                      engine=args.engine, coupled=args.coupled, samples=args.samples, seed=args.seed,
                      early_stop_top1=args.early_stop, amp=args.amp, latency=args.latency, progress=True)

@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from pruning_core.datasets import make_loader
     from pruning_core.training import train
 
-    model = load_cli_model(args)
     train_set, test_set = load_split(args, "train"), load_split(args, "test")
+    model = load_cli_model(args, train_set)
     lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 1e-3)
     start = time.perf_counter()
     history = train(
