@@ -116,3 +116,29 @@ def test_dry_run_of_a_distiller_schedule_shows_renames_sparsity_lr_and_thinning(
     assert "filter_pruner_60 (L1RankedStructureParameterPruner) 0.6000: layer1.0.conv1.weight" in out
     assert "thinning (net_thinner)" in out and "stands in for 'cifar10'" in out
     assert "epoch  11: -  (lr 0.095)" in out and "epoch   1:" not in out  # ExponentialLR steps from epoch 10
+
+
+def test_lenet_300_100_on_digits_to_90_percent_within_one_point(tmp_path, capsys) -> None:
+    """Han et al.'s LeNet-300-100 result, on the built-in digits: >= 90% of the weights gone
+    (>= 10x fewer nonzeros) for at most 1 point of top1, by AGP with fine-tuning."""
+    from api.cli import main
+    from pruning_core.checkpoint import load_checkpoint, load_model
+    from pruning_core.datasets import load_dataset, make_loader
+    from pruning_core.metrics import model_sparsity
+    from pruning_core.training import evaluate
+
+    dense, pruned = tmp_path / "lenet.pt", tmp_path / "lenet_pruned.pt"
+    common = ["--model", "lenet-300-100", "--dataset", "digits", "--batch-size", "64"]
+    assert main(["train", *common, "--epochs", "30", "--lr", "0.05", "--out", str(dense)]) == 0
+    schedule = Path(__file__).parent / "data" / "lenet_digits_agp.yaml"
+    assert main(["prune", *common, "--checkpoint", str(dense), "--schedule", str(schedule), "--epochs", "30",
+                 "--lr", "0.02", "--out", str(pruned)]) == 0
+    capsys.readouterr()
+
+    loader = make_loader(load_dataset("digits", "test"))
+    before = evaluate(load_model(dense, "lenet-300-100"), loader, device="cpu")
+    model = load_model(pruned, "lenet-300-100")
+    after = evaluate(model, loader, device="cpu")
+    assert load_checkpoint(pruned).input_shape == (1, 8, 8)
+    assert model_sparsity(model) >= 0.90
+    assert after.top1 >= before.top1 - 1.0
