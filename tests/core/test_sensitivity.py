@@ -33,8 +33,10 @@ def assert_same(a, b):
 
 
 def both(model, loader, **kw):
+    """The reference and the fast engine; the fast one evaluates in 4-sample chunks, smaller than every
+    batch here, so its chunking is exercised too."""
     plain = analyze(model, loader, engine="plain", device="cpu", **kw)
-    fast = analyze(model, loader, engine="fast", device="cpu", **kw)
+    fast = analyze(model, loader, engine="fast", device="cpu", cpu_chunk=4, **kw)
     assert (plain.engine, fast.engine) == ("plain", "fast")
     return plain, fast
 
