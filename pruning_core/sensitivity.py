@@ -71,7 +71,7 @@ class SensitivityPoint:
     subset: bool = False
     group: str = "element"
     mode: str = "independent"
-    latency_ms: float | None = None  # median forward time of the physically thinned model (latency=True)
+    latency_ms: float | None = None  # fastest forward (ms) of the physically thinned model, levels timed side by side
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -382,23 +382,25 @@ class SensitivityAnalysis:
         with torch.no_grad():
             return {p: torch.where(m.to(self.named[p].device), self.named[p], 0.0) for p, m in masks.items()}
 
-    def _latency(self) -> float:
-        """Median forward time (ms) of a copy of the current (pruned) model with its dead channels removed."""
-        from pruning_core.thinning import measure_latency, thinned_copy
+    def _latencies(self, weights_by_level: dict[float, dict[str, torch.Tensor]]) -> dict[float, float]:
+        """Forward time (ms) of the model physically thinned at each level, the levels timed side by side
+        (``thinning.compare_latency``) so that the differences between them are not the machine's noise."""
+        from pruning_core.thinning import compare_latency, thinned_copy
 
-        thinned, _ = thinned_copy(self.model, self.latency_input, latency=False)
-        return measure_latency(thinned, self.latency_input, repeats=self.latency_repeats)
+        thinned = {}
+        for level, weights in weights_by_level.items():
+            with _swapped(self.named, weights):
+                thinned[level] = thinned_copy(self.model, self.latency_input, latency=False)[0]
+        return compare_latency(thinned, self.latency_input, repeats=self.latency_repeats)
 
     def _point(self, name: str, level: float, weights: dict[str, torch.Tensor],
-               tally: _Tally | None) -> SensitivityPoint:
-        """Build the point (nnz, footprint and latency are read with the pruned weights swapped in)."""
-        macs = params_left = latency_ms = None
+               tally: _Tally | None, latency_ms: float | None = None) -> SensitivityPoint:
+        """Build the point (nnz and footprint are read with the pruned weights swapped in)."""
+        macs = params_left = None
         with _swapped(self.named, weights):
             nnz = int(torch.count_nonzero(self.named[name]))
             if self.group != "element":
                 macs, params_left = footprint(self.model, self.positions)
-            if self.latency and tally is not None:
-                latency_ms = self._latency()
         point = SensitivityPoint(parameter=name, sparsity=level, top1=None, top5=None, loss=None, samples=0,
                                  nnz=nnz, macs=macs, params_left=params_left, measured=tally is not None,
                                  approximate=self.amp, subset=self.subset, group=self.group, mode=self.mode,
@@ -452,8 +454,9 @@ class SensitivityAnalysis:
             else:  # a level that prunes nothing is the unpruned evaluation: reuse it
                 changed = {lv: weights[lv] for lv in wave if not all(bool(m.all()) for m in masks[lv].values())}
                 tallies = self._fast(cut, changed) if changed else {}
+            latencies = self._latencies({lv: weights[lv] for lv in wave}) if self.latency else {}
             for level in wave:
-                point = self._point(name, level, weights[level], tallies.get(level, base))
+                point = self._point(name, level, weights[level], tallies.get(level, base), latencies.get(level))
                 yield point
                 if self.early_stop_top1 is not None and point.top1 < self.early_stop_top1:
                     stopped = True

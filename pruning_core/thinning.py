@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,6 +86,30 @@ def measure_latency(model: nn.Module, inputs: torch.Tensor, *, repeats: int = 30
                 times.append((time.perf_counter() - start) * 1000.0)
     model.train(was_training)
     return statistics.median(times)
+
+
+def compare_latency(models: Mapping[Any, nn.Module], inputs: torch.Tensor, *, repeats: int = 20,
+                    warmup: int = 3) -> dict[Any, float]:
+    """Forward time (ms) of several models, timed in interleaved rounds and reduced to the minimum.
+
+    Side by side, a drift in the machine's load touches every model alike, and the minimum drops the
+    rounds another process interrupted: differences of a few percent become visible.
+    """
+    states = {key: m.training for key, m in models.items()}
+    times: dict[Any, list[float]] = {key: [] for key in models}
+    with torch.inference_mode():
+        for m in models.values():
+            m.eval()
+            for _ in range(warmup):
+                m(inputs)
+        for _ in range(repeats):
+            for key, m in models.items():
+                start = time.perf_counter()
+                m(inputs)
+                times[key].append((time.perf_counter() - start) * 1000.0)
+    for key, m in models.items():
+        m.train(states[key])
+    return {key: min(values) for key, values in times.items()}
 
 
 def measure(model: nn.Module, inputs: torch.Tensor, *, latency: bool = True, repeats: int = 30) -> ModelCost:

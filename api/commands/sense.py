@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="once a parameter's top1 (%%) falls below TOP1, record its higher levels as not measured")
     p.add_argument("--latency", action="store_true",
                    help="filter/channel groups: also time each point's model physically thinned with Torch-Pruning "
-                   "(median forward, ms); slower, most telling with --coupled")
+                   "(fastest of interleaved rounds, ms); slower, most telling with --coupled")
     p.add_argument("--amp", action="store_true",
                    help="mixed precision (autocast): faster on GPUs, points are flagged approximate")
     p.set_defaults(handler=run)

@@ -87,3 +87,15 @@ def test_output_layer_keeps_its_classes_and_latency_is_measured() -> None:
     assert report.removed == {"conv1": 16, "conv2": 32}
     assert report.before.latency_ms > 0 and report.after.latency_ms > 0
     assert report.to_dict()["macs_ratio"] == pytest.approx(report.after.macs / report.before.macs)
+
+
+def test_compare_latency_times_models_side_by_side() -> None:
+    from pruning_core.thinning import compare_latency
+
+    big = nn.Sequential(*[nn.Linear(512, 512) for _ in range(4)])
+    small = nn.Sequential(nn.Linear(512, 8))
+    big.train()
+    times = compare_latency({"big": big, "small": small}, torch.randn(64, 512), repeats=5, warmup=1)
+    assert set(times) == {"big", "small"} and all(t > 0 for t in times.values())
+    assert times["small"] < times["big"]
+    assert big.training  # modes restored
