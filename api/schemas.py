@@ -48,12 +48,23 @@ class _DataSpec(_Strict):
         return value
 
 
-class TrainSpec(_DataSpec):
+#: The spec fields every kind shares (model, data, device): what a plan's prune job takes over from its sweep.
+DATA_FIELDS = frozenset(_DataSpec.model_fields)
+
+
+class _FitSpec(_DataSpec):
+    """What train and prune share with ``prunescope train/prune``: the optimizer and its seed."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(default=1e-4, ge=0, le=1)
+    seed: int = Field(default=0, ge=0, description="seeds the weights' shuffle order and any randomness")
+    register_as: Name | None = Field(default=None, description="model registry name for the result")
+
+
+class TrainSpec(_FitSpec):
     epochs: int = Field(default=15, ge=1, le=10000)
     lr: float = Field(default=0.1, gt=0, le=10)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    seed: int = Field(default=0, ge=0)
-    register_as: Name | None = Field(default=None, description="model registry name for the result")
 
 
 class SensitivitySpec(_DataSpec):
@@ -64,7 +75,14 @@ class SensitivitySpec(_DataSpec):
         default=None, max_length=10000, description="parameter names or globs; all conv/linear weights if absent"
     )
     samples: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0, description="seed of the samples subset")
+    early_stop: float | None = Field(
+        default=None, ge=0, le=100,
+        description="top1 floor (%): once a parameter falls below it, its higher levels are recorded unmeasured",
+    )
+    amp: bool = Field(default=False, description="mixed precision; points are flagged approximate")
     coupled: bool = False
+    latency: bool = Field(default=False, description="structured groups: time each point's thinned model (ms)")
     engine: Literal["fast", "plain"] = "fast"
     shards: int | None = Field(default=None, ge=1, le=256, description="parallel pieces (groups of layers)")
 
@@ -74,18 +92,20 @@ class SensitivitySpec(_DataSpec):
         return parse_levels(value)
 
     @model_validator(mode="after")
-    def _coupled(self) -> SensitivitySpec:
-        if self.coupled and self.group == "element":
-            raise ValueError("coupled applies to structured groups (filter, channel), not element")
+    def _structured_only(self) -> SensitivitySpec:
+        for flag in ("coupled", "latency"):
+            if getattr(self, flag) and self.group == "element":
+                raise ValueError(f"{flag} applies to structured groups (filter, channel), not element")
         return self
 
 
-class PruneSpec(_DataSpec):
+class PruneSpec(_FitSpec):
     schedule: str = Field(min_length=1, max_length=1_000_000, description="Distiller YAML schedule text")
     epochs: int = Field(default=10, ge=1, le=10000)
     lr: float = Field(default=0.01, gt=0, le=10)
+    start_epoch: int = Field(default=0, ge=0, le=10000, description="replay the schedule's first epochs untrained")
     thin: bool = False
-    register_as: Name | None = None
+    latency_batch: int = Field(default=1, ge=1, le=4096, description="batch size of the thin latency measurement")
 
 
 class _JobCreateBase(_Strict):
@@ -244,13 +264,26 @@ class ScheduleResult(BaseModel):
 
 class PlanRequest(_Strict):
     sensitivity_job: int = Field(ge=1)
-    max_drop: float = Field(gt=0, le=100, description="tolerated top1 drop (points) or loss rise")
+    max_drop: float | None = Field(default=None, gt=0, le=100,
+                                   description="tolerated top1 drop (points) or loss rise")
+    target_sparsity: float | None = Field(default=None, gt=0, lt=1, description="instead of max_drop: the "
+                                          "overall weight sparsity to reach with the least damage")
     metric: Literal["top1", "loss"] = "top1"
-    epochs: int = Field(default=10, ge=3, le=10000, description="epochs of the AGP schedule")
+    epochs: int = Field(default=10, ge=1, le=10000, description="epochs of the schedule (AGP needs 3)")
+    one_shot: bool = Field(default=False, description="prune everything at epoch 0, then fine-tune")
+
+    @model_validator(mode="after")
+    def _one_goal(self) -> PlanRequest:
+        if (self.max_drop is None) == (self.target_sparsity is None):
+            raise ValueError("max_drop: give exactly one of max_drop and target_sparsity")
+        if not self.one_shot and self.epochs < 3:
+            raise ValueError("epochs: an AGP schedule needs at least 3 epochs (or one_shot)")
+        return self
 
 
 class PlanLaunch(PlanRequest):
     lr: float = Field(default=0.01, gt=0, le=10)
+    thin: bool = Field(default=False, description="thin the pruned model and measure size and latency")
     register_as: Name | None = None
     experiment_id: int | None = Field(default=None, ge=1)
 

@@ -1,4 +1,6 @@
-// Jobs table: live progress (SSE for active jobs, polling for the list), filters, cancel/delete, compare.
+// Jobs table: live from one server-sent event stream for the whole list (/jobs/events: progress in
+// place, a reload when a job appears or changes status), polling only while that stream is down;
+// filters, cancel/delete, compare.
 import {
   ACTIVE, api, fmtDuration, fmtTime, h, hashQuery, onLeave, progressBar, specDataset, specModel,
   statusBadge, toast, updateProgressBar, withToken,
@@ -6,19 +8,20 @@ import {
 
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 const KINDS = ["sensitivity", "prune", "train"];
-const MAX_STREAMS = 3; // browsers allow ~6 connections per host: leave room for fetches
+const FALLBACK_POLL_MS = 3000;
+/** Exposed for tests: how the table is being kept live. */
+const ps = (window.prunescope = window.prunescope || {});
 
 export async function jobsPage(view) {
   const q = hashQuery();
   const filters = { status: q.get("status") || "", kind: q.get("kind") || "", experiment: q.get("experiment") || "" };
   const selected = new Set();
-  const streams = new Map(); // job id -> EventSource
   const rows = new Map(); // job id -> {tr, job}
   let experiments = [];
   try { experiments = await api("experiments"); } catch { /* optional */ }
 
   const select = (name, values, labels) => h(`select#filter-${name}`, {
-    onchange: (e) => { filters[name] = e.target.value; syncHash(); refresh(); },
+    onchange: (e) => { filters[name] = e.target.value; syncHash(); refresh(); openStream(); },
   }, h("option", { value: "" }, `all ${name === "status" ? "statuses" : name + "s"}`),
   values.map((v, i) => h("option", { value: String(v), selected: String(v) === filters[name] }, labels ? labels[i] : v)));
 
@@ -83,49 +86,71 @@ export async function jobsPage(view) {
     }));
     if (!items.length) tbody.append(h("tr", h("td.empty", { colspan: 10 }, "No jobs yet. ", h("a", { href: "#/new" }, "Start one."))));
     count.textContent = `${total} job${total === 1 ? "" : "s"}`;
-    streamActive(items);
   }
 
-  function streamActive(items) {
-    const active = items.filter((j) => ACTIVE.has(j.status)).slice(0, MAX_STREAMS).map((j) => j.id);
-    for (const [id, es] of streams) if (!active.includes(id)) { es.close(); streams.delete(id); }
-    for (const id of active) {
-      if (streams.has(id)) continue;
-      const es = new EventSource(withToken(`/api/v1/jobs/${id}/events`));
-      es.addEventListener("progress", (e) => {
-        const s = JSON.parse(e.data);
-        const row = rows.get(id);
-        if (!row) return;
-        Object.assign(row.job, { status: s.status, progress_done: s.done, progress_total: s.total });
-        updateProgressBar(row.tr.querySelector(".progress"), row.job);
-        if (row.tr.dataset.status !== s.status) refresh();
-      });
-      es.addEventListener("end", () => { es.close(); streams.delete(id); refresh(); });
-      es.onerror = () => { es.close(); streams.delete(id); };
-      streams.set(id, es);
-    }
+  const query = () => new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
+
+  // One stream for the list. A `job` event with the same status updates its row in place; a new job or
+  // a status change reloads the page of jobs (sorting, filters and actions follow the status).
+  const live = (ps.jobsStream = { messages: 0, listFetches: 0, polling: false, open: false });
+  let es = null;
+  let reloadSoon = null;
+  const scheduleRefresh = () => {
+    clearTimeout(reloadSoon);
+    reloadSoon = setTimeout(refresh, 150);
+  };
+  function onJob(e) {
+    live.messages += 1;
+    const s = JSON.parse(e.data);
+    const row = rows.get(s.id);
+    if (!row || row.job.status !== s.status) { scheduleRefresh(); return; }
+    Object.assign(row.job, s);
+    updateProgressBar(row.tr.querySelector(".progress"), row.job);
+  }
+  function openStream() {
+    if (es) es.close();
+    es = new EventSource(withToken(`/api/v1/jobs/events?${query()}`));
+    es.addEventListener("job", onJob);
+    es.addEventListener("deleted", () => { live.messages += 1; scheduleRefresh(); });
+    es.onopen = () => {
+      if (live.polling) refresh(); // catch up with what happened while the stream was down
+      live.open = true;
+      live.polling = false;
+      clearTimeout(timer);
+    };
+    es.onerror = () => {
+      // EventSource retries by itself; until it is back, the table is polled
+      live.open = false;
+      if (!live.polling) { live.polling = true; timer = setTimeout(refresh, FALLBACK_POLL_MS); }
+    };
   }
 
   let timer = null;
   let inflight = false;
   async function refresh() {
-    if (inflight) return;
+    if (inflight) { scheduleRefresh(); return; }
     inflight = true;
     clearTimeout(timer);
     try {
-      const p = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
+      const p = query();
       p.set("limit", "200");
+      live.listFetches += 1;
       const page = await api(`jobs?${p}`);
       render(page.items, page.total);
-      const anyActive = page.items.some((j) => ACTIVE.has(j.status));
-      timer = setTimeout(refresh, anyActive ? 1500 : 5000);
     } catch (err) {
       toast(err.message, "error");
-      timer = setTimeout(refresh, 5000);
     } finally {
       inflight = false;
+      if (live.polling) timer = setTimeout(refresh, FALLBACK_POLL_MS);
     }
   }
-  onLeave(() => { clearTimeout(timer); for (const es of streams.values()) es.close(); streams.clear(); });
+  // durations of running jobs tick locally: no request needed
+  const tick = setInterval(() => {
+    for (const { tr, job } of rows.values()) {
+      if (ACTIVE.has(job.status)) tr.querySelector(".duration").textContent = fmtDuration(job.started_at, job.finished_at);
+    }
+  }, 1000);
+  onLeave(() => { clearTimeout(timer); clearTimeout(reloadSoon); clearInterval(tick); if (es) es.close(); });
   await refresh();
+  openStream();
 }

@@ -122,6 +122,7 @@ export async function planPage(view, id) {
   const epochsIn = h("input#plan-epochs", { type: "number", min: "3", value: "10", "data-field": "epochs" });
   const lrIn = h("input#plan-lr", { type: "text", value: "0.01", "data-field": "lr" });
   const regIn = h("input#plan-register", { type: "text", placeholder: "optional model name", "data-field": "register_as" });
+  const thinIn = h("input#plan-thin", { type: "checkbox", "data-field": "thin" });
   const overall = h("div.stat-value#plan-overall");
   const macsBox = h("div.stat-value#plan-macs");
   const countBox = h("div.stat-value#plan-count");
@@ -135,7 +136,9 @@ export async function planPage(view, id) {
       h("div.field", h("label", { for: "plan-metric" }, "Metric"), metricSel, h("div.field-error", { "data-error-for": "metric" })),
       h("div.field", h("label", { for: "plan-epochs" }, "Epochs"), epochsIn, h("div.field-error", { "data-error-for": "epochs" })),
       h("div.field", h("label", { for: "plan-lr" }, "LR"), lrIn, h("div.field-error", { "data-error-for": "lr" })),
-      h("div.field", h("label", { for: "plan-register" }, "Register as"), regIn, h("div.field-error", { "data-error-for": "register_as" }))),
+      h("div.field", h("label", { for: "plan-register" }, "Register as"), regIn, h("div.field-error", { "data-error-for": "register_as" })),
+      h("div.field", h("label.check", { title: "remove the pruned filters/channels and measure size and CPU latency before and after" },
+        thinIn, " Thin after pruning"), h("div.field-error", { "data-error-for": "thin" }))),
     h("div.stats",
       h("div.stat", h("div.stat-label", "expected overall sparsity"), overall, h("div.stat-note", "of the analysed weights")),
       h("div.stat", h("div.stat-label", "expected MACs"), macsBox, h("div.stat-note", "sum of per-layer savings")),
@@ -163,6 +166,7 @@ export async function planPage(view, id) {
       const lr = Number(lrIn.value);
       b.lr = Number.isFinite(lr) && lrIn.value.trim() ? lr : lrIn.value;
       if (regIn.value.trim()) b.register_as = regIn.value.trim();
+      b.thin = thinIn.checked;
     }
     return b;
   }

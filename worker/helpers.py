@@ -18,20 +18,34 @@ def validate_schedule(payload: dict[str, Any]) -> dict[str, Any]:
     return {"valid": True, "schedule": schedule.to_dict()}
 
 
+def _model_sizes(model: dict[str, Any]) -> dict[str, int]:
+    """Element counts of the model's prunable weights (its checkpoint's head, if it has one), as the CLI's
+    ``plan --model`` weighs the overall sparsity."""
+    from pruning_core.checkpoint import load_model
+    from pruning_core.metrics import prunable_parameters
+
+    return {n: p.numel() for n, p in prunable_parameters(load_model(model.get("checkpoint"), model["arch"]))}
+
+
 def make_plan(payload: dict[str, Any]) -> dict[str, Any]:
-    """Sensitivity points + tolerance -> Distiller YAML (pruning_core.plan); errors come back as text."""
+    """Sensitivity points + tolerance (or a target sparsity) -> Distiller YAML; errors come back as text."""
     from types import SimpleNamespace
 
-    from pruning_core.plan import choose_levels, plan_schedule
+    from pruning_core.plan import choose_levels, plan_for_target, plan_schedule
     from pruning_core.schedule import dump_schedule
 
     points = [SimpleNamespace(**p) for p in payload["points"]]
     try:
-        plan = choose_levels(points, payload["max_drop"], payload["metric"])
-        schedule = plan_schedule(plan, epochs=payload["epochs"])
+        if payload.get("target_sparsity") is not None:
+            plan = plan_for_target(points, payload["target_sparsity"], _model_sizes(payload["model"]),
+                                   payload["metric"])
+        else:
+            plan = choose_levels(points, payload["max_drop"], payload["metric"])
+        schedule = plan_schedule(plan, epochs=payload["epochs"], one_shot=payload.get("one_shot", False))
     except ValueError as exc:
         return {"error": str(exc)}
-    return {"yaml": dump_schedule(schedule), "levels": plan.levels}
+    return {"yaml": dump_schedule(schedule), "levels": plan.levels, "tolerance": plan.tolerance,
+            "overall_sparsity": plan.overall_sparsity}
 
 
 HELPERS = {"validate_schedule": validate_schedule, "make_plan": make_plan}

@@ -215,7 +215,8 @@ def run_sensitivity(ctx: JobContext) -> None:
     example = bundle.dataset[0][0].unsqueeze(0)
     levels = [round(float(x), 10) for x in spec["levels"]]
     all_params, skipped = select_parameters(model, spec.get("params"), spec.get("group", "element"), example)
-    index = {p: i for i, p in enumerate(all_params)}
+    # the position in named_parameters(), whatever order the spec's globs listed them in: reads sort on it
+    index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
     mine = shard_parameters(all_params, ctx.shard, ctx.shards)
     # Every shard selects the same parameters, so each may record the skipped ones (same value).
     skipped_rows = [{"parameter": sp.parameter, "reason": sp.reason} for sp in skipped]
@@ -235,6 +236,8 @@ def run_sensitivity(ctx: JobContext) -> None:
     analysis = SensitivityAnalysis(
         model, loader, levels=levels, params=todo, group=spec.get("group", "element"), device=ctx.device,
         engine=spec.get("engine", "fast"), coupled=spec.get("coupled", False), samples=spec.get("samples"),
+        seed=spec.get("seed", 0), early_stop_top1=spec.get("early_stop"), amp=spec.get("amp", False),
+        latency=spec.get("latency", False),
     )
     ctx.store(lambda s: repo.merge_result(s, ctx.job_id, {"engine": analysis.engine,
                                                           "engine_note": analysis.engine_note}), "engine")
@@ -311,6 +314,12 @@ def register_model(ctx: JobContext, model: Any, arch: str, metrics: dict[str, An
         ctx.store(save, "register model")
 
 
+def optimizer_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer fields train and prune specs share (defaults as the CLI's, for specs stored before them)."""
+    return {"optimizer": spec.get("optimizer", "sgd"), "momentum": spec.get("momentum", 0.9),
+            "weight_decay": spec.get("weight_decay", 1e-4)}
+
+
 def run_train(ctx: JobContext) -> None:
     from pruning_core.datasets import make_loader
     from pruning_core.training import evaluate, train
@@ -321,7 +330,7 @@ def run_train(ctx: JobContext) -> None:
     train_loader = make_loader(load_spec_dataset(ctx, arch, "train"), batch_size=batch, shuffle=True,
                                seed=spec.get("seed", 0))
     test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=batch)
-    train(model, train_loader, epochs=spec["epochs"], optimizer=spec.get("optimizer", "sgd"), lr=spec["lr"],
+    train(model, train_loader, epochs=spec["epochs"], lr=spec["lr"], **optimizer_options(spec),
           eval_loader=test_loader, on_epoch=_epoch_callback(ctx, spec["epochs"]), seed=spec.get("seed", 0),
           device=ctx.device, progress=False)
     final = asdict(evaluate(model, test_loader, ctx.device))
@@ -337,13 +346,17 @@ def run_prune_job(ctx: JobContext) -> None:
     spec = ctx.spec
     model, arch = load_spec_model(ctx)
     batch = spec.get("batch_size", 256)
-    train_loader = make_loader(load_spec_dataset(ctx, arch, "train"), batch_size=batch, shuffle=True)
+    seed = spec.get("seed", 0)
+    train_set = load_spec_dataset(ctx, arch, "train")  # its name is the kind, also for a registered dataset
+    train_loader = make_loader(train_set, batch_size=batch, shuffle=True, seed=seed)
     test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=batch)
     schedule = parse_schedule(spec["schedule"], source="spec.schedule")
     store_file(ctx, "schedule", "schedule.yaml", spec["schedule"].encode())
     result = run_prune(model, train_loader, test_loader, schedule, spec["epochs"], lr=spec["lr"],
-                       thin=spec.get("thin", False), on_epoch=_epoch_callback(ctx, spec["epochs"]),
-                       device=ctx.device, progress=False)
+                       **optimizer_options(spec), thin=spec.get("thin", False),
+                       latency_batch=spec.get("latency_batch", 1), start_epoch=spec.get("start_epoch", 0),
+                       arch=arch, dataset=train_set.name, seed=seed,
+                       on_epoch=_epoch_callback(ctx, spec["epochs"]), device=ctx.device, progress=False)
     metrics = result.metrics()
     store_file(ctx, "report", "prune-report.json", json.dumps(metrics, indent=2, default=str).encode())
     summary = {k: v for k, v in metrics.items() if k != "epochs"}  # epochs live in epoch_metrics

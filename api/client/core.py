@@ -226,11 +226,22 @@ class Client:
             raise JobFailed(state)
         return state
 
-    def events(self, job: JobRef, *, poll: float = 0.5) -> Iterator[Event]:
-        """``/jobs/{id}/events`` (server-sent events): ``progress``, ``point`` per new point, then ``end``."""
-        path = f"/jobs/{_job_id(job)}/events"
+    def events(self, job: JobRef, *, poll: float = 0.5, points: bool = True) -> Iterator[Event]:
+        """``/jobs/{id}/events`` (server-sent events): ``progress``, ``point`` per new point (unless
+        ``points=False``), then ``end``."""
+        return self._stream(f"/jobs/{_job_id(job)}/events", {"poll_s": poll, "points": points})
+
+    def job_events(self, *, status: str | None = None, kind: str | None = None,
+                   experiment: int | Experiment | None = None, poll: float = 0.5,
+                   max_s: float | None = None) -> Iterator[Event]:
+        """``/jobs/events``: a ``job`` event (the job's summary) whenever a job appears or its status or
+        progress changes, ``deleted`` when one goes; endless unless ``max_s`` (then a final ``end``)."""
+        filters = {"status": status, "kind": kind, "experiment": _experiment_id(experiment), "max_s": max_s}
+        return self._stream("/jobs/events", {"poll_s": poll, **{k: v for k, v in filters.items() if v is not None}})
+
+    def _stream(self, path: str, params: dict[str, Any]) -> Iterator[Event]:
         try:
-            with self._http.stream("GET", path, params={"poll_s": poll}, timeout=None) as response:
+            with self._http.stream("GET", path, params=params, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
                     _raise_for_status(response)
@@ -255,33 +266,41 @@ class Client:
 
     def train(self, model: str, dataset: str, *, checkpoint: CheckpointSource | None = None,
               dataset_options: DatasetOptions = None, epochs: int = 15, optimizer: str = "sgd", lr: float = 0.1,
-              seed: int = 0, batch_size: int = 256, device: str = "auto", register_as: str | None = None,
-              experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+              momentum: float = 0.9, weight_decay: float = 1e-4, seed: int = 0, batch_size: int = 256,
+              device: str = "auto", register_as: str | None = None, experiment: int | Experiment | None = None,
+              wait: bool = True) -> Job:
         """``prunescope train``: the trained model is registered (as ``register_as`` or ``<arch>-job<N>``)."""
         spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size, device)
-        spec.update(epochs=epochs, optimizer=optimizer, lr=lr, seed=seed, register_as=register_as)
+        spec.update(epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                    seed=seed, register_as=register_as)
         return self._run("train", spec, experiment, wait)
 
     def sense(self, model: str, dataset: str, *, checkpoint: CheckpointSource | None = None,
               dataset_options: DatasetOptions = None, split: str = "test", group: str = "element",
               levels: str | Sequence[float] = "0:0.95:0.05", params: Sequence[str] | None = None,
-              samples: int | None = None, coupled: bool = False, engine: str = "fast", shards: int | None = None,
+              samples: int | None = None, seed: int = 0, early_stop: float | None = None, amp: bool = False,
+              coupled: bool = False, latency: bool = False, engine: str = "fast", shards: int | None = None,
               batch_size: int = 256, device: str = "auto", experiment: int | Experiment | None = None,
               wait: bool = True) -> Job:
-        """``prunescope sense``: a sensitivity sweep; ``model`` is an architecture or a registered model name."""
+        """``prunescope sense``: a sensitivity sweep; ``model`` is an architecture or a registered model name.
+        ``early_stop`` is the CLI's ``--early-stop`` top1 floor (%)."""
         spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size, device)
         spec.update(split=split, group=group, levels=levels if isinstance(levels, str) else list(levels),
-                    params=list(params) if params is not None else None, samples=samples, coupled=coupled,
-                    engine=engine, shards=shards)
+                    params=list(params) if params is not None else None, samples=samples, seed=seed,
+                    early_stop=early_stop, amp=amp, coupled=coupled, latency=latency, engine=engine, shards=shards)
         return self._run("sensitivity", spec, experiment, wait)
 
     def prune(self, model: str, dataset: str, schedule: str | os.PathLike, *,
               checkpoint: CheckpointSource | None = None, dataset_options: DatasetOptions = None, epochs: int = 10,
-              lr: float = 0.01, thin: bool = False, batch_size: int = 256, device: str = "auto",
-              register_as: str | None = None, experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+              lr: float = 0.01, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 1e-4,
+              seed: int = 0, start_epoch: int = 0, thin: bool = False, latency_batch: int = 1,
+              batch_size: int = 256, device: str = "auto", register_as: str | None = None,
+              experiment: int | Experiment | None = None, wait: bool = True) -> Job:
         """``prunescope prune``: run a Distiller YAML schedule (text or file) while fine-tuning."""
         spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size, device)
-        spec.update(schedule=_schedule_text(schedule), epochs=epochs, lr=lr, thin=thin, register_as=register_as)
+        spec.update(schedule=_schedule_text(schedule), epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
+                    weight_decay=weight_decay, seed=seed, start_epoch=start_epoch, thin=thin,
+                    latency_batch=latency_batch, register_as=register_as)
         return self._run("prune", spec, experiment, wait)
 
     # -- results ---------------------------------------------------------------------------------
@@ -405,20 +424,30 @@ class Client:
         """Check a Distiller YAML schedule (text or file); an invalid one is reported, not raised."""
         return self._one(ScheduleCheck, "POST", "/schedules/validate", json={"yaml": _schedule_text(schedule)})
 
-    def plan(self, sensitivity_job: JobRef, max_drop: float, *, metric: str = "top1", epochs: int = 10) -> str:
-        """Per layer the highest sparsity within ``max_drop`` (top1 points or loss rise): an AGP schedule's YAML."""
-        body = {"sensitivity_job": _job_id(sensitivity_job), "max_drop": max_drop, "metric": metric, "epochs": epochs}
-        return self._json("POST", "/plans", json=body)["yaml"]
+    def plan(self, sensitivity_job: JobRef, max_drop: float | None = None, *, target_sparsity: float | None = None,
+             metric: str = "top1", epochs: int = 10, one_shot: bool = False) -> str:
+        """Per layer the highest sparsity within ``max_drop`` (top1 points or loss rise), or the least damage
+        reaching ``target_sparsity`` overall: a schedule's YAML (AGP, or everything at epoch 0 with ``one_shot``)."""
+        return self._json("POST", "/plans", json=_plan_body(sensitivity_job, max_drop, target_sparsity, metric,
+                                                            epochs, one_shot))["yaml"]
 
-    def launch_plan(self, sensitivity_job: JobRef, max_drop: float, *, metric: str = "top1", epochs: int = 10,
-                    lr: float = 0.01, register_as: str | None = None, experiment: int | Experiment | None = None,
-                    wait: bool = True) -> Job:
-        """Plan, then prune the sensitivity job's model on its dataset with that schedule (a prune job)."""
-        body = {"sensitivity_job": _job_id(sensitivity_job), "max_drop": max_drop, "metric": metric,
-                "epochs": epochs, "lr": lr, "register_as": register_as,
-                "experiment_id": _experiment_id(experiment)}
+    def launch_plan(self, sensitivity_job: JobRef, max_drop: float | None = None, *,
+                    target_sparsity: float | None = None, metric: str = "top1", epochs: int = 10,
+                    one_shot: bool = False, lr: float = 0.01, thin: bool = False, register_as: str | None = None,
+                    experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+        """Plan, then prune the sensitivity job's model on its dataset with that schedule (a prune job);
+        ``thin`` also removes the pruned structures and measures size and latency before and after."""
+        body = _plan_body(sensitivity_job, max_drop, target_sparsity, metric, epochs, one_shot)
+        body.update(lr=lr, thin=thin, register_as=register_as, experiment_id=_experiment_id(experiment))
         job = self._job(self._json("POST", "/plans/launch", json=body))
         return self.wait(job) if wait else job
+
+
+def _plan_body(job: JobRef, max_drop: float | None, target_sparsity: float | None, metric: str, epochs: int,
+               one_shot: bool) -> dict[str, Any]:
+    """``POST /plans``'s fields (the server checks that exactly one of max_drop and target_sparsity is given)."""
+    return {"sensitivity_job": _job_id(job), "max_drop": max_drop, "target_sparsity": target_sparsity,
+            "metric": metric, "epochs": epochs, "one_shot": one_shot}
 
 
 def _raise_for_status(response: httpx.Response) -> None:

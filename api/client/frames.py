@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 POINT_COLUMNS = (
     "parameter", "sparsity", "top1", "top5", "loss", "samples", "nnz", "top1_low", "top1_high",
     "top5_low", "top5_high", "macs", "params_left", "measured", "approximate", "subset", "group", "mode",
+    "latency_ms",
 )
 EPOCH_COLUMNS = ("epoch", "train_loss", "top1", "top5", "loss", "lr", "sparsity")
 #: y-axis titles and the 20-colour palette of the dashboard (frontend/sensitivity.js, frontend/util.js).

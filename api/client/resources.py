@@ -159,7 +159,8 @@ class ScheduleCheck(_Resource):
 
 @dataclass
 class Event:
-    """One server-sent event of ``/jobs/{id}/events``: ``progress``, ``point`` or ``end``."""
+    """One server-sent event: ``progress``, ``point`` or ``end`` (``/jobs/{id}/events``); ``job``, ``deleted``
+    or ``end`` (``/jobs/events``)."""
 
     event: str
     data: dict[str, Any]

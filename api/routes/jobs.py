@@ -17,7 +17,7 @@ from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -39,9 +39,11 @@ from api.schemas import (
 from api.settings import Settings
 from api.store import repo
 from api.store.models import (
+    ACTIVE_STATUSES,
     JOB_KINDS,
     JOB_STATUSES,
     POINT_FIELDS,
+    POINT_ORDER,
     TERMINAL_STATUSES,
     Artifact,
     DatasetEntry,
@@ -130,19 +132,29 @@ def create_job(
     return submit_job(session, settings, dispatcher, body)
 
 
-@router.get("", response_model=Page)
-def list_jobs(
-    session: SessionDep,
-    status: Annotated[str | None, Query(description=f"one of {', '.join(JOB_STATUSES)}")] = None,
-    kind: Annotated[str | None, Query(description=f"one of {', '.join(JOB_KINDS)}")] = None,
-    experiment: Annotated[int | None, Query(ge=1)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+StatusQuery = Annotated[str | None, Query(description=f"one of {', '.join(JOB_STATUSES)}")]
+KindQuery = Annotated[str | None, Query(description=f"one of {', '.join(JOB_KINDS)}")]
+ExperimentQuery = Annotated[int | None, Query(ge=1)]
+PollQuery = Annotated[float, Query(ge=0.05, le=10, description="seconds between looks at the store")]
+
+
+def _check_filters(status: str | None, kind: str | None) -> None:
     if status is not None and status not in JOB_STATUSES:
         raise _bad("status (query)", f"unknown status {status!r}; one of {', '.join(JOB_STATUSES)}")
     if kind is not None and kind not in JOB_KINDS:
         raise _bad("kind (query)", f"unknown kind {kind!r}; one of {', '.join(JOB_KINDS)}")
+
+
+@router.get("", response_model=Page)
+def list_jobs(
+    session: SessionDep,
+    status: StatusQuery = None,
+    kind: KindQuery = None,
+    experiment: ExperimentQuery = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    _check_filters(status, kind)
     query = select(Job)
     for column, value in ((Job.status, status), (Job.kind, kind), (Job.experiment_id, experiment)):
         if value is not None:
@@ -151,6 +163,88 @@ def list_jobs(
     rows = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
     items = [JobOut.model_validate(r).model_dump(mode="json") for r in rows]
     return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+# What the list stream says about a job: enough to redraw a table row (no spec, which can be large).
+_SUMMARY = (Job.id, Job.kind, Job.experiment_id, Job.status, Job.progress_done, Job.progress_total, Job.error,
+            Job.cancel_requested, Job.created_at, Job.started_at, Job.finished_at)
+
+
+def _changed_jobs(factory: Any, kind: str | None, experiment: int | None, watched: set[int],
+                  newest: int) -> list[dict[str, Any]]:
+    """Summaries of the jobs that may have changed: active ones, the ones being watched and any newer
+    than ``newest``. A finished job never changes again, so each look stays small however long the list."""
+    query = select(*_SUMMARY).where(or_(Job.status.in_(ACTIVE_STATUSES), Job.id.in_(watched), Job.id > newest))
+    for column, value in ((Job.kind, kind), (Job.experiment_id, experiment)):
+        if value is not None:
+            query = query.where(column == value)
+    with factory() as session:
+        rows = session.execute(query.order_by(Job.id)).all()
+    return [{**r._mapping, **{k: _iso(r._mapping[k]) for k in ("created_at", "started_at", "finished_at")}}
+            for r in rows]
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else repo.as_utc(value).isoformat()
+
+
+def _sse_doc(*events: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI answer of a stream: its events, each with a JSON ``data`` line, not a JSON body."""
+    event = {"type": "object", "required": ["event", "data"], "properties": {
+        "event": {"type": "string", "enum": list(events)}, "data": {"type": "string", "description": "JSON"}}}
+    return {200: {"description": "server-sent events", "content": {"text/event-stream": {"schema": event}}}}
+
+
+@router.get("/events", response_class=StreamingResponse, responses=_sse_doc("job", "deleted", "end"))
+async def jobs_events(
+    request: Request, session: SessionDep,
+    status: StatusQuery = None, kind: KindQuery = None, experiment: ExperimentQuery = None,
+    poll_s: PollQuery = 0.5,
+    max_s: Annotated[float | None, Query(gt=0, le=86400, description="close the stream after this long")] = None,
+) -> StreamingResponse:
+    """Server-sent events for the whole list: ``job`` with a job's summary whenever it appears or its
+    status or progress changes (first every active job, as a snapshot), ``deleted`` when a watched job
+    goes away, a comment every 15 s to keep proxies from closing the connection, and ``end`` only
+    after ``max_s``. A ``status`` filter keeps the change that takes a job out of it."""
+    _check_filters(status, kind)
+    newest = session.scalar(select(func.max(Job.id))) or 0
+    session.close()
+    factory = request.app.state.session_factory
+
+    async def stream() -> AsyncIterator[str]:
+        nonlocal newest
+        known: dict[int, dict[str, Any]] = {}  # active jobs (and new ones), by id, as last sent
+        started = last_sent = time.monotonic()
+        while True:
+            rows = await run_in_threadpool(_changed_jobs, factory, kind, experiment, set(known), newest)
+            seen = set()
+            for row in rows:
+                seen.add(row["id"])
+                newest = max(newest, row["id"])
+                before = known.get(row["id"])
+                if row != before and status in (None, row["status"], (before or {}).get("status")):
+                    yield _sse("job", row)
+                    last_sent = time.monotonic()
+                if row["status"] in TERMINAL_STATUSES:
+                    known.pop(row["id"], None)
+                else:
+                    known[row["id"]] = row
+            for gone in set(known) - seen:
+                del known[gone]
+                yield _sse("deleted", {"id": gone})
+            now = time.monotonic()
+            left = float("inf") if max_s is None else started + max_s - now
+            if left <= 0:
+                yield _sse("end", {"reason": "max_s"})
+                return
+            if now - last_sent >= 15:
+                yield ": keep-alive\n\n"
+                last_sent = now
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(min(poll_s, left))
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
 @router.get("/{job_id}", response_model=JobDetail)
@@ -187,8 +281,7 @@ def _points(session: Session, job_id: int, parameter: str | None = None, after_i
     query = select(*cols).where(SensitivityPointRow.job_id == job_id, SensitivityPointRow.id > after_id)
     if parameter is not None:
         query = query.where(SensitivityPointRow.parameter == parameter)
-    query = query.order_by(SensitivityPointRow.param_index, SensitivityPointRow.parameter,
-                           SensitivityPointRow.sparsity)
+    query = query.order_by(*POINT_ORDER)
     return [dict(r._mapping) for r in session.execute(query)]
 
 
@@ -345,24 +438,30 @@ def get_job_artifacts(job_id: int, session: SessionDep) -> list[Artifact]:
     return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)))
 
 
-def _snapshot(factory: Any, job_id: int, after_id: int) -> tuple[dict | None, list[dict]]:
+def _snapshot(factory: Any, job_id: int, after_id: int, points: bool) -> tuple[dict | None, list[dict]]:
     with factory() as session:
         job = session.get(Job, job_id)
         if job is None:
             return None, []
         state = {"id": job.id, "status": job.status, "done": job.progress_done, "total": job.progress_total,
                  "error": job.error}
-        return state, _points(session, job_id, after_id=after_id) if job.kind == "sensitivity" else []
+        wanted = points and job.kind == "sensitivity"
+        return state, _points(session, job_id, after_id=after_id) if wanted else []
 
 
 def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
-@router.get("/{job_id}/events")
+# no-transform and X-Accel-Buffering keep gzip middlewares and nginx from holding events back
+_SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse,
+            responses=_sse_doc("point", "progress", "end"))
 async def job_events(
-    job_id: int, request: Request, session: SessionDep,
-    poll_s: Annotated[float, Query(ge=0.05, le=10)] = 0.5,
+    job_id: int, request: Request, session: SessionDep, poll_s: PollQuery = 0.5,
+    points: Annotated[bool, Query(description="false: progress and end only (a table needs no points)")] = True,
 ) -> StreamingResponse:
     """Server-sent events: ``progress`` on every change, ``point`` per new point, ``end`` when finished."""
     get_or_404(session, Job, job_id, "job")
@@ -372,11 +471,11 @@ async def job_events(
     async def stream() -> AsyncIterator[str]:
         last_id, last_state = 0, None
         while True:
-            state, points = await run_in_threadpool(_snapshot, factory, job_id, last_id)
+            state, new_points = await run_in_threadpool(_snapshot, factory, job_id, last_id, points)
             if state is None:
                 yield _sse("end", {"id": job_id, "status": "deleted"})
                 return
-            for point in points:
+            for point in new_points:
                 last_id = max(last_id, point.pop("id"))
                 yield _sse("point", point)
             if state != last_state:
@@ -389,4 +488,4 @@ async def job_events(
                 return
             await asyncio.sleep(poll_s)
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=_SSE_HEADERS)

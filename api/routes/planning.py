@@ -10,8 +10,18 @@ from sqlalchemy import select
 from api.compute import run_helper
 from api.deps import DispatcherDep, SessionDep, SettingsDep, get_or_404
 from api.routes.jobs import submit_job
-from api.schemas import JobOut, PlanLaunch, PlanRequest, PruneJobCreate, PruneSpec, ScheduleCheck, ScheduleResult
-from api.store.models import Job, SensitivityPointRow
+from api.schemas import (
+    DATA_FIELDS,
+    JobOut,
+    PlanLaunch,
+    PlanRequest,
+    PruneJobCreate,
+    PruneSpec,
+    ScheduleCheck,
+    ScheduleResult,
+)
+from api.settings import Settings
+from api.store.models import POINT_ORDER, Artifact, Job, ModelEntry, SensitivityPointRow
 
 router = APIRouter(tags=["planning"])
 
@@ -33,35 +43,50 @@ def _finished_sensitivity(session: SessionDep, job_id: int, field: str) -> Job:
     return job
 
 
-def _plan_yaml(session: SessionDep, body: PlanRequest) -> str:
-    _finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
+def _model_ref(session: SessionDep, settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
+    """Architecture and checkpoint path of a job's model, for the helper to weigh layers by their sizes."""
+    entry = session.scalar(select(ModelEntry).where(ModelEntry.name == spec["model"]))
+    if entry is None:
+        return {"arch": spec["model"], "checkpoint": None}
+    artifact = session.get(Artifact, entry.artifact_id) if entry.artifact_id is not None else None
+    return {"arch": entry.architecture,
+            "checkpoint": str(settings.data_dir / artifact.path) if artifact is not None else None}
+
+
+def _plan(session: SessionDep, settings: Settings, body: PlanRequest) -> dict[str, Any]:
+    """The helper's plan: ``yaml``, ``levels``, ``tolerance`` and ``overall_sparsity``."""
+    job = _finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
     rows = session.execute(
         select(SensitivityPointRow.parameter, SensitivityPointRow.sparsity, SensitivityPointRow.top1,
                SensitivityPointRow.top5, SensitivityPointRow.loss, SensitivityPointRow.group,
                SensitivityPointRow.measured)
-        .where(SensitivityPointRow.job_id == body.sensitivity_job)
-        .order_by(SensitivityPointRow.param_index, SensitivityPointRow.parameter, SensitivityPointRow.sparsity)
+        .where(SensitivityPointRow.job_id == body.sensitivity_job).order_by(*POINT_ORDER)
     )
-    points = [dict(r._mapping) for r in rows]
-    out = run_helper("make_plan", {"points": points, "max_drop": body.max_drop, "metric": body.metric,
-                                   "epochs": body.epochs})
+    payload = {"points": [dict(r._mapping) for r in rows], "max_drop": body.max_drop, "metric": body.metric,
+               "epochs": body.epochs, "one_shot": body.one_shot, "target_sparsity": body.target_sparsity}
+    if body.target_sparsity is not None:
+        payload["model"] = _model_ref(session, settings, job.spec)
+    out = run_helper("make_plan", payload)
     if "error" in out:
-        raise HTTPException(422, f"max_drop: {out['error']}")
-    return out["yaml"]
+        raise HTTPException(422, f"{'max_drop' if body.target_sparsity is None else 'target_sparsity'}: "
+                                 f"{out['error']}")
+    return out
 
 
 @router.post("/plans")
-def make_plan(body: PlanRequest, session: SessionDep) -> dict[str, str]:
-    return {"yaml": _plan_yaml(session, body)}
+def make_plan(body: PlanRequest, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """``yaml`` (the schedule), ``levels`` per parameter, the ``tolerance`` used and ``overall_sparsity``
+    (known with ``target_sparsity``)."""
+    return _plan(session, settings, body)
 
 
 @router.post("/plans/launch", status_code=201, response_model=JobOut)
 def launch_plan(body: PlanLaunch, session: SessionDep, settings: SettingsDep, dispatcher: DispatcherDep) -> Job:
     """Plan, then run the schedule as a prune job on the sensitivity job's model and dataset."""
     source = get_or_404(session, Job, body.sensitivity_job, "job")
-    yaml_text = _plan_yaml(session, body)
-    spec = {k: v for k, v in source.spec.items() if k in PruneSpec.model_fields}
-    spec.update(schedule=yaml_text, epochs=body.epochs, lr=body.lr, register_as=body.register_as)
+    yaml_text = _plan(session, settings, body)["yaml"]
+    spec = {k: v for k, v in source.spec.items() if k in DATA_FIELDS}
+    spec.update(schedule=yaml_text, epochs=body.epochs, lr=body.lr, thin=body.thin, register_as=body.register_as)
     job_body = PruneJobCreate(kind="prune", spec=PruneSpec(**spec), experiment_id=body.experiment_id or
                               source.experiment_id)
     return submit_job(session, settings, dispatcher, job_body)
@@ -86,7 +111,7 @@ def compare(
     rows = session.execute(
         select(SensitivityPointRow.job_id, SensitivityPointRow.parameter, SensitivityPointRow.sparsity, column)
         .where(SensitivityPointRow.job_id.in_(jobs))
-        .order_by(SensitivityPointRow.param_index, SensitivityPointRow.parameter, SensitivityPointRow.sparsity)
+        .order_by(*POINT_ORDER)
     ).all()
     table: dict[tuple[str, float], dict[str, Any]] = {}
     for job_id, parameter, sparsity, value in rows:

@@ -138,9 +138,10 @@ class SensitivityPointRow(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     parameter: Mapped[str] = mapped_column(String(255))
     sparsity: Mapped[float] = mapped_column(Double)
-    top1: Mapped[float] = mapped_column(Double)
-    top5: Mapped[float] = mapped_column(Double)
-    loss: Mapped[float] = mapped_column(Double)
+    # null after an early stop (measured false): the level was not evaluated
+    top1: Mapped[float | None] = mapped_column(Double)
+    top5: Mapped[float | None] = mapped_column(Double)
+    loss: Mapped[float | None] = mapped_column(Double)
     samples: Mapped[int | None] = mapped_column(Integer)
     nnz: Mapped[int | None] = mapped_column(BigInteger)
     top1_low: Mapped[float | None] = mapped_column(Double)
@@ -154,7 +155,8 @@ class SensitivityPointRow(Base):
     subset: Mapped[bool] = mapped_column(Boolean, default=False)
     group: Mapped[str] = mapped_column(String(16), default="element")
     mode: Mapped[str] = mapped_column(String(16), default="independent")
-    # the parameter's position in the model, so shards merge back into the model's order
+    latency_ms: Mapped[float | None] = mapped_column(Double)  # latency=True only: the thinned model's forward
+    # the parameter's position in the model (named_parameters order), so shards merge back into the model's order
     param_index: Mapped[int | None] = mapped_column(Integer)
     shard: Mapped[int | None] = mapped_column(Integer)
     worker: Mapped[str | None] = mapped_column(String(255))
@@ -164,6 +166,12 @@ class SensitivityPointRow(Base):
 POINT_FIELDS = (
     "parameter", "sparsity", "top1", "top5", "loss", "samples", "nnz", "top1_low", "top1_high",
     "top5_low", "top5_high", "macs", "params_left", "measured", "approximate", "subset", "group", "mode",
+    "latency_ms",
+)
+# Points are read in the model's parameter order (named_parameters), then sparsity; rows without a
+# position (none are written so today) come last, by name, on SQLite and PostgreSQL alike.
+POINT_ORDER = (
+    SensitivityPointRow.param_index.asc().nulls_last(), SensitivityPointRow.parameter, SensitivityPointRow.sparsity,
 )
 
 

@@ -4,8 +4,10 @@ the prune job, compare two jobs, and bad form input that creates nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -112,16 +114,20 @@ def test_plan_then_launch_the_prune_job(page, server, sensitivity_job) -> None:
     page.wait_for_function("!document.getElementById('toast').hidden")
     assert page.inner_text("#plan-yaml").strip() == client_yaml.strip()
     shot(page, "plan-real")
+    page.check("#plan-thin")  # the prune job then thins the model and measures size and speed
     page.click("#launch-plan")
     page.wait_for_function("/^#\\/jobs\\/\\d+$/.test(location.hash) && document.body.dataset.ready === '1'")
     prune_id = int(page.evaluate("location.hash").rsplit("/", 1)[1])
     job = server.get(f"/api/v1/jobs/{prune_id}")
-    assert job["kind"] == "prune" and "AutomatedGradualPruner" in job["spec"]["schedule"]
+    assert job["kind"] == "prune" and "AutomatedGradualPruner" in job["spec"]["schedule"] and job["spec"]["thin"]
     page.wait_for_selector("#job-status .badge[data-status=succeeded]", timeout=240_000)
     page.wait_for_selector("#before-after", timeout=30_000)
     page.wait_for_selector("#artifacts td:text('prune-report.json')")
     assert page.locator("#epochs-table tbody tr").count() == 3
     assert page.locator("#sparsity-summary tbody tr").count() >= 4  # per-tensor table from the job's result
+    size_speed = page.inner_text("#size-speed")  # before/after parameters, MACs and CPU latency
+    assert "parameters" in size_speed and "CPU latency (ms)" in size_speed
+    assert page.locator("#size-speed tbody tr").count() == 3
     sparsity = page.inner_text("#overall-sparsity")
     assert float(sparsity.rstrip("%")) > 30
     shot(page, "prune-job")
@@ -184,6 +190,32 @@ def test_jobs_table_cancel_filter_delete(page, server) -> None:
     page.locator(f"tr[data-job='{job['id']}'] [data-action=delete]").click()
     page.wait_for_selector(f"tr[data-job='{job['id']}']", state="detached")
     assert server.get("/api/v1/jobs?status=cancelled")["total"] == 0
+
+
+def test_jobs_table_progress_comes_from_the_list_stream(page, server) -> None:
+    """The jobs table follows a running job through /jobs/events alone: its progress grows while the
+    table fetches the list no more (a reload happens only when a job appears or changes status)."""
+    goto(page, "#/jobs")
+    page.wait_for_function("window.prunescope.jobsStream && window.prunescope.jobsStream.open")
+    job = server.post("/api/v1/jobs", {"kind": "sensitivity", "spec": {
+        "model": "digits-cnn", "dataset": "digits", "levels": "0:0.99:0.01", "device": "cpu"}})
+    row = f"tr[data-job='{job['id']}']"
+    try:
+        page.wait_for_selector(f"{row}[data-status=running]", timeout=60_000)  # new row, then running: via events
+        page.wait_for_function(
+            f"(() => {{ const v = +document.querySelector(\"{row} .progress\").getAttribute('aria-valuenow');"
+            " return v > 0 && v < 100; })()", timeout=120_000)
+        fetches = page.evaluate("window.prunescope.jobsStream.listFetches")
+        first = int(page.get_attribute(f"{row} .progress", "aria-valuenow"))
+        page.wait_for_function(
+            f"+document.querySelector(\"{row} .progress\").getAttribute('aria-valuenow') > {first}", timeout=120_000)
+        live = page.evaluate("window.prunescope.jobsStream")
+        assert live["messages"] >= 2 and not live["polling"], live
+        assert live["listFetches"] == fetches or server.get(f"/api/v1/jobs/{job['id']}")["status"] != "running"
+    finally:
+        with contextlib.suppress(urllib.error.HTTPError):  # 409 if it finished meanwhile
+            server.post(f"/api/v1/jobs/{job['id']}/cancel", {})
+    page.wait_for_selector(f"{row}:is([data-status=cancelled], [data-status=succeeded])", timeout=60_000)
 
 
 def test_models_and_datasets_pages(page, server, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -185,3 +186,22 @@ def test_structured_and_element_sweeps_share_the_unpruned_point(client: Client, 
     filters = client.sense("digits-test", "digits", group="filter", levels="0", params=["conv3.weight"])
     element = client.points(sweep, parameter="conv3.weight")
     assert client.points(filters).top1[0] == element.top1[0]
+
+
+def test_list_stream_follows_a_job_to_its_end(client: Client, trained: Job) -> None:
+    """``job_events`` sees a new job appear and finish; ``events(points=False)`` then carries no points."""
+    created: list[Job] = []
+    # submitted once the stream is open, so it is seen as new (a job done before the connection is not news)
+    submit = threading.Timer(1.0, lambda: created.append(
+        client.sense("digits-test", "digits", levels="0,0.5", params=["fc.weight"], wait=False)))
+    submit.start()
+    statuses = []
+    for event in client.job_events(kind="sensitivity", poll=0.1, max_s=60):
+        assert event.event != "end", f"the job did not finish within the stream: {statuses}"
+        if event.event == "job" and created and event.data["id"] == created[0].id:
+            statuses.append(event.data["status"])
+            if event.data["status"] == "succeeded":
+                break  # leaving the loop closes the connection
+    submit.join()
+    assert statuses[-1] == "succeeded"
+    assert {e.event for e in client.events(created[0], points=False)} == {"progress", "end"}

@@ -91,3 +91,57 @@ def test_sse_parsing() -> None:
     events = list(_parse_sse(iter(lines)))
     assert [(e.event, e.data) for e in events] == [("point", {"parameter": "fc.weight"}),
                                                    ("end", {"status": "succeeded"})]
+
+
+@pytest.mark.parametrize(("method", "spec"), [("train", "TrainSpec"), ("sense", "SensitivitySpec"),
+                                               ("prune", "PruneSpec"), ("launch_plan", "PlanLaunch")])
+def test_every_spec_field_is_a_keyword_of_its_method(method: str, spec: str) -> None:
+    """The CLI/API parity lives in the schemas; the client must not fall behind them."""
+    import inspect
+
+    import api.schemas
+
+    fields = set(getattr(api.schemas, spec).model_fields) - {"sensitivity_job", "experiment_id"}
+    assert fields <= set(inspect.signature(getattr(Client, method)).parameters), fields
+
+
+def test_cli_options_reach_the_request_body() -> None:
+    sent: list[tuple[str, dict]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else dict(request.url.params)
+        sent.append((request.url.path, body))
+        return httpx.Response(201, json={"id": 1, "kind": "prune", "status": "queued", "spec": {}})
+
+    client = _mock(handler)
+    client.train("lenet5", "digits", momentum=0.5, weight_decay=0.0, optimizer="adamw", wait=False)
+    client.sense("lenet5", "digits", group="filter", seed=3, early_stop=40.0, amp=True, latency=True, wait=False)
+    client.prune("lenet5", "digits", "version: 1\npruners: {}\n", optimizer="adam", momentum=0.1, weight_decay=0.2,
+                 seed=4, start_epoch=2, latency_batch=8, thin=True, wait=False)
+    client.launch_plan(5, target_sparsity=0.5, one_shot=True, thin=True, wait=False)
+    specs = [body.get("spec", body) for _, body in sent]
+    assert {k: specs[0][k] for k in ("momentum", "weight_decay", "optimizer")} == {
+        "momentum": 0.5, "weight_decay": 0.0, "optimizer": "adamw"}
+    assert {k: specs[1][k] for k in ("seed", "early_stop", "amp", "latency")} == {
+        "seed": 3, "early_stop": 40.0, "amp": True, "latency": True}
+    assert {k: specs[2][k] for k in ("optimizer", "momentum", "weight_decay", "seed", "start_epoch", "latency_batch",
+                                     "thin")} == {"optimizer": "adam", "momentum": 0.1, "weight_decay": 0.2, "seed": 4,
+                                                  "start_epoch": 2, "latency_batch": 8, "thin": True}
+    assert sent[3][0] == "/api/v1/plans/launch" and {k: specs[3][k] for k in (
+        "target_sparsity", "max_drop", "one_shot", "thin")} == {"target_sparsity": 0.5, "max_drop": None,
+                                                               "one_shot": True, "thin": True}
+
+
+def test_list_stream_parameters() -> None:
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] = dict(request.url.params)
+        return httpx.Response(200, text='event: end\ndata: {"reason": "max_s"}\n\n',
+                              headers={"content-type": "text/event-stream"})
+
+    client = _mock(handler)
+    assert [e.event for e in client.job_events(kind="prune", experiment=2, max_s=5)] == ["end"]
+    list(client.events(9, points=False))
+    assert seen["/api/v1/jobs/events"] == {"poll_s": "0.5", "kind": "prune", "experiment": "2", "max_s": "5"}
+    assert seen["/api/v1/jobs/9/events"] == {"poll_s": "0.5", "points": "false"}

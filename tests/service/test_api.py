@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 
 import pytest
@@ -13,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
+from api.routes.jobs import POINTS_CACHE
 from api.store import repo
 from api.store.models import Base
 
@@ -242,3 +246,172 @@ def test_token_required(settings) -> None:
     with TestClient(create_app(settings, dispatcher=RecordingDispatcher())) as c:
         assert c.get("/api/v1/jobs").status_code == 401
         assert c.get("/api/v1/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+CLI_PARITY = [
+    ("train", {"model": "lenet5", "dataset": "digits", "optimizer": "adamw", "momentum": 0.8,
+               "weight_decay": 5e-4, "seed": 3}),
+    ("sensitivity", {**GOOD_SENSE, "group": "filter", "seed": 7, "samples": 64, "early_stop": 20.0, "amp": True,
+                     "coupled": True, "latency": True}),
+    ("prune", {"model": "lenet5", "dataset": "digits", "schedule": "version: 1\npruners: {}\npolicies: []\n",
+               "optimizer": "adam", "momentum": 0.5, "weight_decay": 0.0, "seed": 2, "latency_batch": 4,
+               "start_epoch": 3, "thin": True}),
+]
+
+
+@pytest.mark.parametrize(("kind", "spec"), CLI_PARITY, ids=[k for k, _ in CLI_PARITY])
+def test_cli_options_are_accepted_and_stored(client: TestClient, kind: str, spec: dict, monkeypatch) -> None:
+    """Every option of ``prunescope train/sense/prune`` has a spec field, kept as given for the runner."""
+    monkeypatch.setattr("api.routes.jobs.run_helper", lambda name, payload: {"valid": True})
+    r = client.post("/api/v1/jobs", json={"kind": kind, "spec": spec})
+    assert r.status_code == 201, r.text
+    stored = r.json()["spec"]
+    assert {k: stored[k] for k in spec if k != "levels"} == {k: v for k, v in spec.items() if k != "levels"}
+
+
+PARITY_BAD = [
+    ("train", {"momentum": 1.5}, "spec.momentum"),
+    ("train", {"weight_decay": -1}, "spec.weight_decay"),
+    ("train", {"optimizer": "lbfgs"}, "spec.optimizer"),
+    ("sensitivity", {"seed": -1}, "spec.seed"),
+    ("sensitivity", {"early_stop": 101}, "spec.early_stop"),
+    ("sensitivity", {"amp": "maybe"}, "spec.amp"),
+    ("sensitivity", {"latency": True}, "latency"),  # element group: nothing to thin
+    ("prune", {"optimizer": "rmsprop"}, "spec.optimizer"),
+    ("prune", {"momentum": -0.1}, "spec.momentum"),
+    ("prune", {"seed": -3}, "spec.seed"),
+    ("prune", {"latency_batch": 0}, "spec.latency_batch"),
+    ("prune", {"start_epoch": -1}, "spec.start_epoch"),
+]
+
+
+@pytest.mark.parametrize(("kind", "change", "word"), PARITY_BAD, ids=[w for _, _, w in PARITY_BAD])
+def test_bad_cli_options_name_the_field(client: TestClient, kind: str, change: dict, word: str) -> None:
+    base = {"train": CLI_PARITY[0][1], "sensitivity": GOOD_SENSE, "prune": CLI_PARITY[2][1]}[kind]
+    r = client.post("/api/v1/jobs", json={"kind": kind, "spec": {**base, **change}})
+    assert r.status_code == 422 and word in r.json()["detail"], r.text
+    assert client.app.state.dispatcher.sent == []
+
+
+@pytest.mark.parametrize("body", [
+    {"sensitivity_job": 1},                                           # neither goal
+    {"sensitivity_job": 1, "max_drop": 1, "target_sparsity": 0.5},    # both
+    {"sensitivity_job": 1, "target_sparsity": 1.0},                   # not a fraction below 1
+    {"sensitivity_job": 1, "max_drop": 1, "epochs": 2},               # AGP needs 3 epochs
+    {"sensitivity_job": 1, "max_drop": 1, "one_shot": "twice"},
+])
+def test_bad_plans_name_the_field(client: TestClient, body: dict) -> None:
+    for path in ("/api/v1/plans", "/api/v1/plans/launch"):
+        r = client.post(path, json={**body, **({"thin": True} if path.endswith("launch") else {})})
+        assert r.status_code == 422, r.text
+        assert any(w in r.json()["detail"] for w in ("max_drop", "target_sparsity", "epochs", "one_shot")), r.text
+
+
+def test_points_follow_the_model_order_then_sparsity(client: TestClient) -> None:
+    """Rows come back by named_parameters position (not by name, not by insertion), then sparsity, in
+    JSON and CSV alike; a row without a position goes last."""
+    with client.app.state.session_factory() as s:
+        job = repo.create_job(s, kind="sensitivity", spec=dict(GOOD_SENSE), shards=1)
+        s.commit()
+        for name, index in (("z.weight", None), ("fc.weight", 2), ("conv2.weight", 1), ("conv1.weight", 0)):
+            for lv in (0.9, 0.0, 0.5):
+                repo.upsert_point(s, job.id, {"parameter": name, "sparsity": lv, "top1": 50.0, "top5": 90.0,
+                                              "loss": 1.0, "latency_ms": 0.25}, shard=0, worker="t", param_index=index)
+        s.commit()
+    expected = [(n, lv) for n in ("conv1.weight", "conv2.weight", "fc.weight", "z.weight") for lv in (0.0, 0.5, 0.9)]
+    points = client.get(f"/api/v1/jobs/{job.id}/points").json()
+    assert [(p["parameter"], p["sparsity"]) for p in points] == expected
+    assert points[0]["latency_ms"] == 0.25
+    rows = client.get(f"/api/v1/jobs/{job.id}/points.csv").text.splitlines()[1:]
+    assert [(r.split(",")[0], float(r.split(",")[1])) for r in rows] == expected
+
+
+def test_unmeasured_points_are_stored(client: TestClient) -> None:
+    """An early stop records the higher levels with null metrics (migration 0003)."""
+    job_id = _points_job(client, n_params=1, levels=(0.0,))
+    with client.app.state.session_factory() as s:
+        repo.upsert_point(s, job_id, {"parameter": "l0.weight", "sparsity": 0.9, "top1": None, "top5": None,
+                                      "loss": None, "measured": False}, shard=0, worker="t", param_index=0)
+        s.commit()
+    POINTS_CACHE.drop(job_id)
+    last = client.get(f"/api/v1/jobs/{job_id}/points").json()[-1]
+    assert last["measured"] is False and last["top1"] is None
+
+
+def _sse_events(text: str) -> list[tuple[str, dict]]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if lines:
+            out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+def test_list_event_stream_reports_changes_of_matching_jobs(client: TestClient) -> None:
+    """``GET /jobs/events``: a snapshot of active jobs, then every progress/status change and new job,
+    filtered by kind; the store is changed from another thread while the stream runs."""
+    factory = client.app.state.session_factory
+    with factory() as s:
+        running = repo.create_job(s, kind="sensitivity", spec=dict(GOOD_SENSE))
+        done = repo.create_job(s, kind="sensitivity", spec=dict(GOOD_SENSE))
+        other = repo.create_job(s, kind="train", spec={})
+        s.commit()
+        running_id, done_id, other_id = running.id, done.id, other.id
+        assert repo.claim_shard(s, done_id, 0, worker="t", stale_s=5)
+        repo.finish_shard(s, done_id, 0, status="succeeded")
+
+    def change() -> None:
+        with factory() as s:
+            repo.set_progress(s, running_id, done=3, total=8)
+            repo.set_progress(s, other_id, done=1, total=2)
+            s.commit()
+            time.sleep(0.3)
+            job = repo.create_job(s, kind="sensitivity", spec=dict(GOOD_SENSE))
+            s.commit()
+            created.append(job.id)
+
+    created: list[int] = []
+    timer = threading.Timer(0.3, change)
+    timer.start()
+    r = client.get("/api/v1/jobs/events", params={"kind": "sensitivity", "poll_s": 0.05, "max_s": 1.2})
+    timer.join()
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = _sse_events(r.text)
+    jobs = [data for name, data in events if name == "job"]
+    assert jobs[0]["id"] == running_id and jobs[0]["progress_done"] == 0  # the snapshot: active jobs only
+    assert {"id": running_id, "progress_done": 3, "progress_total": 8} in [
+        {k: j[k] for k in ("id", "progress_done", "progress_total")} for j in jobs]
+    assert created and created[0] in [j["id"] for j in jobs]
+    assert done_id not in [j["id"] for j in jobs] and other_id not in [j["id"] for j in jobs]
+    assert events[-1] == ("end", {"reason": "max_s"})
+    assert client.get("/api/v1/jobs/events", params={"status": "done"}).status_code == 422
+
+
+def test_job_events_without_points(client: TestClient) -> None:
+    job_id = _points_job(client)
+    names = [name for name, _ in _sse_events(client.get(f"/api/v1/jobs/{job_id}/events?points=false").text)]
+    assert names == ["progress", "end"]
+
+
+def test_documented_etag_and_gzip_exchange(client: TestClient) -> None:
+    """The curl session of docs/rest.md (points with gzip, then a 304 on the ETag), through httpx."""
+    job_id = _points_job(client)
+    first = client.get(f"/api/v1/jobs/{job_id}/points", headers={"Accept-Encoding": "gzip"})
+    assert first.headers["content-encoding"] == "gzip" and first.headers["vary"] == "Accept-Encoding"
+    again = client.get(f"/api/v1/jobs/{job_id}/points", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    csv = client.get(f"/api/v1/jobs/{job_id}/points.csv", headers={"Accept-Encoding": "gzip"})
+    assert csv.headers["etag"] != first.headers["etag"] and csv.text.startswith("parameter,sparsity,")
+
+
+def test_documented_curl_bodies_are_accepted(client: TestClient) -> None:
+    """Each ``curl -X POST … /jobs -d '{…}'`` of docs/rest.md, sent through httpx, creates its job."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "rest.md").read_text()
+    bodies = re.findall(r"curl -s -X POST \S+/api/v1/jobs .*?-d '(.*?)'", doc, flags=re.S)
+    assert bodies, "docs/rest.md lost its POST /jobs example"
+    for body in bodies:
+        r = client.post("/api/v1/jobs", json=json.loads(body))
+        assert r.status_code == 201, r.text

@@ -158,3 +158,47 @@ def test_plan_then_launch_runs_the_schedule(api: TestClient, sensed: dict) -> No
     job = finished(api, launched["id"])
     assert len(api.get(f"/jobs/{job['id']}/epochs").json()) == 3
     assert job["result"]["sparsity"] > 0
+
+
+@pytest.fixture(scope="module")
+def filter_sweep(api: TestClient, trained: dict) -> dict:
+    """A filter sweep with the CLI's extra options; params listed out of model order on purpose."""
+    job_id = submit(api, "sensitivity", model=MODEL, dataset="digits", group="filter", levels=[0.0, 0.25, 0.5, 0.75],
+                    params=["fc.weight", "conv2.weight", "conv1.weight"], samples=200, seed=5, early_stop=60.0,
+                    latency=True, coupled=True, shards=2)
+    return finished(api, job_id, timeout=120)
+
+
+def test_sensitivity_options_reach_the_engine(api: TestClient, filter_sweep: dict) -> None:
+    points = api.get(f"/jobs/{filter_sweep['id']}/points").json()
+    names = [p["parameter"] for p in points]
+    assert list(dict.fromkeys(names)) == ["conv1.weight", "conv2.weight"]  # model order; fc: skipped (filter)
+    assert all(p["samples"] == 200 and p["subset"] and p["mode"] == "coupled" for p in points if p["measured"])
+    assert all(p["latency_ms"] > 0 for p in points if p["measured"])
+    low = [p for p in points if p["measured"] and p["top1"] < 60.0]
+    for p in low:  # early stop: every higher level of that parameter is recorded, unmeasured
+        later = [q for q in points if q["parameter"] == p["parameter"] and q["sparsity"] > p["sparsity"]]
+        assert all(not q["measured"] and q["top1"] is None for q in later)
+
+
+def test_target_sparsity_plan_launches_a_thinning_prune_job(api: TestClient, filter_sweep: dict) -> None:
+    plan = api.post("/plans", json={"sensitivity_job": filter_sweep["id"], "target_sparsity": 0.1, "epochs": 2,
+                                    "one_shot": True, "metric": "loss"}).json()
+    assert "overall_sparsity" in plan, plan
+    assert plan["overall_sparsity"] >= 0.1 and "L1RankedStructureParameterPruner" in plan["yaml"], plan
+    r = api.post("/plans/launch", json={"sensitivity_job": filter_sweep["id"], "target_sparsity": 0.1,
+                                        "epochs": 2, "one_shot": True, "metric": "loss", "thin": True})
+    assert r.status_code == 201, r.text
+    spec = r.json()["spec"]
+    assert spec["thin"] is True and spec["seed"] == 0 and "samples" not in spec  # the sweep's own stay behind
+    job = finished(api, r.json()["id"], timeout=120)
+    thinning = job["result"]["thinning"]
+    assert thinning["after"]["params"] < thinning["before"]["params"] and thinning["after"]["latency_ms"] > 0
+
+
+def test_prune_options_reach_the_engine(api: TestClient, trained: dict) -> None:
+    job_id = submit(api, "prune", model=MODEL, dataset="digits", schedule=SCHEDULE, epochs=1, lr=0.001,
+                    optimizer="adam", momentum=0.0, weight_decay=0.0, seed=4, start_epoch=1, batch_size=128)
+    job = finished(api, job_id)
+    assert [e["epoch"] for e in api.get(f"/jobs/{job_id}/epochs").json()] == [1]  # epoch 0 replayed, untrained
+    assert job["result"]["sparsity"] > 0.3

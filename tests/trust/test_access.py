@@ -28,8 +28,10 @@ def guarded(sqlite_settings: Settings):  # noqa: ANN201 - a TestClient
 
 
 def _concrete(path: str) -> str:
-    """/jobs/{job_id}/points -> /jobs/1/points (ids that do not exist: no stream ever starts)."""
-    return re.sub(r"\{[^}]+\}", "424242", path)
+    """/jobs/{job_id}/points -> /jobs/1/points (ids that do not exist: no stream ever starts); the list's
+    event stream, which needs no id and never ends by itself, is bounded with max_s."""
+    path = re.sub(r"\{[^}]+\}", "424242", path)
+    return f"{path}?max_s=0.1" if path.endswith("/jobs/events") else path
 
 
 def _flat_routes(app: FastAPI) -> list[tuple[BaseRoute, str]]:
