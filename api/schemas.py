@@ -254,6 +254,21 @@ class ScheduleCheck(_Strict):
     yaml: str = Field(min_length=1, max_length=1_000_000)
 
 
+class SchedulePreviewRequest(ScheduleCheck):
+    model: Name = Field(description="architecture name or a registered model's name: the schedule's weights resolve "
+                                    "against its parameters")
+    epochs: int | None = Field(default=None, ge=1, le=10_000,
+                               description="epochs to walk (default: the whole schedule)")
+    lr: float = Field(default=0.1, gt=0, le=100, description="the initial learning rate the lr schedulers start from")
+
+
+class SchedulePreview(BaseModel):
+    renames: list[list[str]] = Field(description="(name in the schedule, model parameter) pairs where a "
+                                                 "DataParallel prefix was removed")
+    epochs: list[dict[str, Any]] = Field(description="per epoch: lr, target sparsity per parameter, acting pruners, "
+                                                     "regularizers, thinning events, notes")
+
+
 class ScheduleResult(BaseModel):
     valid: bool
     error: str | None = None

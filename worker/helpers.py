@@ -48,7 +48,26 @@ def make_plan(payload: dict[str, Any]) -> dict[str, Any]:
             "overall_sparsity": plan.overall_sparsity}
 
 
-HELPERS = {"validate_schedule": validate_schedule, "make_plan": make_plan}
+def preview_schedule(payload: dict[str, Any]) -> dict[str, Any]:
+    """The schedule walked epoch by epoch on the model (what ``prunescope prune --dry-run`` prints)."""
+    from pruning_core.checkpoint import load_model
+    from pruning_core.schedule import ScheduleError, parse_schedule, resolve_schedule
+    from pruning_core.scheduler import preview_schedule as preview
+
+    try:
+        model = load_model(payload["model"].get("checkpoint"), payload["model"]["arch"])
+    except ValueError as exc:
+        return {"error": f"model: {exc}"}
+    try:
+        schedule = parse_schedule(payload["yaml"], source="yaml")
+        epochs = preview(schedule, model, lr=payload["lr"], epochs=payload.get("epochs"))
+    except ScheduleError as exc:
+        return {"error": str(exc)}
+    renames = [list(pair) for pair in resolve_schedule(schedule, model).renames]
+    return {"renames": renames, "epochs": epochs}
+
+
+HELPERS = {"validate_schedule": validate_schedule, "make_plan": make_plan, "preview_schedule": preview_schedule}
 
 
 def main() -> int:

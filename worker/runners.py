@@ -161,22 +161,25 @@ def run_shard(job_id: int, shard: int, *, factory: sessionmaker[Session], settin
 
 # -- loading what a spec names -------------------------------------------------------------------
 
-def load_spec_model(ctx: JobContext) -> tuple[Any, str]:
-    """The spec's model: a registered one (its checkpoint) or an architecture with fresh weights."""
-    from pruning_core.checkpoint import load_model
-
+def spec_architecture(ctx: JobContext) -> tuple[str, str | None]:
+    """The spec's architecture and checkpoint path: a registered model's, or an architecture name alone."""
     with ctx.factory() as s:
         entry = s.scalar(select(ModelEntry).where(ModelEntry.name == ctx.spec["model"]))
-        path = None
-        if entry is not None:
-            arch = entry.architecture
-            if entry.artifact_id is not None:
-                from api.store.models import Artifact
+        if entry is None:
+            return ctx.spec["model"], None
+        if entry.artifact_id is None:
+            return entry.architecture, None
+        from api.store.models import Artifact
 
-                path = ctx.settings.data_dir / s.get(Artifact, entry.artifact_id).path
-        else:
-            arch = ctx.spec["model"]
-    return load_model(str(path) if path else None, arch), arch
+        return entry.architecture, str(ctx.settings.data_dir / s.get(Artifact, entry.artifact_id).path)
+
+
+def load_spec_model(arch: str, path: str | None, bundle: Any) -> Any:
+    """The model with its weights, sized for the dataset's input where the architecture depends on it
+    (lenet-300-100 on 8x8 digits)."""
+    from pruning_core.checkpoint import load_model
+
+    return load_model(path, arch, input_shape=bundle.input_shape)
 
 
 def load_spec_dataset(ctx: JobContext, arch: str, split: str) -> Any:
@@ -209,8 +212,9 @@ def run_sensitivity(ctx: JobContext) -> None:
     from pruning_core.sensitivity import SensitivityAnalysis, select_parameters
 
     spec = ctx.spec
-    model, arch = load_spec_model(ctx)
+    arch, path = spec_architecture(ctx)
     bundle = load_spec_dataset(ctx, arch, spec.get("split", "test"))
+    model = load_spec_model(arch, path, bundle)
     loader = make_loader(bundle, batch_size=spec.get("batch_size", 256))
     example = bundle.dataset[0][0].unsqueeze(0)
     levels = [round(float(x), 10) for x in spec["levels"]]
@@ -325,10 +329,11 @@ def run_train(ctx: JobContext) -> None:
     from pruning_core.training import evaluate, train
 
     spec = ctx.spec
-    model, arch = load_spec_model(ctx)
+    arch, path = spec_architecture(ctx)
+    train_set = load_spec_dataset(ctx, arch, "train")
+    model = load_spec_model(arch, path, train_set)
     batch = spec.get("batch_size", 256)
-    train_loader = make_loader(load_spec_dataset(ctx, arch, "train"), batch_size=batch, shuffle=True,
-                               seed=spec.get("seed", 0))
+    train_loader = make_loader(train_set, batch_size=batch, shuffle=True, seed=spec.get("seed", 0))
     test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=batch)
     train(model, train_loader, epochs=spec["epochs"], lr=spec["lr"], **optimizer_options(spec),
           eval_loader=test_loader, on_epoch=_epoch_callback(ctx, spec["epochs"]), seed=spec.get("seed", 0),
@@ -344,10 +349,11 @@ def run_prune_job(ctx: JobContext) -> None:
     from pruning_core.schedule import parse_schedule
 
     spec = ctx.spec
-    model, arch = load_spec_model(ctx)
+    arch, path = spec_architecture(ctx)
+    train_set = load_spec_dataset(ctx, arch, "train")  # its name is the kind, also for a registered dataset
+    model = load_spec_model(arch, path, train_set)
     batch = spec.get("batch_size", 256)
     seed = spec.get("seed", 0)
-    train_set = load_spec_dataset(ctx, arch, "train")  # its name is the kind, also for a registered dataset
     train_loader = make_loader(train_set, batch_size=batch, shuffle=True, seed=seed)
     test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=batch)
     schedule = parse_schedule(spec["schedule"], source="spec.schedule")

@@ -18,6 +18,8 @@ from api.schemas import (
     PruneJobCreate,
     PruneSpec,
     ScheduleCheck,
+    SchedulePreview,
+    SchedulePreviewRequest,
     ScheduleResult,
 )
 from api.settings import Settings
@@ -30,6 +32,16 @@ router = APIRouter(tags=["planning"])
 def validate_schedule(body: ScheduleCheck) -> dict[str, Any]:
     """Always 200 with ``valid`` true/false: an invalid schedule is the answer, not a bad request."""
     return run_helper("validate_schedule", {"yaml": body.yaml})
+
+
+@router.post("/schedules/preview", response_model=SchedulePreview)
+def preview_schedule(body: SchedulePreviewRequest, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """Walk a schedule without training: per epoch the lr, each parameter's target sparsity, thinning."""
+    model = _model_ref(session, settings, {"model": body.model})
+    out = run_helper("preview_schedule", {"yaml": body.yaml, "model": model, "epochs": body.epochs, "lr": body.lr})
+    if "error" in out:
+        raise HTTPException(422, out["error"] if out["error"].startswith("model:") else f"yaml: {out['error']}")
+    return out
 
 
 def _finished_sensitivity(session: SessionDep, job_id: int, field: str) -> Job:
