@@ -40,10 +40,17 @@ async function route() {
       console.error(err);
       view.replaceChildren(h("div.card.error", h("h2", "Something went wrong"), h("p", err.message || String(err))));
     }
-    if (gen === generation) document.body.dataset.ready = "1";
+    if (gen === generation) markReady(raw);
     return;
   }
   view.replaceChildren(h("div.card", h("h2", "Not found"), h("p", `No page at #${raw}. `, h("a", { href: "#/jobs" }, "Go to jobs"))));
+  markReady(raw);
+}
+
+// data-ready says the page is drawn; data-hash says which one, so a test (or a script) that changed
+// location.hash can wait for *that* page and not see the previous page's ready flag.
+function markReady(raw) {
+  document.body.dataset.hash = `#${raw}`;
   document.body.dataset.ready = "1";
 }
 

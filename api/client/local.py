@@ -52,7 +52,9 @@ class InProcessTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         async def call() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
             response = await self._asgi.handle_async_request(request)
-            body = await response.aread()
+            # the raw bytes: the outer Response decodes them once, as its Content-Encoding says
+            body = b"".join([chunk async for chunk in response.aiter_raw()])
+            await response.aclose()
             return response.status_code, response.headers.raw, body
 
         status, headers, body = asyncio.run_coroutine_threadsafe(call(), self._loop).result()

@@ -14,13 +14,13 @@ import pytest
 from dash_helpers import CHROMIUM_ARGS, TIMEOUT_MS, Server, chromium_path, running_server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("prunescope-data")) as srv:
         yield srv
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     exe = chromium_path()
     if exe is None:
@@ -44,7 +44,7 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def store(server: Server) -> Iterator[Any]:
     """A session factory on the live server's SQLite store, for inserting synthetic jobs and points."""
     from api.settings import Settings

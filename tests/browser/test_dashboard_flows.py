@@ -54,7 +54,7 @@ def test_submit_sensitivity_job_and_watch_it_live(page, server, tmp_path: Path) 
     page.wait_for_function("/^#\\/jobs\\/\\d+$/.test(location.hash)")
     job_id = int(page.evaluate("location.hash").rsplit("/", 1)[1])
     JOBS["form"] = job_id
-    page.wait_for_function("document.body.dataset.ready === '1'")
+    page.wait_for_function("document.body.dataset.hash === location.hash && document.body.dataset.ready === '1'")
     # the progress bar reaches 100% through the event stream: no reload (the marker survives)
     page.wait_for_selector(".job-head .progress[aria-valuenow='100']", timeout=240_000)
     page.wait_for_selector("#job-status .badge[data-status=succeeded]", timeout=30_000)
@@ -116,7 +116,8 @@ def test_plan_then_launch_the_prune_job(page, server, sensitivity_job) -> None:
     shot(page, "plan-real")
     page.check("#plan-thin")  # the prune job then thins the model and measures size and speed
     page.click("#launch-plan")
-    page.wait_for_function("/^#\\/jobs\\/\\d+$/.test(location.hash) && document.body.dataset.ready === '1'")
+    page.wait_for_function("/^#\\/jobs\\/\\d+$/.test(location.hash) && document.body.dataset.hash === location.hash"
+                           " && document.body.dataset.ready === '1'")
     prune_id = int(page.evaluate("location.hash").rsplit("/", 1)[1])
     job = server.get(f"/api/v1/jobs/{prune_id}")
     assert job["kind"] == "prune" and "AutomatedGradualPruner" in job["spec"]["schedule"] and job["spec"]["thin"]
@@ -140,7 +141,8 @@ def test_compare_two_jobs(page, server, sensitivity_job) -> None:
     page.check(f"tr[data-job='{other}'] input[type=checkbox]")
     shot(page, "jobs")
     page.click("#compare-selected")
-    page.wait_for_function("location.hash.startsWith('#/compare') && document.body.dataset.ready === '1'")
+    page.wait_for_function("location.hash.startsWith('#/compare') && document.body.dataset.hash === location.hash"
+                           " && document.body.dataset.ready === '1'")
     ids = sorted([sensitivity_job, other])
     assert page.evaluate("location.hash") == f"#/compare?jobs={ids[0]},{ids[1]}"
     page.wait_for_function("document.getElementById('compare-chart').data?.length === 8")

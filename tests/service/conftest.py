@@ -3,7 +3,6 @@ fresh schema per test), Redis, and a clear failure naming the service that is do
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 import uuid
@@ -23,7 +22,6 @@ PG_ADMIN_DB = os.environ.get("PRUNESCOPE_TEST_PG_DB", "test")
 REDIS_HOST = os.environ.get("PRUNESCOPE_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("PRUNESCOPE_TEST_REDIS_PORT", "6379"))
 
-_schema_counter = itertools.count()
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -71,7 +69,7 @@ def pg_schema_url(pg_database: str) -> str:
     """A fresh schema inside the session database, selected through the connection's search_path."""
     import psycopg
 
-    schema = f"t{os.getpid()}_{next(_schema_counter)}"
+    schema = f"t{uuid.uuid4().hex[:12]}"  # unique even when two test packages import this module
     dsn = pg_database.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')

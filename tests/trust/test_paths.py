@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,8 @@ def test_body_limit_stops_reading_a_stream_without_content_length() -> None:
 
     scope = {"type": "http", "method": "POST", "path": "/api/v1/models",
              "headers": [(b"transfer-encoding", b"chunked")]}
-    asyncio.run(BodyLimit(app, lambda: settings)(scope, receive, send))
+    # a fresh loop in its own thread: Playwright's sync API may hold this thread's loop (browser tests)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, BodyLimit(app, lambda: settings)(scope, receive, send)).result()
     assert sent[0]["status"] == 413
     assert pulled * len(chunk) <= settings.max_upload_bytes + BODY_SLACK_BYTES + len(chunk)
