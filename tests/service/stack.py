@@ -3,7 +3,6 @@ logged to a file (shown when a wait times out) and killed by its own pid at the 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +11,7 @@ from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.live import free_port
 
 
 class Stack:
