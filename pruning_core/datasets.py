@@ -19,7 +19,7 @@ import codecs
 import gzip
 import pickle
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,6 +381,19 @@ def load_dataset(name: str, split: str = "train", **opts: Any) -> DatasetBundle:
         raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
     defaults, loader = _DATASETS[name]
     return loader(split, _options(name, opts, defaults))
+
+
+def options_for_model(dataset: str, arch: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with ``synthetic`` data defaulting to the model's input shape and class count
+    (DESIGN.md), so the CLI and the service size synthetic data the same way."""
+    merged = dict(options)
+    if dataset == "synthetic":
+        from pruning_core.models import model_info
+
+        info = model_info(arch)
+        merged.setdefault("shape", "x".join(str(d) for d in info.input_shape))
+        merged.setdefault("classes", info.num_classes)
+    return merged
 
 
 def make_loader(

@@ -164,14 +164,7 @@ def run_shard(job_id: int, shard: int, *, factory: sessionmaker[Session], settin
 def spec_architecture(ctx: JobContext) -> tuple[str, str | None]:
     """The spec's architecture and checkpoint path: a registered model's, or an architecture name alone."""
     with ctx.factory() as s:
-        entry = s.scalar(select(ModelEntry).where(ModelEntry.name == ctx.spec["model"]))
-        if entry is None:
-            return ctx.spec["model"], None
-        if entry.artifact_id is None:
-            return entry.architecture, None
-        from api.store.models import Artifact
-
-        return entry.architecture, str(ctx.settings.data_dir / s.get(Artifact, entry.artifact_id).path)
+        return repo.model_source(s, ctx.spec["model"], ctx.settings.data_dir)
 
 
 def load_spec_model(arch: str, path: str | None, bundle: Any) -> Any:
@@ -184,8 +177,7 @@ def load_spec_model(arch: str, path: str | None, bundle: Any) -> Any:
 
 def load_spec_dataset(ctx: JobContext, arch: str, split: str) -> Any:
     """The spec's dataset split; ``synthetic`` defaults to the model's input shape and class count."""
-    from pruning_core.datasets import load_dataset
-    from pruning_core.models import model_info
+    from pruning_core.datasets import load_dataset, options_for_model
 
     name, options = ctx.spec["dataset"], dict(ctx.spec.get("dataset_options") or {})
     with ctx.factory() as s:
@@ -193,11 +185,7 @@ def load_spec_dataset(ctx: JobContext, arch: str, split: str) -> Any:
         if entry is not None:
             name = entry.kind
             options = {**(entry.options or {}), **({"root": entry.root} if entry.root else {}), **options}
-    if name == "synthetic":
-        info = model_info(arch)
-        options.setdefault("shape", "x".join(str(d) for d in info.input_shape))
-        options.setdefault("classes", info.num_classes)
-    return load_dataset(name, split=split, **options)
+    return load_dataset(name, split=split, **options_for_model(name, arch, options))
 
 
 # -- sensitivity ---------------------------------------------------------------------------------

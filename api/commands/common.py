@@ -39,16 +39,11 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
-def dataset_options(args: argparse.Namespace) -> dict[str, str]:
+def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     """The --dataset-opt pairs; synthetic data defaults to the model's input shape and classes."""
-    from pruning_core.models import model_info
+    from pruning_core.datasets import options_for_model
 
-    options = parse_options(args.dataset_opt)
-    if args.dataset == "synthetic":
-        info = model_info(args.model)
-        options.setdefault("shape", "x".join(str(d) for d in info.input_shape))
-        options.setdefault("classes", str(info.num_classes))
-    return options
+    return options_for_model(args.dataset, args.model, parse_options(args.dataset_opt))
 
 
 def load_split(args: argparse.Namespace, split: str) -> Any:

@@ -23,7 +23,8 @@ from api.schemas import (
     ScheduleResult,
 )
 from api.settings import Settings
-from api.store.models import POINT_ORDER, Artifact, Job, ModelEntry, SensitivityPointRow
+from api.store import repo
+from api.store.models import POINT_ORDER, Job, SensitivityPointRow
 
 router = APIRouter(tags=["planning"])
 
@@ -56,13 +57,9 @@ def _finished_sensitivity(session: SessionDep, job_id: int, field: str) -> Job:
 
 
 def _model_ref(session: SessionDep, settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
-    """Architecture and checkpoint path of a job's model, for the helper to weigh layers by their sizes."""
-    entry = session.scalar(select(ModelEntry).where(ModelEntry.name == spec["model"]))
-    if entry is None:
-        return {"arch": spec["model"], "checkpoint": None}
-    artifact = session.get(Artifact, entry.artifact_id) if entry.artifact_id is not None else None
-    return {"arch": entry.architecture,
-            "checkpoint": str(settings.data_dir / artifact.path) if artifact is not None else None}
+    """Architecture and checkpoint path of a job's model, for the helper to build it."""
+    arch, checkpoint = repo.model_source(session, spec["model"], settings.data_dir)
+    return {"arch": arch, "checkpoint": checkpoint}
 
 
 def _plan(session: SessionDep, settings: Settings, body: PlanRequest) -> dict[str, Any]:

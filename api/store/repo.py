@@ -282,6 +282,16 @@ def mark_dispatched(session: Session, pairs: Iterable[tuple[int, int]], *, relea
     session.commit()
 
 
+def model_source(session: Session, name: str, data_dir: Path) -> tuple[str, str | None]:
+    """(architecture, checkpoint path or None) of a spec's ``model``: a registered model's, else the name
+    itself as an architecture with fresh weights."""
+    entry = session.scalar(select(ModelEntry).where(ModelEntry.name == name))
+    if entry is None:
+        return name, None
+    artifact = session.get(Artifact, entry.artifact_id) if entry.artifact_id is not None else None
+    return entry.architecture, str(data_dir / artifact.path) if artifact is not None else None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
