@@ -68,6 +68,7 @@ def running_server(data_dir: Path, **extra_env: str) -> Iterator[Server]:
     for key in ("PRUNESCOPE_DATABASE_URL", "PRUNESCOPE_BROKER_URL", "PRUNESCOPE_TOKEN", "PRUNESCOPE_URL"):
         env.pop(key, None)
     env.update(extra_env)
+    data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(server_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

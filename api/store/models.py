@@ -25,6 +25,13 @@ ACTIVE_STATUSES = ("queued", "running")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 
 
+#: Row ids and the foreign keys that hold them: 64-bit everywhere (BIGINT on PostgreSQL; on SQLite an
+#: INTEGER PRIMARY KEY is the 64-bit rowid already, and must stay INTEGER to remain the rowid).
+Id = BigInteger().with_variant(Integer, "sqlite")
+#: SQLite's AUTOINCREMENT: a deleted job's id is never handed out again (PostgreSQL sequences never reuse).
+NO_REUSE = {"sqlite_autoincrement": True}
+
+
 def utcnow() -> datetime:
     """Timezone-aware now; stored as UTC so SQLite and PostgreSQL agree."""
     return datetime.now(timezone.utc)
@@ -36,7 +43,8 @@ class Base(DeclarativeBase):
 
 class Experiment(Base):
     __tablename__ = "experiments"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    __table_args__ = NO_REUSE
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list[Any]] = mapped_column(default=list)
@@ -47,8 +55,9 @@ class Artifact(Base):
     """A file under the data dir (checkpoint, schedule, report); SQL keeps its hash and size."""
 
     __tablename__ = "artifacts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    __table_args__ = NO_REUSE
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(Id, ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(Text)  # relative to the data dir
@@ -61,15 +70,16 @@ class ModelEntry(Base):
     """The model registry: a named architecture + checkpoint with its size and baseline metrics."""
 
     __tablename__ = "models"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    __table_args__ = NO_REUSE
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     architecture: Mapped[str] = mapped_column(String(100))
-    artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id", ondelete="SET NULL"))
+    artifact_id: Mapped[int | None] = mapped_column(Id, ForeignKey("artifacts.id", ondelete="SET NULL"))
     checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     parameters: Mapped[int | None] = mapped_column(BigInteger)
     macs: Mapped[float | None] = mapped_column(Double)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    source_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    source_job_id: Mapped[int | None] = mapped_column(Id, ForeignKey("jobs.id", ondelete="SET NULL"))
     # uploaded checkpoints are validated by a worker before use: pending | valid | invalid
     validation: Mapped[str] = mapped_column(String(16), default="valid")
     validation_error: Mapped[str | None] = mapped_column(Text)
@@ -78,7 +88,8 @@ class ModelEntry(Base):
 
 class DatasetEntry(Base):
     __tablename__ = "datasets"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    __table_args__ = NO_REUSE
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(32))
     root: Mapped[str | None] = mapped_column(Text)
@@ -88,10 +99,11 @@ class DatasetEntry(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    __table_args__ = NO_REUSE
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), index=True)
     experiment_id: Mapped[int | None] = mapped_column(
-        ForeignKey("experiments.id", ondelete="SET NULL"), index=True
+        Id, ForeignKey("experiments.id", ondelete="SET NULL"), index=True
     )
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
@@ -115,7 +127,7 @@ class JobShard(Base):
     """One unit of dispatch: a group of parameters of a sensitivity job (other kinds have one shard)."""
 
     __tablename__ = "job_shards"
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[int] = mapped_column(Id, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     worker: Mapped[str | None] = mapped_column(String(255))
@@ -133,9 +145,9 @@ class SensitivityPointRow(Base):
     """Every field of the engine's SensitivityPoint, unique per (job, parameter, sparsity)."""
 
     __tablename__ = "sensitivity_points"
-    __table_args__ = (UniqueConstraint("job_id", "parameter", "sparsity", name="uq_point"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    __table_args__ = (UniqueConstraint("job_id", "parameter", "sparsity", name="uq_point"), NO_REUSE)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    job_id: Mapped[int] = mapped_column(Id, ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     parameter: Mapped[str] = mapped_column(String(255))
     sparsity: Mapped[float] = mapped_column(Double)
     # null after an early stop (measured false): the level was not evaluated
@@ -179,9 +191,9 @@ class EpochMetric(Base):
     """One epoch of a train or prune job; ``data`` keeps whatever else the engine reported."""
 
     __tablename__ = "epoch_metrics"
-    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epoch"), NO_REUSE)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    job_id: Mapped[int] = mapped_column(Id, ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     epoch: Mapped[int] = mapped_column(Integer)
     train_loss: Mapped[float | None] = mapped_column(Double)
     top1: Mapped[float | None] = mapped_column(Double)
