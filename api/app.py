@@ -11,24 +11,26 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
 
 from api.dispatch import CeleryDispatcher, Dispatcher, Reaper, redispatch_orphans
+from api.limits import ApplyLimits
+from api.options import OptionsAnswer
 from api.routes import artifacts, dashboard, datasets, experiments, health, jobs, models, planning
 from api.security import BodyLimit, TokenAuth, static_only
 from api.settings import Settings, get_settings
 from api.store import make_engine, make_session_factory, migrate
+from api.store.datadir_lock import DataDirLock
+from pruning_core.limits import MAX_ERRORS, MAX_MESSAGE_CHARS, QUOTE_CHARS, LimitError, clip
 
 log = logging.getLogger(__name__)
-FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
+FRONTEND_DIR = dashboard.frontend_dir()  # package data of `frontend`, so a wheel serves it too
 API_PREFIX = "/api/v1"
 
 
@@ -43,11 +45,22 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = [
-        {"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid").removeprefix("Value error, ")}
-        for e in exc.errors()
-    ]
+    """422 naming each field; a check that knows the exact option (a ``LimitError``) extends the path.
+    Never echoes input at length: names, messages and the number of errors are capped, so a 190 MB
+    bad body gets a short answer."""
+    found = exc.errors()
+    errors = []
+    for e in found[:MAX_ERRORS]:
+        loc = tuple(e.get("loc", ()))
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, LimitError) and cause.field:
+            loc += tuple(cause.field.split("."))
+        message = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        errors.append({"field": clip(_field(tuple(clip(str(p)) for p in loc)), 2 * QUOTE_CHARS),
+                       "message": clip(message, MAX_MESSAGE_CHARS)})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    if len(found) > MAX_ERRORS:
+        detail += f"; and {len(found) - MAX_ERRORS} more errors"
     return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
 
@@ -117,31 +130,43 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Shards left unfinished by a previous process: in embedded mode nobody else can be running
-        # them, so every active one is resumed; with a broker only those whose heartbeat is stale.
+        # Shards left unfinished by a previous process: in embedded mode the data-dir lock proves nobody
+        # else can be running them, so every active one is resumed (or, if its cancel was requested,
+        # ended cancelled); with a broker only those whose heartbeat is stale.
         embedded = dispatcher.name == "embedded"
-        redispatch_orphans(dispatcher, factory, stale_s=settings.heartbeat_stale_s, all_active=embedded)
-        reaper = None
-        if not embedded:
-            reaper = Reaper(dispatcher, factory, settings.heartbeat_stale_s)
-            reaper.start()
-        for hook in app.state.on_startup:
-            hook()
-        yield
-        if reaper is not None:
-            reaper.stop()
-        shutdown = getattr(dispatcher, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
-        engine.dispose()
+        # ``prunescope serve`` takes the lock before building anything, to refuse at once; TestClient
+        # and Client.local() apps take it here, for as long as their lifespan runs.
+        own_lock = embedded and app.state.data_dir_lock is None
+        if own_lock:
+            app.state.data_dir_lock = DataDirLock(settings.data_dir).acquire()
+        try:
+            redispatch_orphans(dispatcher, factory, stale_s=settings.heartbeat_stale_s, all_active=embedded)
+            reaper = None
+            if not embedded:
+                reaper = Reaper(dispatcher, factory, settings.heartbeat_stale_s)
+                reaper.start()
+            for hook in app.state.on_startup:
+                hook()
+            yield
+            if reaper is not None:
+                reaper.stop()
+            shutdown = getattr(dispatcher, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+            engine.dispose()
+        finally:
+            if own_lock:
+                app.state.data_dir_lock.release()
+                app.state.data_dir_lock = None
 
-    app = FastAPI(title="prunescope", version="1", lifespan=lifespan, docs_url="/docs",
-                  openapi_url=f"{API_PREFIX}/openapi.json")
+    app = FastAPI(title="prunescope", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=f"{API_PREFIX}/openapi.json")  # /docs, /redoc: dashboard.install, local assets
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = factory
     app.state.dispatcher = dispatcher
     app.state.on_startup = []
+    app.state.data_dir_lock = None  # a DataDirLock the caller already holds (``prunescope serve``)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(OverflowError, _unstorable)
@@ -149,14 +174,16 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     for module in (health, jobs, models, datasets, experiments, artifacts, planning):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)  # /healthz at the root too, for probes
-    if FRONTEND_DIR.is_dir() and any(FRONTEND_DIR.iterdir()):
-        app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    if FRONTEND_DIR is not None:
+        app.mount("/", dashboard.DashboardFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     dashboard.install(app)
     _patch_openapi(app)
     # Added innermost first: CORS answers preflights before the token check, which runs before
     # any body is read.
     current = lambda: app.state.settings  # noqa: E731 - read per request, tests change settings live
+    app.add_middleware(OptionsAnswer, routes=lambda: app.router.routes)
     app.add_middleware(BodyLimit, settings=current)
+    app.add_middleware(ApplyLimits, settings=current)  # issue 13: specs validated with these settings' limits
     app.add_middleware(TokenAuth, settings=current, is_static=static_only(app.router.routes))
     if settings.cors_allow_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_list, allow_credentials=False,

@@ -1,15 +1,20 @@
 """The upload-time checkpoint check: :mod:`pruning_core.checkpoint_scan` with the service's limits.
 
 The scan is torch-free (the API process never imports torch) and is the very one the worker runs
-again before ``torch.load(weights_only=True)``, so upload and load refuse the same files alike.
+again before ``torch.load(weights_only=True)``, so upload and load refuse the same files alike. It
+runs in the bounded helper pool (:mod:`api.compute`), never on a request thread: a scan's cost grows
+with its input (CRCs of every member, the pickle walk), so it gets the pool's time and memory budget
+and a burst of hostile uploads queues there instead of freezing the server.
 """
 
 from __future__ import annotations
 
-from typing import BinaryIO
+import dataclasses
+from pathlib import Path
 
+from api.compute import run_helper
 from api.settings import Settings
-from pruning_core.checkpoint_scan import CheckpointError, ScanLimits, scan_archive
+from pruning_core.checkpoint_scan import CheckpointError, ScanLimits, ScanResult, UnsafeCheckpointError
 
 #: Anything the scan refuses (unsafe code, zip bombs, damaged or foreign files).
 UnsafeCheckpoint = CheckpointError
@@ -23,6 +28,12 @@ def limits_for(settings: Settings) -> ScanLimits:
                       max_tensor_bytes=int(settings.max_tensor_mb * 2**20))
 
 
-def check_checkpoint(fh: BinaryIO, settings: Settings) -> None:
-    """Raise UnsafeCheckpoint with the reason unless ``fh`` is a plain torch.save zip within limits."""
-    scan_archive(fh, limits_for(settings))
+def check_checkpoint(path: Path, settings: Settings) -> ScanResult:
+    """Raise UnsafeCheckpoint with the reason unless the file at ``path`` is a plain torch.save zip
+    within limits holding a state_dict; HTTPException 503 if the pool is full or the scan broke its budget.
+    Returns the tensors' declared shapes."""
+    out = run_helper("scan_checkpoint", {"path": str(path), "limits": dataclasses.asdict(limits_for(settings))})
+    if "error" in out:
+        raise (UnsafeCheckpointError if out.get("unsafe") else CheckpointError)(out["error"])
+    return ScanResult({n: None if d is None else tuple(d) for n, d in out.get("shapes", [])},
+                      bool(out.get("thinned")))

@@ -63,10 +63,15 @@ def dispatch_job(dispatcher: Dispatcher, job_id: int, shards: int) -> None:
 def redispatch_orphans(
     dispatcher: Dispatcher, factory: sessionmaker[Session], *, stale_s: float, all_active: bool = False
 ) -> list[tuple[int, int]]:
-    """Send again the shards whose worker is gone (see ``repo.shards_to_redispatch``)."""
+    """Settle the jobs whose worker is gone: a cancel-requested one ends ``cancelled`` (its runner died
+    before reading the flag; see ``repo.end_orphaned_cancels``), the others' shards are sent again
+    (see ``repo.shards_to_redispatch``). Returns the shards sent."""
     with factory() as session:
+        cancelled = repo.end_orphaned_cancels(session, stale_s=stale_s, all_active=all_active)
         pairs = repo.shards_to_redispatch(session, stale_s=stale_s, all_active=all_active)
         repo.mark_dispatched(session, pairs, release=all_active)
+    for job_id in cancelled:
+        log.warning("job %s ended cancelled: its cancel was requested and its worker is gone", job_id)
     for job_id, index in pairs:
         log.warning("re-dispatching job %s shard %s (worker gone)", job_id, index)
         dispatcher.dispatch(job_id, index)
@@ -74,7 +79,8 @@ def redispatch_orphans(
 
 
 class Reaper:
-    """A daemon thread that re-dispatches shards with stale heartbeats every ``period_s``."""
+    """A daemon thread that, every third of ``stale_s``, ends cancel-requested jobs whose worker is gone
+    and re-dispatches the other shards with stale heartbeats."""
 
     def __init__(self, dispatcher: Dispatcher, factory: sessionmaker[Session], stale_s: float) -> None:
         self.dispatcher, self.factory, self.stale_s = dispatcher, factory, stale_s

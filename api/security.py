@@ -106,7 +106,8 @@ class TooLarge(HTTPException):
 
 
 class BodyLimit:
-    """Refuse request bodies over ``max_upload_mb`` (+ slack) while they stream in: a declared
+    """Refuse request bodies over their limit while they stream in (multipart uploads:
+    ``max_upload_mb`` + slack; anything else, which is parsed in memory: ``max_json_mb``): a declared
     Content-Length over the limit is refused before reading; otherwise bytes are counted per chunk,
     so an oversized upload never reaches the disk or memory in full."""
 
@@ -119,9 +120,16 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         settings = self.settings()
-        limit = settings.max_upload_bytes + BODY_SLACK_BYTES
-        detail = f"request body larger than the {settings.max_upload_mb:g} MB upload limit (PRUNESCOPE_MAX_UPLOAD_MB)"
-        declared = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        if headers.get("content-type", "").lower().startswith("multipart/"):
+            limit = settings.max_upload_bytes + BODY_SLACK_BYTES
+            detail = (f"request body larger than the {settings.max_upload_mb:g} MB upload limit "
+                      "(PRUNESCOPE_MAX_UPLOAD_MB)")
+        else:
+            limit = settings.max_json_bytes
+            detail = (f"request body larger than the {settings.max_json_mb:g} MB limit for JSON bodies "
+                      "(PRUNESCOPE_MAX_JSON_MB); files go up as multipart uploads")
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             await _send_json(send, 413, detail, {"Connection": "close"})
             return

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.dispatch import Dispatcher, dispatch_job
+from api.schemas import SensitivitySpec, TrainSpec
 from api.store import repo
 from api.store.models import TERMINAL_STATUSES, Experiment, Job
 from api.version import code_version
@@ -21,12 +22,11 @@ log = logging.getLogger(__name__)
 DEMO_MODEL = "digits-cnn"
 # 10 epochs of SGD at batch 128 reach ~99 % test top1 on digits (15 at batch 64 is slower and no better);
 # about 10 s on one CPU thread.
-DEMO_TRAIN = {"model": "digits-cnn", "dataset": "digits", "dataset_options": {}, "batch_size": 128,
-              "device": "auto", "epochs": 10, "lr": 0.1, "optimizer": "sgd", "seed": 0, "register_as": DEMO_MODEL}
+# The specs are built by the API's models, so everything not named here is their default.
+DEMO_TRAIN = TrainSpec(model="digits-cnn", dataset="digits", batch_size=128, epochs=10,
+                       register_as=DEMO_MODEL).model_dump(mode="json")
 # Distiller's default sweep (0, 0.05, ..., 0.9) over every conv/linear weight: 4 x 19 points, ~2 s.
-DEMO_SENSE = {"model": DEMO_MODEL, "dataset": "digits", "dataset_options": {}, "batch_size": 256, "device": "auto",
-              "split": "test", "group": "element", "levels": [round(i * 0.05, 10) for i in range(19)],
-              "params": None, "samples": None, "coupled": False, "engine": "fast", "shards": 2}
+DEMO_SENSE = SensitivitySpec(model=DEMO_MODEL, dataset="digits", shards=2).model_dump(mode="json")
 
 
 def _submit(session: Session, dispatcher: Dispatcher, kind: str, spec: dict, exp: int, shards: int = 1) -> int:

@@ -1,7 +1,7 @@
 // Compare: overlay the curves of several sensitivity jobs (#/compare?jobs=1,2) and tabulate the
 // metric side by side (GET /compare).
 import { curvesOf, curveTraces, curveLayout } from "./sensitivity.js";
-import { api, esc, fmtNum, h, hashQuery, PALETTE } from "./util.js";
+import { api, esc, fmtNum, h, hashQuery, loadPlotly, PALETTE } from "./util.js";
 
 const DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"];
 
@@ -50,6 +50,7 @@ export async function comparePage(view) {
   }
 
   async function draw() {
+    const Plotly = await loadPlotly();
     const ids = [...chosen].sort((a, b) => a - b);
     if (ids.length < 1) {
       note.textContent = "Pick two or more jobs above.";

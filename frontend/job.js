@@ -3,14 +3,15 @@
 import { buildReport } from "./report.js";
 import { curvesOf, drawCurves, drawHeatmap, hasMacs, pointsTableHtml } from "./sensitivity.js";
 import {
-  ACTIVE, api, downloadText, fmtDuration, fmtInt, fmtNum, fmtSi, fmtTime, h, onLeave, progressBar, statusBadge, toast,
-  updateProgressBar, withToken,
+  ACTIVE, api, downloadText, fmtDuration, fmtInt, fmtNum, fmtSi, fmtTime, h, loadPlotly, onLeave, progressBar, statusBadge,
+  toast, updateProgressBar, withToken,
 } from "./util.js";
 
 /** Exposed for tests and benchmarks: the last sensitivity render and a way to re-run it. */
 const ps = (window.prunescope = window.prunescope || {});
 
 export async function jobPage(view, id) {
+  loadPlotly().catch(() => {}); // every job page draws: fetch plotly.js alongside the job (a failure shows where it draws)
   let job = await api(`jobs/${id}`);
   const bar = progressBar(job);
   const badge = h("span#job-status", statusBadge(job.status));
@@ -114,7 +115,9 @@ async function sensitivitySection(view, job, setOnPoint, setOnEnd) {
   const id = job.id;
   const store = new Map(); // "param|sparsity" -> point
   const add = (p) => store.set(`${p.parameter}|${p.sparsity}`, p);
-  (await api(`jobs/${id}/points`)).forEach(add);
+  // plotly.js is loaded alongside the points, so the render (and its timing) is drawing only
+  const [initial] = await Promise.all([api(`jobs/${id}/points`), loadPlotly()]);
+  initial.forEach(add);
 
   // bands by default only while they stay readable (and cheap): one filled trace per parameter
   const state = { metric: "top1", xAxis: "sparsity", bands: new Set([...store.values()].map((p) => p.parameter)).size <= 12 };
@@ -238,6 +241,7 @@ async function epochsSection(view, job, setOnEnd) {
     const epochs = await api(`jobs/${job.id}/epochs`);
     const x = epochs.map((e) => e.epoch);
     const withSparsity = epochs.some((e) => e.sparsity !== null && e.sparsity !== undefined);
+    const Plotly = await loadPlotly();
     await Plotly.react(chartAcc, [
       { type: "scatter", mode: "lines+markers", name: "top1 (%)", x, y: epochs.map((e) => e.top1), line: { color: "#1f77b4" } },
       ...(withSparsity ? [{ type: "scatter", mode: "lines+markers", name: "sparsity (%)", x, y: epochs.map((e) => (e.sparsity === null ? null : 100 * e.sparsity)), yaxis: "y2", line: { color: "#d62728", dash: "dot" } }] : []),

@@ -1,7 +1,7 @@
 // Plan: a tolerance slider over a finished sensitivity job. The per-layer choice, the expected overall
 // sparsity/MACs and the schedule YAML are computed here from the points (instant feedback, the same
 // rule as pruning_core.plan); "Launch" asks the service to plan and run it (/plans/launch).
-import { api, esc, fmtNum, fmtSi, h, toast } from "./util.js";
+import { api, esc, fmtNum, fmtSi, h, loadPlotly, toast } from "./util.js";
 import { showErrors, clearErrors } from "./newjob.js";
 
 /** parameter -> [{sparsity, damage, point}] (needs each parameter's 0.0 row), like plan._curves. */
@@ -109,7 +109,7 @@ export function computePlan(curves, sizes, tolerance, group, epochs, { withYaml 
 }
 
 export async function planPage(view, id) {
-  const [job, points] = await Promise.all([api(`jobs/${id}`), api(`jobs/${id}/points`)]);
+  const [job, points, Plotly] = await Promise.all([api(`jobs/${id}`), api(`jobs/${id}/points`), loadPlotly()]);
   if (job.kind !== "sensitivity") throw new Error(`job ${id} is a ${job.kind} job: plans start from a sensitivity job`);
   const group = job.spec.group || "element";
   const state = { metric: "top1", tolerance: 1.0, epochs: 10 };

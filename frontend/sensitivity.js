@@ -1,5 +1,5 @@
 // Sensitivity figures: curves per parameter (with 95% bands), the layer x level heatmap, the points table.
-import { esc, hexToRgba, PALETTE } from "./util.js";
+import { esc, hexToRgba, loadPlotly, PALETTE } from "./util.js";
 
 export const METRICS = {
   top1: { label: "top1 (%)", low: "top1_low", high: "top1_high", goodHigh: true },
@@ -82,13 +82,15 @@ export function curveLayout(metric, { xAxis = "sparsity", title = "", n = 0 } = 
   };
 }
 
-export function drawCurves(el, curves, metric, opts = {}) {
+export async function drawCurves(el, curves, metric, opts = {}) {
+  const Plotly = await loadPlotly();
   const traces = curveTraces(curves, metric, opts);
   return Plotly.react(el, traces, curveLayout(metric, { ...opts, n: curves.size }), CONFIG);
 }
 
 /** Heatmap: rows = parameters (model order, top to bottom), columns = levels. */
-export function drawHeatmap(el, curves, metric) {
+export async function drawHeatmap(el, curves, metric) {
+  const Plotly = await loadPlotly();
   const levels = [...new Set([...curves.values()].flat().map((p) => p.sparsity))].sort((a, b) => a - b);
   const col = new Map(levels.map((l, i) => [l, i]));
   const names = [...curves.keys()];

@@ -229,3 +229,20 @@ export function hexToRgba(hex, alpha) {
   const n = parseInt(hex.slice(1), 16);
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
 }
+
+/** plotly.js (4.8 MB), loaded once and only by the pages that draw: the others paint without waiting for it. */
+let plotlyLoading = null;
+export function loadPlotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!plotlyLoading) {
+    plotlyLoading = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = "/static/plotly.min.js";
+      script.async = true;
+      script.onload = () => resolve(window.Plotly);
+      script.onerror = () => { plotlyLoading = null; script.remove(); reject(new Error("plotly.js could not be loaded from /static/plotly.min.js")); };
+      document.head.append(script);
+    });
+  }
+  return plotlyLoading;
+}

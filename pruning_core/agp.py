@@ -15,19 +15,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from .declarations import agp_sparsity
 from .masks import MaskSet
 from .pruners import _RankedStructures, _RulePruner, _weight_rules, level_mask
 
-
-def agp_sparsity(initial: float, final: float, epoch: int, starting_epoch: int, ending_epoch: int,
-                 frequency: int = 1) -> float:
-    """Distiller's AGP target sparsity at ``epoch``; epochs outside the span are clamped to it."""
-    span = ((ending_epoch - starting_epoch - 1) // frequency) * frequency
-    if span <= 0:
-        raise ValueError(f"AGP span is {span} for epochs {starting_epoch}..{ending_epoch} every {frequency}: "
-                         "it needs at least two pruning epochs")
-    progress = min(max(epoch - starting_epoch, 0), span) / span
-    return final + (initial - final) * (1.0 - progress) ** 3
+__all__ = ["AutomatedGradualPruner", "L1RankedStructureParameterPruner_AGP", "agp_sparsity"]
 
 
 class AutomatedGradualPruner(_RulePruner[bool]):

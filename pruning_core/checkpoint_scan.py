@@ -1,4 +1,4 @@
-"""Static safety scan of a ``torch.save`` zip checkpoint. Never imports torch, never unpickles.
+"""Static safety scan of a ``torch.save`` zip checkpoint. Never imports torch, never runs the pickle's code.
 
 Shared by the API (at upload; the API process must not import torch) and by
 :mod:`pruning_core.checkpoint` (at load, before ``torch.load``), so both refuse the same files with
@@ -9,16 +9,23 @@ the same messages. Why each rule exists:
 - torch (and :mod:`zipfile`) allocate what a zip member *declares*, so declared sizes, compression
   ratios and declared tensor storage sizes are checked against limits before anything is read;
 - odd archive layouts (path traversal names, several roots, nested archives, data in front of the
-  archive, TorchScript code) are not what ``torch.save`` writes and are refused outright.
+  archive, TorchScript code) are not what ``torch.save`` writes and are refused outright;
+- the pickle's length and opcode count are bounded (walking it costs time, building it memory), and
+  its top object must be what the loader accepts (a state_dict, or a dict holding one under
+  ``state_dict``): once the allowlist held, it is rebuilt with inert stand-ins for every torch object
+  (no tensor data is read), so a file holding a bare int is refused at upload, not at first use.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
 import pickletools
 import posixpath
 import zipfile
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,9 +34,11 @@ __all__ = [
     "ALLOWED_GLOBALS",
     "CheckpointError",
     "ScanLimits",
+    "ScanResult",
     "UnsafeCheckpointError",
     "ZIP_MAGIC",
     "check_pickle",
+    "check_top_object",
     "scan_archive",
 ]
 
@@ -80,9 +89,14 @@ class ScanLimits:
 
     max_total_bytes: int = 8 * 2**30  # sum of the members' uncompressed sizes
     max_tensor_bytes: int = 4 * 2**30  # one tensor storage
-    max_pickle_bytes: int = 64 * 2**20  # data.pkl is read into memory to be scanned
+    # data.pkl is read into memory and walked op by op (~0.7 us each): a state_dict needs ~40 ops and
+    # ~120 bytes per tensor (resnet50's: 39 KB, 10,898 ops for 320 tensors), so these allow ~7,500
+    # tensors and keep the walk of the worst file within the limits near 0.2 s.
+    max_pickle_bytes: int = 4 * 2**20
+    max_pickle_ops: int = 300_000
     max_members: int = 100_000
-    # torch.save stores members uncompressed; a member inflating more than this is a zip bomb.
+    # torch.save stores members uncompressed; a member (or the archive) inflating more than this is a
+    # zip bomb, checked for every member whatever its size (beyond a few KiB of slack).
     max_ratio: float = 200.0
 
 
@@ -100,8 +114,9 @@ def _allow(module: str, attr: str) -> str:
     return f"{module}.{attr}"
 
 
-def check_pickle(data: bytes) -> list[tuple[str, str, int]]:
-    """Refuse a pickle naming any global outside the allowlist; return its tensor storages.
+def check_pickle(data: bytes, max_ops: int = ScanLimits.max_pickle_ops) -> list[tuple[str, str, int]]:
+    """Refuse a pickle naming any global outside the allowlist, or longer than ``max_ops`` opcodes;
+    return its tensor storages.
 
     Each storage is ``(storage class, record key, declared element count)``, taken from torch's
     persistent ids ``('storage', <class>, key, location, numel)``. Values are tracked only as far as
@@ -111,7 +126,10 @@ def check_pickle(data: bytes) -> list[tuple[str, str, int]]:
     memo: dict[Any, Any] = {}
     storages: list[tuple[str, str, int]] = []
     try:
-        for op, arg, _pos in pickletools.genops(data):
+        for count, (op, arg, _pos) in enumerate(pickletools.genops(data), 1):
+            if count > max_ops:
+                raise CheckpointError(f"data.pkl has more than {max_ops:,} pickle opcodes (the limit; a "
+                                      "state_dict needs ~40 per tensor): refused before building it")
             name, top = op.name, frames[-1]
             if name == "GLOBAL":
                 module, _, attr = str(arg).partition(" ")
@@ -159,6 +177,113 @@ def check_pickle(data: bytes) -> list[tuple[str, str, int]]:
     return storages
 
 
+class _Inert:
+    """Stands for any torch object while the pickle is rebuilt: it holds nothing and accepts any state."""
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _TensorStandIn(_Inert):
+    """What a tensor (or Parameter) builder returns in the rebuilt pickle: the tensor's declared size
+    (None where the builder does not say it), so the API learns an upload's shapes without torch."""
+
+    def __init__(self, shape: tuple[int, ...] | None = None) -> None:
+        self.shape = shape
+
+
+def _declared_shape(key: tuple[str, str], args: tuple[Any, ...]) -> tuple[int, ...] | None:
+    """The size a tensor builder's arguments declare: ``_rebuild_tensor_v2(storage, offset, size, ...)``
+    names it; the Parameter builders wrap a tensor stand-in; ``_rebuild_from_type_v2(func, type, args,
+    state)`` calls ``func`` (one of our stand-in builders, so nothing real) on ``args``."""
+    if key == ("torch._utils", "_rebuild_tensor_v2") and len(args) > 2 and isinstance(args[2], tuple) \
+            and all(isinstance(d, int) for d in args[2]):
+        return tuple(args[2])
+    if key[1].startswith("_rebuild_parameter") and args and isinstance(args[0], _TensorStandIn):
+        return args[0].shape
+    if key == ("torch._tensor", "_rebuild_from_type_v2") and len(args) > 2 and callable(args[0]) \
+            and isinstance(args[2], tuple):
+        built = args[0](*args[2])
+        return built.shape if isinstance(built, _TensorStandIn) else None
+    return None
+
+
+_TENSOR_BUILDERS = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+                    ("torch._utils", "_rebuild_parameter_with_state"), ("torch._tensor", "_rebuild_from_type_v2"),
+                    ("torch", "Tensor"), ("torch.nn.parameter", "Parameter")}
+_REAL_TYPES: dict[tuple[str, str], Callable[..., Any]] = {
+    ("collections", "OrderedDict"): OrderedDict,
+    **{(mod, "set"): set for mod in ("builtins", "__builtin__")},
+    **{(mod, "frozenset"): frozenset for mod in ("builtins", "__builtin__")},
+}
+
+
+class _StandInUnpickler(pickle.Unpickler):
+    """Rebuilds an allowlisted pickle with inert stand-ins: every global resolves to a harmless callable
+    of ours (containers to the real container types), storages to a placeholder; nothing is imported."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        key = (module, name)
+        if key not in ALLOWED_GLOBALS:
+            raise _code_refusal(f"{module}.{name}")
+        if key in _REAL_TYPES:
+            return _REAL_TYPES[key]
+        if key in _TENSOR_BUILDERS:
+            return lambda *args, **kwargs: _TensorStandIn(_declared_shape(key, args))
+        return lambda *args, **kwargs: _Inert()
+
+    def persistent_load(self, pid: Any) -> Any:
+        return _Inert()
+
+
+def _is_state_dict(obj: Any) -> bool:
+    """The loader's rule (``pruning_core.checkpoint``): a non-empty mapping of names to tensors."""
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, _TensorStandIn) for k, v in obj.items())
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a passing scan learnt without torch: each tensor's declared shape (state_dict names, a
+    DataParallel ``module.`` prefix dropped as the loader drops it; None where undeclared), and whether
+    the checkpoint says it was thinned (its shapes then differ from the architecture's on purpose)."""
+
+    shapes: dict[str, tuple[int, ...] | None]
+    thinned: bool = False
+
+
+def _shapes(state: Mapping[str, _TensorStandIn]) -> dict[str, tuple[int, ...] | None]:
+    names = list(state)
+    strip = bool(names) and all(n.startswith("module.") for n in names)
+    return {(n[len("module."):] if strip else n): t.shape for n, t in state.items()}
+
+
+def check_top_object(data: bytes) -> ScanResult:
+    """Refuse a pickle (already allowlisted by :func:`check_pickle`) whose top object the loader would
+    refuse: a state_dict, or a mapping with a ``state_dict`` entry that is one, are accepted. Returns the
+    state_dict's declared shapes."""
+    try:
+        obj = _StandInUnpickler(io.BytesIO(data)).load()
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a pickle that does not rebuild is malformed
+        raise CheckpointError(f"the checkpoint's pickle does not rebuild ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})") from None
+    if _is_state_dict(obj):
+        return ScanResult(_shapes(obj))
+    if isinstance(obj, Mapping) and _is_state_dict(obj.get("state_dict")):
+        metadata = obj.get("metadata")
+        thinned = isinstance(metadata, Mapping) and bool(metadata.get("thinning_history"))
+        return ScanResult(_shapes(obj["state_dict"]), thinned)
+    what = ("an empty mapping" if isinstance(obj, Mapping) and not obj else
+            "a mapping that is not of names to tensors (nor has a 'state_dict' entry that is)"
+            if isinstance(obj, Mapping) else
+            "a tensor" if isinstance(obj, _TensorStandIn) else f"a value of type {type(obj).__name__}")
+    raise CheckpointError(f"holds {what}, not a state_dict: expected a mapping of parameter names to tensors, "
+                          "or a dict with a 'state_dict' entry that is one; save it with "
+                          "torch.save(model.state_dict(), path)")
+
+
 def _storage(pid: Any) -> tuple[str, str, int]:
     """Validate a persistent id; anything but a well-formed tensor storage reference is refused."""
     if (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], tuple)
@@ -192,19 +317,20 @@ def _open(source: BinaryIO | str | os.PathLike[str]) -> tuple[BinaryIO, bool]:
 
 
 def scan_archive(source: BinaryIO | str | os.PathLike[str], limits: ScanLimits = ScanLimits(),
-                 *, verify: bool = True) -> None:
+                 *, verify: bool = True) -> ScanResult:
     """Raise CheckpointError (UnsafeCheckpointError for code) unless ``source`` is a plain
     ``torch.save`` zip within ``limits``. ``verify`` also reads every member to check its CRC
-    (bounded: declared sizes were checked first), so truncated or tampered data is caught here."""
+    (bounded: declared sizes were checked first), so truncated or tampered data is caught here.
+    Returns the tensors' declared shapes (:class:`ScanResult`)."""
     fh, owned = _open(source)
     try:
-        _scan(fh, limits, verify)
+        return _scan(fh, limits, verify)
     finally:
         if owned:
             fh.close()
 
 
-def _scan(fh: BinaryIO, limits: ScanLimits, verify: bool) -> None:
+def _scan(fh: BinaryIO, limits: ScanLimits, verify: bool) -> ScanResult:
     start = fh.tell()
     head = fh.read(4)
     fh.seek(start)
@@ -222,19 +348,25 @@ def _scan(fh: BinaryIO, limits: ScanLimits, verify: bool) -> None:
         prefix = infos[0].filename.split("/", 1)[0]
         pkl = archive.getinfo(f"{prefix}/data.pkl")
         try:
-            storages = check_pickle(archive.read(pkl))
+            data = archive.read(pkl)
+            storages = check_pickle(data, limits.max_pickle_ops)
             sizes = {i.filename: i.file_size for i in infos}
             for kind, key, numel in storages:
                 _check_storage(kind, key, numel, sizes.get(f"{prefix}/data/{key}"), limits)
+            result = check_top_object(data)
             if verify:
                 for info in infos:
                     with archive.open(info) as member:
                         while member.read(1 << 20):
                             pass
+            return result
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001 - CRC mismatch, truncated member, bad local header
             raise _damaged(exc) from None
+
+
+_RATIO_SLACK = 4096  # a few KiB any member may inflate by, whatever its ratio
 
 
 def _check_layout(infos: list[zipfile.ZipInfo], limits: ScanLimits) -> None:
@@ -246,7 +378,7 @@ def _check_layout(infos: list[zipfile.ZipInfo], limits: ScanLimits) -> None:
     if min(i.header_offset for i in infos) != 0:
         raise CheckpointError("the file has data in front of its zip archive (a polyglot file): refused")
     seen: set[str] = set()
-    total = 0
+    total = packed = 0
     for info in infos:
         name = info.filename
         if (why := _bad_name(name)) is not None:
@@ -259,12 +391,17 @@ def _check_layout(infos: list[zipfile.ZipInfo], limits: ScanLimits) -> None:
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise CheckpointError(f"archive member {name!r} uses compression method {info.compress_type}: refused")
         total += info.file_size
+        packed += info.compress_size
         if total > limits.max_total_bytes:
             raise CheckpointError(f"the archive declares {total:,} uncompressed bytes, over the "
                                   f"{limits.max_total_bytes:,}-byte limit (a zip bomb?): refused before reading")
-        if info.file_size > (1 << 20) and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+        if info.file_size > limits.max_ratio * info.compress_size + _RATIO_SLACK:
             raise CheckpointError(f"archive member {name!r} inflates {info.file_size:,} bytes from "
-                                  f"{info.compress_size:,} (a zip bomb): refused before reading")
+                                  f"{info.compress_size:,} (over the {limits.max_ratio:g}x ratio limit; a zip bomb): "
+                                  "refused before reading")
+    if total > limits.max_ratio * packed + _RATIO_SLACK:
+        raise CheckpointError(f"the archive's {len(infos):,} members inflate {total:,} bytes from {packed:,} (over the "
+                              f"{limits.max_ratio:g}x ratio limit; a zip bomb): refused before reading")
     roots = {i.filename.split("/", 1)[0] for i in infos}
     if len(roots) != 1 or any("/" not in i.filename for i in infos):
         raise CheckpointError(f"the archive has {len(roots)} top-level entries ({', '.join(sorted(roots)[:3])}); "
@@ -295,6 +432,6 @@ def _check_storage(kind: str, key: str, numel: int, stored: int | None, limits: 
                               f"{stored:,} (truncated or tampered)")
 
 
-def scan_bytes(data: bytes, limits: ScanLimits = ScanLimits()) -> None:
+def scan_bytes(data: bytes, limits: ScanLimits = ScanLimits()) -> ScanResult:
     """:func:`scan_archive` for an in-memory file (tests, small uploads)."""
-    scan_archive(io.BytesIO(data), limits)
+    return scan_archive(io.BytesIO(data), limits)

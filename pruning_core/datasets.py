@@ -10,7 +10,8 @@
   directly or under ``MNIST/raw`` or ``raw`` (torchvision's layout).
 - ``imagefolder``: ``root/<split>/<class>/<image>`` read by torchvision's ImageFolder.
 
-Options arrive as strings from the command line (``--dataset-opt n=1000``) and are converted here.
+Options arrive as strings from the command line (``--dataset-opt n=1000``); their types, defaults and
+ranges are declared in the torch-free ``dataset_options``, which the API checks with too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from pruning_core.dataset_options import SYNTHETIC_DEFAULT_N, check_dataset_options, parse_shape
+from pruning_core.limits import DEFAULT_LIMITS, Limits
+from pruning_core.names import DATASET_NAMES
 
 __all__ = [
     "DatasetBundle",
@@ -64,63 +69,13 @@ class DatasetBundle:
 
 
 # ----------------------------------------------------------------------------------------- options
+# Declared (types, ranges, defaults) in the torch-free ``dataset_options``, which the API checks too.
 
 
-def parse_shape(text: str | tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """``"3x32x32"`` (or ``"3,32,32"``, or a tuple) -> ``(3, 32, 32)``."""
-    if isinstance(text, (tuple, list)):
-        dims = [int(d) for d in text]
-    else:
-        try:
-            dims = [int(d) for d in str(text).lower().replace(",", "x").split("x")]
-        except ValueError:
-            raise ValueError(f"shape {text!r}: expected dimensions like 3x32x32") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise ValueError(f"shape {text!r}: expected positive dimensions like 3x32x32")
-    return tuple(dims)
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{value!r} is not a boolean (use true/false)")
-
-
-def _to_int(value: Any) -> int:
-    return int(value) if isinstance(value, int) else int(str(value).strip())
-
-
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "root": lambda v: Path(v).expanduser(),
-    "n": _to_int,
-    "classes": _to_int,
-    "seed": _to_int,
-    "size": _to_int,
-    "shape": parse_shape,
-    "noise": float,
-    "augment": _to_bool,
-}
-
-
-def _options(dataset: str, given: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
-    """Convert string options to their types; unknown keys are errors that list the known ones."""
-    out = dict(allowed)
-    for key, value in given.items():
-        if key not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise ValueError(f"dataset {dataset!r} has no option {key!r}; its options: {known}")
-        if value is None:
-            continue
-        try:
-            out[key] = _CONVERTERS[key](value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"dataset {dataset!r} option {key}={value!r}: {exc}") from None
-    return out
+def _options(dataset: str, given: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """Options converted to their types with the dataset's defaults filled in; unknown keys and values
+    out of range are errors (the same ones the API answers), raised before anything is allocated."""
+    return check_dataset_options(dataset, given, limits, with_defaults=True)
 
 
 def _require_root(dataset: str, root: Path | None, layout: str) -> Path:
@@ -200,7 +155,7 @@ class SyntheticDataset(Dataset):
 
 def _synthetic(split: str, opts: dict[str, Any]) -> DatasetBundle:
     shape = opts["shape"]
-    n = opts["n"] if opts["n"] is not None else (1024 if split == "train" else 256)
+    n = opts["n"] if opts["n"] is not None else SYNTHETIC_DEFAULT_N[split]
     ds = SyntheticDataset(n, shape, opts["classes"], opts["seed"], split, opts["noise"])
     return DatasetBundle("synthetic", ds, shape, opts["classes"], split, [str(i) for i in range(opts["classes"])])
 
@@ -359,28 +314,32 @@ def _imagefolder(split: str, opts: dict[str, Any]) -> DatasetBundle:
 
 # ------------------------------------------------------------------------------------------ public
 
-_DATASETS: dict[str, tuple[dict[str, Any], Callable[[str, dict[str, Any]], DatasetBundle]]] = {
-    "digits": ({}, lambda split, _opts: _digits(split)),
-    "synthetic": ({"n": None, "shape": (3, 32, 32), "classes": 10, "seed": 0, "noise": 1.0}, _synthetic),
-    "cifar10": ({"root": None, "augment": None}, _cifar10),
-    "mnist": ({"root": None}, _mnist),
-    "imagefolder": ({"root": None, "size": 224}, _imagefolder),
+_LOADERS: dict[str, Callable[[str, dict[str, Any]], DatasetBundle]] = {
+    "digits": lambda split, _opts: _digits(split),
+    "synthetic": _synthetic,
+    "cifar10": _cifar10,
+    "mnist": _mnist,
+    "imagefolder": _imagefolder,
 }
+assert set(_LOADERS) == set(DATASET_NAMES), "every catalogued dataset needs a loader, and every loader an entry"
 
 
 def list_datasets() -> list[str]:
-    """The dataset names ``load_dataset`` accepts."""
-    return list(_DATASETS)
+    """The dataset names ``load_dataset`` accepts (the catalogue's)."""
+    return list(DATASET_NAMES)
 
 
-def load_dataset(name: str, split: str = "train", **opts: Any) -> DatasetBundle:
-    """Load one split (``train`` or ``test``) of a dataset by name; options may be strings."""
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(_DATASETS)}")
+def load_dataset(name: str, split: str = "train", *, limits: Limits = DEFAULT_LIMITS, **opts: Any) -> DatasetBundle:
+    """Load one split (``train`` or ``test``) of a dataset by name; options may be strings.
+
+    Options are checked against the dataset's declarations and ``limits`` first (``n``, ``shape``,
+    ``classes``... and the float32 size they describe), so a huge request fails fast instead of
+    allocating."""
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
-    defaults, loader = _DATASETS[name]
-    return loader(split, _options(name, opts, defaults))
+    return _LOADERS[name](split, _options(name, opts, limits))
 
 
 def options_for_model(dataset: str, arch: str, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Distiller's own learning-rate schedulers, which ``torch.optim.lr_scheduler`` lacks.
 
-Schedules name them in ``lr_schedulers:`` as they name torch's; :data:`EXTRA_LR_SCHEDULERS` is
-the table the schedule parser consults before torch's module.
+Schedules name them in ``lr_schedulers:`` as they name torch's; their arguments and torch-free
+steppers are declared in :data:`pruning_core.lr_table.LR_SCHEDULERS`, which names this module's classes
+as their implementation.
 """
 
 from __future__ import annotations
@@ -36,6 +37,3 @@ class MultiStepMultiGammaLR(LRScheduler):
     def get_lr(self) -> list[float]:  # type: ignore[override]
         idx = bisect_right(self.milestones, self.last_epoch)
         return [base_lr * self.multiplicative_gammas[idx] for base_lr in self.base_lrs]
-
-
-EXTRA_LR_SCHEDULERS: dict[str, type] = {"MultiStepMultiGammaLR": MultiStepMultiGammaLR}

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-STRUCTURE_KINDS = ("filters", "channels", "rows", "cols", "kernels2d")
+from pruning_core.groups import ALIASES, DISTILLER_SUMMARY, GROUPS
+
+#: The groups :func:`structure_sparsity` counts (canonical names; ``kernels2d`` is accepted for kernels).
+STRUCTURE_KINDS = ("filters", "channels", "rows", "cols", "kernels", "tensor")
 
 
 def sparsity(t: torch.Tensor) -> float:
@@ -66,30 +69,33 @@ def model_sparsity(model: nn.Module, names: Iterable[str] | None = None) -> floa
     return 0.0 if total == 0 else zeros / total
 
 
-def _structures(t: torch.Tensor, kind: str) -> torch.Tensor:
-    """View ``t`` as one row per structure of ``kind`` (rows x elements), or raise ValueError."""
-    if kind not in STRUCTURE_KINDS:
-        raise ValueError(f"unknown structure kind {kind!r}; expected one of {', '.join(STRUCTURE_KINDS)}")
-    if kind in ("rows", "cols") and t.dim() != 2:
-        raise ValueError(f"{kind} apply to 2-D (linear) weights, not a {t.dim()}-D tensor")
-    if kind in ("filters", "channels") and t.dim() < 2:
-        raise ValueError(f"{kind} need a tensor with at least 2 dims, not a {t.dim()}-D tensor")
-    if kind == "kernels2d" and t.dim() < 3:
-        raise ValueError(f"kernels apply to conv weights (>= 3-D), not a {t.dim()}-D tensor")
-    if kind in ("filters", "rows"):
-        return t.reshape(t.shape[0], -1)
-    if kind in ("channels", "cols"):
-        return t.transpose(0, 1).reshape(t.shape[1], -1)
-    return t.reshape(t.shape[0] * t.shape[1], -1)
+def structure_view(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """``t`` as (structures x elements), one row per structure of group ``kind`` (:mod:`pruning_core.groups`),
+    or ValueError where the group does not apply. Pruners, regularizers and metrics all slice with this,
+    so a group means the same structures everywhere."""
+    g = GROUPS.get(ALIASES.get(kind, kind))
+    if g is None or g.name in ("element", "blocks"):
+        known = ", ".join(n for n in GROUPS if n not in ("element", "blocks"))
+        raise ValueError(f"unknown structure kind {kind!r}; expected one of {known}")
+    if not g.applies(t.dim()):
+        if g.max_dims == g.min_dims:
+            raise ValueError(f"{g.name} apply to {g.min_dims}-D weights ({g.description}), not a {t.dim()}-D tensor")
+        raise ValueError(f"{g.name} need a tensor with at least {g.min_dims} dims ({g.description}), "
+                         f"not a {t.dim()}-D tensor")
+    if g.dim is not None:
+        return t.movedim(g.dim, 0).reshape(t.shape[g.dim], -1)
+    if g.name == "kernels":
+        return t.reshape(t.shape[0] * t.shape[1], -1)
+    return t.reshape(1, -1)  # tensor
 
 
 def structure_sparsity(t: torch.Tensor, kind: str) -> float:
     """Share of structures of ``kind`` that are entirely zero.
 
-    ``filters``/``rows`` are dim-0 slices, ``channels``/``cols`` dim-1 slices, ``kernels2d`` each
+    ``filters``/``rows`` are dim-0 slices, ``channels``/``cols`` dim-1 slices, ``kernels`` each
     (filter, channel) kernel of a conv weight. Raises ValueError where the kind does not apply.
     """
-    view = _structures(t.detach(), kind)
+    view = structure_view(t.detach(), kind)
     if view.shape[0] == 0:
         return 0.0
     zero = view.shape[0] - int(torch.count_nonzero(view.ne(0).any(dim=1)))
@@ -100,8 +106,11 @@ def structure_sparsity(t: torch.Tensor, kind: str) -> float:
 class SummaryRow:
     """One line of the sparsity summary; the structure columns are % of all-zero structures.
 
-    A column that does not apply to the tensor's shape is 0.0, as in Distiller (cols/rows only for
-    2-D weights; ch/k2d/k3d only for conv weights).
+    The columns are Distiller's (``groups.DISTILLER_SUMMARY``), labelled as Distiller labels them for
+    PyTorch's transposed matrices: ``cols`` ("Cols (%)") counts all-zero rows ``W[i, :]`` and ``rows``
+    ("Rows (%)") all-zero columns ``W[:, j]``, so the numbers compare with Distiller's logs. A column
+    that does not apply to the tensor's shape is 0.0, as in Distiller (cols/rows only for 2-D weights;
+    ch/k2d/k3d only for conv weights).
     """
 
     name: str
@@ -119,23 +128,23 @@ class SummaryRow:
     abs_mean: float
 
 
-def _pct(t: torch.Tensor, kind: str, applies: bool) -> float:
-    return 100.0 * structure_sparsity(t, kind) if applies else 0.0
+#: SummaryRow's structure fields, in table order, and the Distiller column each one is.
+_SUMMARY_FIELDS = {"cols": "Cols (%)", "rows": "Rows (%)", "ch": "Ch (%)", "k2d": "2D (%)", "k3d": "3D (%)"}
 
 
 def _summary_row(name: str, t: torch.Tensor) -> SummaryRow:
     t = t.detach()
     is_linear, is_conv = t.dim() == 2, t.dim() >= 3
+    structures = {}
+    for field, column in _SUMMARY_FIELDS.items():
+        applies = is_linear if field in ("cols", "rows") else is_conv
+        structures[field] = 100.0 * structure_sparsity(t, DISTILLER_SUMMARY[column]) if applies else 0.0
     return SummaryRow(
         name=name,
         shape=tuple(t.shape),
         nnz_dense=t.numel(),
         nnz_sparse=int(torch.count_nonzero(t)),
-        cols=_pct(t, "cols", is_linear),
-        rows=_pct(t, "rows", is_linear),
-        ch=_pct(t, "channels", is_conv),
-        k2d=_pct(t, "kernels2d", is_conv),
-        k3d=_pct(t, "filters", is_conv),
+        **structures,
         fine=100.0 * sparsity(t),
         std=t.float().std().item() if t.numel() > 1 else 0.0,
         mean=t.float().mean().item() if t.numel() else 0.0,
@@ -154,8 +163,8 @@ def sparsity_summary(model: nn.Module, names: Iterable[str] | None = None) -> li
     return rows
 
 
-_HEADER = ("Name", "Shape", "NNZ (dense)", "NNZ (sparse)", "Cols (%)", "Rows (%)", "Ch (%)",
-           "2D (%)", "3D (%)", "Fine (%)", "Std", "Mean", "Abs-Mean")
+_HEADER = ("Name", "Shape", "NNZ (dense)", "NNZ (sparse)", *_SUMMARY_FIELDS.values(), "Fine (%)", "Std", "Mean",
+           "Abs-Mean")
 
 
 def format_summary(rows: list[SummaryRow]) -> str:
@@ -163,7 +172,7 @@ def format_summary(rows: list[SummaryRow]) -> str:
     cells = [list(_HEADER)]
     for r in rows:
         shape = "-" if not r.shape else " x ".join(str(d) for d in r.shape)
-        pcts = [f"{v:.2f}" for v in (r.cols, r.rows, r.ch, r.k2d, r.k3d, r.fine)]
+        pcts = [f"{getattr(r, f):.2f}" for f in (*_SUMMARY_FIELDS, "fine")]
         stats = [f"{v:.5f}" for v in (r.std, r.mean, r.abs_mean)]
         cells.append([r.name, shape, str(r.nnz_dense), str(r.nnz_sparse), *pcts, *stats])
     widths = [max(len(row[i]) for row in cells) for i in range(len(_HEADER))]

@@ -7,13 +7,14 @@ schedules, which name parameters, apply to our models unchanged.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from pruning_core.names import ARCHITECTURES, MODEL_ALIASES, MODEL_NAMES, TORCHVISION_MODEL_NAMES, canonical_model_name
 
 __all__ = [
     "ModelInfo",
@@ -221,71 +222,37 @@ class VGGCifar(nn.Module):
         return self.classifier(x.view(x.size(0), -1))
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """A built-in model: ``build(num_classes, input_shape)``; most ignore the shape."""
-
-    build: Callable[[int, tuple[int, ...]], nn.Module]
-    input_shape: tuple[int, int, int]
-    num_classes: int
-
-
-_BUILTIN: dict[str, _Entry] = {
-    "digits-cnn": _Entry(lambda n, s: DigitsCNN(n), (1, 8, 8), 10),
+# How to build prunescope's own architectures: ``build(num_classes, input_shape)``; most ignore the
+# shape. Their names, shapes, class counts and aliases are in the catalogue (``names.py``).
+_BUILDERS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
+    "digits-cnn": lambda n, s: DigitsCNN(n),
     # An MLP takes any image size: its first layer follows the input shape (digits: 64 inputs).
-    "lenet-300-100": _Entry(lambda n, s: LeNet300100(n, math.prod(s)), (1, 28, 28), 10),
-    "lenet5": _Entry(lambda n, s: LeNet5(n), (1, 28, 28), 10),
-    "resnet20-cifar": _Entry(lambda n, s: ResNetCifar((3, 3, 3), n), (3, 32, 32), 10),
-    "resnet56-cifar": _Entry(lambda n, s: ResNetCifar((9, 9, 9), n), (3, 32, 32), 10),
-    "vgg16-cifar": _Entry(lambda n, s: VGGCifar(_VGG16_CFG, n, batch_norm=True), (3, 32, 32), 10),
+    "lenet-300-100": lambda n, s: LeNet300100(n, math.prod(s)),
+    "lenet5": lambda n, s: LeNet5(n),
+    "resnet20-cifar": lambda n, s: ResNetCifar((3, 3, 3), n),
+    "resnet56-cifar": lambda n, s: ResNetCifar((9, 9, 9), n),
+    "vgg16-cifar": lambda n, s: VGGCifar(_VGG16_CFG, n, batch_norm=True),
 }
-
-# Distiller's architecture names. Distiller's plain ``vgg16_cifar`` has no BatchNorm; ours always has
-# it (the ``vgg16_bn_cifar`` layout), so a BN-less Distiller VGG checkpoint will not load into it.
-_ALIASES: dict[str, str] = {
-    "resnet20_cifar": "resnet20-cifar",
-    "resnet56_cifar": "resnet56-cifar",
-    "vgg16_cifar": "vgg16-cifar",
-    "vgg16_bn_cifar": "vgg16-cifar",
-    "lenet_300_100": "lenet-300-100",
-    "digits_cnn": "digits-cnn",
-}
-
-# torchvision models whose default input is not 3x224x224.
-_TORCHVISION_INPUT: dict[str, tuple[int, int, int]] = {"inception_v3": (3, 299, 299)}
-
-
-@functools.cache
-def _torchvision_names() -> tuple[str, ...]:
-    """torchvision's classification models (not detection/segmentation/video), by their own names."""
-    import torchvision.models as tvm
-
-    return tuple(sorted(tvm.list_models(module=tvm)))
+assert set(_BUILDERS) == set(MODEL_NAMES), "every prunescope architecture in the catalogue needs a builder"
 
 
 def list_models() -> list[str]:
     """Every accepted name: built-ins first, then Distiller aliases, then torchvision's classifiers."""
-    return [*_BUILTIN, *_ALIASES, *_torchvision_names()]
+    return [*MODEL_NAMES, *MODEL_ALIASES, *TORCHVISION_MODEL_NAMES]
 
 
 def canonical_name(name: str) -> str:
     """The name a model is stored under (Distiller aliases resolved); ValueError if unknown."""
-    if name in _BUILTIN:
-        return name
-    if name in _ALIASES:
-        return _ALIASES[name]
-    if name in _torchvision_names():
-        return name
-    raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    canonical = canonical_model_name(name)
+    if canonical is None:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return canonical
 
 
 def model_info(name: str) -> ModelInfo:
     """Input shape and class count of a model by name, without building it."""
-    canonical = canonical_name(name)
-    entry = _BUILTIN.get(canonical)
-    if entry is not None:
-        return ModelInfo(canonical, entry.input_shape, entry.num_classes)
-    return ModelInfo(canonical, _TORCHVISION_INPUT.get(canonical, (3, 224, 224)), 1000)
+    entry = ARCHITECTURES[canonical_name(name)]
+    return ModelInfo(entry.name, entry.input_shape, entry.num_classes)
 
 
 def _build_torchvision(name: str, num_classes: int) -> nn.Module:
@@ -314,10 +281,10 @@ def create_model(
     info = model_info(name)
     classes = info.num_classes if num_classes is None else int(num_classes)
     shape = tuple(int(d) for d in input_shape) if input_shape is not None else info.input_shape
-    entry = _BUILTIN.get(info.name)
+    builder = _BUILDERS.get(info.name)
 
     def build() -> nn.Module:
-        model = entry.build(classes, shape) if entry is not None else _build_torchvision(info.name, classes)
+        model = builder(classes, shape) if builder is not None else _build_torchvision(info.name, classes)
         model.input_shape = shape
         return model
 

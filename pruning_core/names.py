@@ -1,46 +1,137 @@
-"""Known model and dataset names, torch-free so the API can validate specs without importing torch.
+"""The catalogue: every architecture and dataset prunescope knows by name, torch-free.
 
-``models.py`` and ``datasets.py`` import these lists; keep them the single place names are declared.
+This is the one place names are declared. ``models.py`` builds what it lists, ``datasets.py`` loads
+what it lists, and the API validates specs and answers ``GET /api/v1/architectures`` from it without
+importing torch (so a slim API image knows every model a worker can build). Each architecture says
+what one input sample looks like and how many classes it predicts, so ``synthetic`` data, previews
+and plans can size themselves without building the model. Dataset names come from their option
+declarations (``dataset_options.DATASETS``), which say what each dataset takes.
+
+``tests/core/test_catalogue.py`` keeps the torchvision part equal to
+``torchvision.models.list_models(module=torchvision.models)`` and each input side equal to the crop
+size of torchvision's weights.
 """
 
 from __future__ import annotations
 
-#: prunescope's own architectures (Distiller aliases map onto these).
-MODEL_NAMES: tuple[str, ...] = (
-    "digits-cnn",
-    "lenet-300-100",
-    "lenet5",
-    "resnet20-cifar",
-    "resnet56-cifar",
-    "vgg16-cifar",
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pruning_core.dataset_options import DATASETS
+
+Source = Literal["prunescope", "torchvision"]
+
+#: torchvision's ImageNet classifiers predict this many classes.
+IMAGENET_CLASSES = 1000
+#: torchvision's usual eval crop (the side of a 3xSxS sample).
+IMAGENET_SIDE = 224
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One buildable architecture: its canonical name, where it comes from, one sample's (C, H, W)
+    shape and its class count; ``aliases`` are other spellings (Distiller's) that mean it."""
+
+    name: str
+    source: Source
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    aliases: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        """The REST form (``GET /api/v1/architectures``): lists, not tuples."""
+        return {"name": self.name, "source": self.source, "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes, "aliases": list(self.aliases)}
+
+
+# prunescope's own networks; the aliases are Distiller's architecture names. Distiller's plain
+# ``vgg16_cifar`` has no BatchNorm, ours always has it (``vgg16_bn_cifar``'s layout): a BN-less
+# Distiller VGG checkpoint will not load into it.
+_PRUNESCOPE: tuple[Architecture, ...] = (
+    Architecture("digits-cnn", "prunescope", (1, 8, 8), 10, ("digits_cnn",)),
+    Architecture("lenet-300-100", "prunescope", (1, 28, 28), 10, ("lenet_300_100",)),
+    Architecture("lenet5", "prunescope", (1, 28, 28), 10),
+    Architecture("resnet20-cifar", "prunescope", (3, 32, 32), 10, ("resnet20_cifar",)),
+    Architecture("resnet56-cifar", "prunescope", (3, 32, 32), 10, ("resnet56_cifar",)),
+    Architecture("vgg16-cifar", "prunescope", (3, 32, 32), 10, ("vgg16_cifar", "vgg16_bn_cifar")),
 )
 
-#: Distiller spellings accepted as aliases.
-MODEL_ALIASES: dict[str, str] = {
-    "resnet20_cifar": "resnet20-cifar",
-    "resnet56_cifar": "resnet56-cifar",
-    "vgg16_cifar": "vgg16-cifar",
-    "lenet_300_100": "lenet-300-100",
-    "digits_cnn": "digits-cnn",
+# torchvision's classification models (``list_models(module=torchvision.models)``), by their own
+# names. Each takes 3xSxS with S the crop size of its default weights (``weights.transforms()``),
+# except vit_h_14: built without weights it has ``image_size=224`` (its SWAG_LINEAR weights' crop)
+# and refuses any other size, while its default (SWAG_E2E) weights need 518.
+_TORCHVISION_SIDE: dict[str, int] = {
+    "alexnet": 224,
+    "convnext_base": 224, "convnext_large": 224, "convnext_small": 224, "convnext_tiny": 224,
+    "densenet121": 224, "densenet161": 224, "densenet169": 224, "densenet201": 224,
+    "efficientnet_b0": 224, "efficientnet_b1": 240, "efficientnet_b2": 288, "efficientnet_b3": 300,
+    "efficientnet_b4": 380, "efficientnet_b5": 456, "efficientnet_b6": 528, "efficientnet_b7": 600,
+    "efficientnet_v2_l": 480, "efficientnet_v2_m": 480, "efficientnet_v2_s": 384,
+    "googlenet": 224,
+    "inception_v3": 299,
+    "maxvit_t": 224,
+    "mnasnet0_5": 224, "mnasnet0_75": 224, "mnasnet1_0": 224, "mnasnet1_3": 224,
+    "mobilenet_v2": 224, "mobilenet_v3_large": 224, "mobilenet_v3_small": 224,
+    "regnet_x_16gf": 224, "regnet_x_1_6gf": 224, "regnet_x_32gf": 224, "regnet_x_3_2gf": 224,
+    "regnet_x_400mf": 224, "regnet_x_800mf": 224, "regnet_x_8gf": 224,
+    "regnet_y_128gf": 384, "regnet_y_16gf": 224, "regnet_y_1_6gf": 224, "regnet_y_32gf": 224,
+    "regnet_y_3_2gf": 224, "regnet_y_400mf": 224, "regnet_y_800mf": 224, "regnet_y_8gf": 224,
+    "resnet101": 224, "resnet152": 224, "resnet18": 224, "resnet34": 224, "resnet50": 224,
+    "resnext101_32x8d": 224, "resnext101_64x4d": 224, "resnext50_32x4d": 224,
+    "shufflenet_v2_x0_5": 224, "shufflenet_v2_x1_0": 224, "shufflenet_v2_x1_5": 224, "shufflenet_v2_x2_0": 224,
+    "squeezenet1_0": 224, "squeezenet1_1": 224,
+    "swin_b": 224, "swin_s": 224, "swin_t": 224, "swin_v2_b": 256, "swin_v2_s": 256, "swin_v2_t": 256,
+    "vgg11": 224, "vgg11_bn": 224, "vgg13": 224, "vgg13_bn": 224,
+    "vgg16": 224, "vgg16_bn": 224, "vgg19": 224, "vgg19_bn": 224,
+    "vit_b_16": 224, "vit_b_32": 224, "vit_h_14": 224, "vit_l_16": 224, "vit_l_32": 224,
+    "wide_resnet101_2": 224, "wide_resnet50_2": 224,
 }
 
+#: every architecture by canonical name: prunescope's own first, then torchvision's in name order.
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        *_PRUNESCOPE,
+        *(Architecture(name, "torchvision", (3, side, side), IMAGENET_CLASSES)
+          for name, side in sorted(_TORCHVISION_SIDE.items())),
+    )
+}
+
+#: prunescope's own architectures (Distiller aliases map onto these).
+MODEL_NAMES: tuple[str, ...] = tuple(a.name for a in ARCHITECTURES.values() if a.source == "prunescope")
 #: torchvision classification models accepted as they are named there.
-TORCHVISION_MODEL_NAMES: tuple[str, ...] = (
-    "alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "googlenet", "inception_v3",
-    "mnasnet1_0", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "regnet_y_400mf",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-    "shufflenet_v2_x1_0", "squeezenet1_0", "squeezenet1_1", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn",
-    "vgg19", "vgg19_bn", "wide_resnet50_2",
-)
+TORCHVISION_MODEL_NAMES: tuple[str, ...] = tuple(a.name for a in ARCHITECTURES.values() if a.source == "torchvision")
+#: other spellings (Distiller's) -> canonical name.
+MODEL_ALIASES: dict[str, str] = {alias: a.name for a in ARCHITECTURES.values() for alias in a.aliases}
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "synthetic", "cifar10", "mnist", "imagefolder")
-
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 #: datasets that read files and therefore need a ``root`` option.
-DATASETS_WITH_ROOT: tuple[str, ...] = ("cifar10", "mnist", "imagefolder")
+DATASETS_WITH_ROOT: tuple[str, ...] = tuple(name for name, d in DATASETS.items() if d.needs_root)
 
 
 def canonical_model_name(name: str) -> str | None:
     """The canonical spelling of a known model name, or None if it is unknown."""
-    if name in MODEL_NAMES or name in TORCHVISION_MODEL_NAMES:
+    if name in ARCHITECTURES:
         return name
     return MODEL_ALIASES.get(name)
+
+
+def architecture(name: str) -> Architecture | None:
+    """The catalogue entry for a name or alias, or None if it is unknown."""
+    canonical = canonical_model_name(name)
+    return None if canonical is None else ARCHITECTURES[canonical]
+
+
+def catalogue() -> dict[str, Any]:
+    """The whole catalogue as ``GET /api/v1/architectures`` returns it.
+
+    ``prunescope``, ``torchvision``, ``aliases`` and ``datasets`` are the name lists the dashboard's
+    forms read; ``architectures`` adds each one's source, input shape, class count and aliases.
+    """
+    return {
+        "prunescope": list(MODEL_NAMES),
+        "torchvision": list(TORCHVISION_MODEL_NAMES),
+        "aliases": dict(MODEL_ALIASES),
+        "datasets": list(DATASET_NAMES),
+        "architectures": [a.as_json() for a in ARCHITECTURES.values()],
+    }

@@ -10,8 +10,9 @@ one-shot pruning at epoch 0 followed by fine-tuning.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,16 @@ def _choose(curves: Mapping[str, list[tuple[float, float]]], tolerance: float) -
         level, dmg = max(ok) if ok else (0.0, 0.0)
         levels[name], damage[name] = level, dmg
     return levels, damage
+
+
+def sizes_from_shapes(shapes: Mapping[str, Sequence[int]], prunable: Iterable[str] | None = None) -> dict[str, int]:
+    """Element counts of the prunable weights, from stored parameter shapes (no model needed): what
+    :func:`plan_for_target` weighs the overall sparsity with. ``prunable`` defaults to
+    :func:`pruning_core.preview.default_prunable`."""
+    from .preview import default_prunable
+
+    names = list(prunable) if prunable is not None else default_prunable(shapes)
+    return {n: math.prod(shapes[n]) for n in names}
 
 
 def overall_sparsity(levels: Mapping[str, float], sizes: Mapping[str, int]) -> float:
@@ -182,3 +193,27 @@ def format_plan(plan: Plan) -> str:
     for name, level in plan.levels.items():
         lines.append(f"  {name:<{width}}  sparsity {level:5.3f}  measured {unit} {plan.damage[name]:+.3f}")
     return "\n".join(lines)
+
+
+def plan_answer(points: Iterable[Any], *, max_drop: float | None = None, target_sparsity: float | None = None,
+                sizes: Mapping[str, int] | None = None, metric: str = "top1", epochs: int = 10,
+                one_shot: bool = False) -> dict[str, Any]:
+    """A plan as the API answers it: the schedule's ``yaml``, ``levels`` per parameter, the ``tolerance``
+    used and ``overall_sparsity``; or ``error`` (why no plan fits). ``target_sparsity`` needs ``sizes``
+    (every prunable parameter's element count). Torch-free: the API runs it in its own process."""
+    from .schedule import dump_schedule
+
+    try:
+        if target_sparsity is not None:
+            if sizes is None:
+                raise ValueError("a target sparsity needs the model's parameter sizes")
+            plan = plan_for_target(points, target_sparsity, sizes, metric)
+        else:
+            if max_drop is None:
+                raise ValueError("give max_drop or target_sparsity")
+            plan = choose_levels(points, max_drop, metric)
+        schedule = plan_schedule(plan, epochs=epochs, one_shot=one_shot)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return {"yaml": dump_schedule(schedule), "levels": plan.levels, "tolerance": plan.tolerance,
+            "overall_sparsity": plan.overall_sparsity}

@@ -20,9 +20,10 @@ from typing import Generic, TypeVar
 import torch
 from torch import nn
 
+from .declarations import is_glob, rule_for
+from .groups import DISTILLER_RANKED, RANKED_GROUP_TYPES, Group, distiller_name, group
 from .masks import MaskSet
-from .metrics import prunable_parameters, sparsity
-from .schedule import GROUP_TYPES
+from .metrics import prunable_parameters, sparsity, structure_view
 
 V = TypeVar("V")
 
@@ -62,31 +63,23 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.device.type == "mps" else t.double()
 
 
-_GROUP_DIMS = {"filters": 0, "channels": 1}
+def structure_mask(t: torch.Tensor, level: float, kind: str) -> torch.Tensor:
+    """Prune ``int(level * count)`` whole structures of ``kind`` of smallest L1 norm: filters (dim 0),
+    channels (dim 1), or a matrix's rows (dim 0) or cols (dim 1), as :mod:`pruning_core.groups` defines them.
 
-
-def structure_mask(t: torch.Tensor, level: float, group: str) -> torch.Tensor:
-    """Prune ``int(level * count)`` whole filters (dim 0) or channels (dim 1) of smallest L1 norm.
-
-    Works for any weight with at least 2 dims (conv filters, linear output rows/input columns).
     Ranking by L1 norm equals Distiller's ranking by mean |w| within a tensor; ties go by index.
     """
-    key = group.lower()
-    if key not in _GROUP_DIMS:
-        raise ValueError(f"group {group!r} is not supported; use 'filters' or 'channels'")
+    g = group(kind)
+    if g.dim is None:
+        raise ValueError(f"group {kind!r} is not a slice of one dim; use filters, channels, rows or cols")
     if t.dim() < 2:
-        raise ValueError(f"{key} pruning needs a conv or linear weight (>= 2 dims), "
-                         f"got shape {tuple(t.shape)}")
-    dim = _GROUP_DIMS[key]
-    count = t.shape[dim]
-    norms = _wide(t.detach().abs()).transpose(0, dim).reshape(count, -1).sum(dim=1)
+        raise ValueError(f"{g.name} pruning needs a conv or linear weight (>= 2 dims), got shape {tuple(t.shape)}")
+    norms = _wide(structure_view(t.detach().abs(), g.name)).sum(dim=1)
+    count = t.shape[g.dim]
     keep = _keep_all_but_lowest(norms, _count(level, count))
     shape = [1] * t.dim()
-    shape[dim] = count
+    shape[g.dim] = count
     return keep.view(shape).expand(t.shape).contiguous()
-
-
-RANKED_GROUP_TYPES = GROUP_TYPES  # Distiller's ranked-structure group types (the schedule's table)
 
 
 def _check_block_shape(block_shape: Sequence[int] | None) -> None:
@@ -98,34 +91,42 @@ def _check_block_shape(block_shape: Sequence[int] | None) -> None:
                          f"got {block_shape}")
 
 
+def _ranked_group(t: torch.Tensor, group_type: str) -> Group:
+    """The group a ranked pruner's Distiller ``group_type`` means, checked against ``t``'s shape."""
+    g = group(group_type, DISTILLER_RANKED)
+    if not g.applies(t.dim()):
+        ranks = f"{g.min_dims}-D" if g.max_dims == g.min_dims else f"at least {g.min_dims}-D"
+        raise ValueError(f"group_type {group_type} ranks {g.description} and applies to {ranks} weights, "
+                         f"not shape {tuple(t.shape)}")
+    return g
+
+
 def _group_index(t: torch.Tensor, group_type: str, block_shape: Sequence[int] | None = None) -> torch.Tensor:
     """Flat element indices of ``t`` as (groups x elements): one row per ranked structure.
 
-    Filters/3D: dim 0; Channels and Distiller's ranked Rows: dim 1 (for a linear weight, its input
-    columns); Blocks: Distiller's super-blocks (``depth`` consecutive kernels of the flattened
-    filter x channel order at one kernel position, or ``repetitions`` consecutive filters at one
-    channel and position when ``depth`` is 1).
+    ``group_type`` is a ranked pruner's Distiller name (``groups.DISTILLER_RANKED``): Filters/3D are
+    dim-0 slices, Channels dim-1 slices, Rows the columns of a linear weight (its input features, as
+    Distiller's ``rank_and_prune_rows`` ranks them); Blocks are Distiller's super-blocks (``depth``
+    consecutive kernels of the flattened filter x channel order at one kernel position, or
+    ``repetitions`` consecutive filters at one channel and position when ``depth`` is 1).
     """
     if t.dim() < 2:
         raise ValueError(f"{group_type} pruning needs a conv or linear weight (>= 2 dims), got shape {tuple(t.shape)}")
+    g = _ranked_group(t, group_type)
     index = torch.arange(t.numel(), device=t.device).view(t.shape)
-    if group_type in ("Filters", "3D"):
-        return index.reshape(t.shape[0], -1)
-    if group_type in ("Channels", "Rows"):
-        return index.transpose(0, 1).reshape(t.shape[1], -1)
-    if group_type == "Blocks":
-        _check_block_shape(block_shape)
-        assert block_shape is not None
-        reps, depth = block_shape[0], block_shape[1]
-        if t.dim() != 4 or t.numel() % (reps * depth):
-            raise ValueError(f"block shape {list(block_shape)} must divide the 4-D weight {tuple(t.shape)} exactly")
-        f, c, kernel = t.shape[0], t.shape[1], t.shape[2] * t.shape[3]
-        if depth > 1:
-            view = index.reshape(f * c // (reps * depth), reps * depth, kernel)
-        else:
-            view = index.reshape(f // reps, reps, -1)
-        return view.transpose(1, 2).reshape(-1, view.shape[1])  # each row: one block
-    raise ValueError(f"group_type {group_type!r} is not supported; use one of {', '.join(RANKED_GROUP_TYPES)}")
+    if g.name != "blocks":
+        return structure_view(index, g.name)
+    _check_block_shape(block_shape)
+    assert block_shape is not None
+    reps, depth = block_shape[0], block_shape[1]
+    if t.dim() != 4 or t.numel() % (reps * depth):
+        raise ValueError(f"block shape {list(block_shape)} must divide the 4-D weight {tuple(t.shape)} exactly")
+    f, c, kernel = t.shape[0], t.shape[1], t.shape[2] * t.shape[3]
+    if depth > 1:
+        view = index.reshape(f * c // (reps * depth), reps * depth, kernel)
+    else:
+        view = index.reshape(f // reps, reps, -1)
+    return view.transpose(1, 2).reshape(-1, view.shape[1])  # each row: one block
 
 
 def group_keep(t: torch.Tensor, level: float, group_type: str,
@@ -150,10 +151,11 @@ def expand_groups(t: torch.Tensor, keep: torch.Tensor, group_type: str,
 
 def ranked_structure_mask(t: torch.Tensor, level: float, group_type: str,
                           block_shape: Sequence[int] | None = None) -> torch.Tensor:
-    """Distiller's L1-ranked structure mask for any of its group types (Filters/Channels as
-    :func:`structure_mask`)."""
-    if group_type in ("Filters", "3D", "Channels") or (group_type == "Rows" and t.dim() == 2):
-        return structure_mask(t, level, "filters" if group_type in ("Filters", "3D") else "channels")
+    """Distiller's L1-ranked structure mask for any of its group types (``groups.DISTILLER_RANKED``;
+    the slices as :func:`structure_mask`)."""
+    g = _ranked_group(t, group_type) if t.dim() >= 2 else group(group_type, DISTILLER_RANKED)
+    if g.name != "blocks":
+        return structure_mask(t, level, g.name)
     return expand_groups(t, group_keep(t, level, group_type, block_shape), group_type, block_shape)
 
 
@@ -198,8 +200,7 @@ def random_mask(t: torch.Tensor, level: float, generator: torch.Generator | None
 # --------------------------------------------------------------------------- pruner classes
 
 
-def _is_glob(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[")
+_is_glob = is_glob
 
 
 class _RulePruner(Generic[V]):
@@ -222,12 +223,7 @@ class _RulePruner(Generic[V]):
         raise NotImplementedError
 
     def _setting(self, name: str) -> V | None:
-        if name in self.rules:
-            return self.rules[name]
-        for pattern in self._globs:
-            if fnmatch.fnmatchcase(name, pattern):
-                return self.rules[pattern]
-        return None
+        return rule_for(self.rules, name)
 
     def compute_mask(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """The mask this pruner gives parameter ``name`` with value ``tensor`` (nothing is stored).
@@ -322,7 +318,7 @@ class _RankedStructures:
     _leader_keep: torch.Tensor | None = None
 
     def _init_ranked(self, group_type: str, group_dependency: str | None, kwargs: Mapping | None) -> None:
-        group_type = {g.lower(): g for g in RANKED_GROUP_TYPES}.get(str(group_type).lower(), group_type)
+        group_type = distiller_name(group_type, DISTILLER_RANKED) or group_type
         if group_type not in RANKED_GROUP_TYPES:
             raise ValueError(f"group_type {group_type!r} is not supported; use one of "
                              f"{', '.join(RANKED_GROUP_TYPES)}")

@@ -13,66 +13,41 @@ Group semantics follow Distiller's ``GroupLassoRegularizer``: the penalty is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from .schedule import REGULARIZER_GROUP_TYPES, THRESHOLD_CRITERIA
+from .declarations import THRESHOLD_CRITERIA
+from .groups import DISTILLER, DISTILLER_COMBINED, REGULARIZER_GROUP_TYPES
+from .metrics import structure_view
 
 EPSILON = 1e-8
 
 
-def _need(dims: int) -> Callable[[torch.Tensor], None]:
-    def check(t: torch.Tensor) -> None:
-        if t.dim() != dims:
-            raise ValueError(f"needs a {dims}-D weight, got shape {tuple(t.shape)}")
-    return check
-
-
-def _filters(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1)
-
-
-def _channels(t: torch.Tensor) -> torch.Tensor:
-    return t.transpose(0, 1).reshape(t.shape[1], -1)
-
-
-# group type -> (check of the weight's shape, view with one group per row). One table serves the
-# penalty, the thresholding and the mask expansion, so a group means the same thing in all three.
-GROUPS: dict[str, tuple[Callable[[torch.Tensor], None], Callable[[torch.Tensor], torch.Tensor]]] = {
-    "Filters": (lambda t: None, _filters),
-    "3D": (lambda t: None, _filters),
-    "Channels": (_need(4), _channels),
-    "Rows": (_need(2), lambda t: t),
-    "Cols": (_need(2), lambda t: t.t()),
-    "2D": (_need(4), lambda t: t.reshape(-1, t.shape[2] * t.shape[3])),
-    "4D": (_need(4), lambda t: t.reshape(1, -1)),
-}
-# Distiller's combined groups: the penalty is the sum of both parts.
-COMBINED = {"Rows+Cols": ("Rows", "Cols"), "Cols+Rows": ("Rows", "Cols"),
-            "Channels+4D": ("Channels", "4D"), "4D+Channels": ("Channels", "4D")}
+# Distiller's regularization group types -> the canonical groups (pruning_core.groups); one view function
+# (metrics.structure_view) serves the penalty, the thresholding and the mask expansion, so a group means
+# the same structures in all three and in the pruners and metrics.
 GROUP_TYPES = REGULARIZER_GROUP_TYPES
-assert set(GROUP_TYPES) == {*GROUPS, *COMBINED}, "schedule.REGULARIZER_GROUP_TYPES and GROUPS disagree"
+COMBINED = DISTILLER_COMBINED
 
 
-def group_view(t: torch.Tensor, group_type: str) -> torch.Tensor:
-    """``t`` as a 2-D (groups x elements) view for ``group_type``; ValueError on a wrong shape."""
-    if group_type not in GROUPS:
+def _parts(group_type: str) -> tuple[str, ...]:
+    """The canonical groups a Distiller group type sums over (two for a combined type such as Rows+Cols)."""
+    if group_type in COMBINED:
+        return COMBINED[group_type]
+    if group_type not in GROUP_TYPES:
         raise ValueError(f"group type {group_type!r} is not supported; use one of {', '.join(GROUP_TYPES)}")
-    check, view = GROUPS[group_type]
-    check(t)
-    return view(t)
+    return (DISTILLER[group_type],)
 
 
 def group_lasso(t: torch.Tensor, group_type: str, strength: float) -> torch.Tensor:
     """Distiller's Group Lasso penalty of one weight (differentiable)."""
-    parts = COMBINED.get(group_type, (group_type,))
     total = t.new_zeros(())
-    for part in parts:
-        groups = group_view(t, part)
-        if part == "4D":  # one group: Distiller uses the plain norm
+    for part in _parts(group_type):
+        groups = structure_view(t, part)
+        if part == "tensor":  # one group: Distiller uses the plain norm
             total = total + groups.norm(2) * strength
         else:
             total = total + groups.pow(2).sum(dim=1).add(EPSILON).sqrt().sum() * strength
@@ -83,16 +58,15 @@ def group_threshold_mask(t: torch.Tensor, group_type: str, threshold: float, cri
     """Keep-mask (True = keep) that drops each group whose mean |w| or max |w| is ``<= threshold``."""
     if criteria not in THRESHOLD_CRITERIA:
         raise ValueError(f"threshold_criteria {criteria!r} is not supported; use Mean_Abs or Max")
-    parts = COMBINED.get(group_type, (group_type,))
     keep = torch.ones(t.shape, dtype=torch.bool, device=t.device)
     index = torch.arange(t.numel(), device=t.device).view(t.shape)
-    for part in parts:
-        groups = group_view(t.detach().abs(), part)
+    for part in _parts(group_type):
+        groups = structure_view(t.detach().abs(), part)
         score = groups.mean(dim=1) if criteria == "Mean_Abs" else groups.amax(dim=1)
         drop = score <= threshold
         if drop.any():
             flat = keep.view(-1)
-            flat[group_view(index, part)[drop].reshape(-1)] = False
+            flat[structure_view(index, part)[drop].reshape(-1)] = False
     return keep
 
 
@@ -162,9 +136,3 @@ class L1Regularizer(_Regularizer):
 
     def mask(self, t: torch.Tensor, setting: float) -> torch.Tensor:
         return t.detach().abs() > float(setting)
-
-
-REGULARIZERS: dict[str, type[_Regularizer]] = {
-    "GroupLassoRegularizer": GroupLassoRegularizer,
-    "L1Regularizer": L1Regularizer,
-}

@@ -27,27 +27,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import pruners as _pruners
-from .agp import AutomatedGradualPruner, L1RankedStructureParameterPruner_AGP
+from .declarations import PRUNER_CLASSES, REGULARIZER_CLASSES
+from .lr_table import LR_SCHEDULERS
 from .masks import MaskSet
-from .regularizers import REGULARIZERS
-from .schedule import PolicySpec, PrunerSpec, Schedule, lr_scheduler_class, resolve_schedule, resolve_weights
-
-_AGP_CLASSES = {
-    "AutomatedGradualPruner": AutomatedGradualPruner,
-    "L1RankedStructureParameterPruner_AGP": L1RankedStructureParameterPruner_AGP,
-}
+from .schedule import PolicySpec, PrunerSpec, Schedule, lr_scheduler_class, model_parameter_names, resolve_schedule
 
 
 def build_pruner(spec: PrunerSpec) -> Any:
-    """Instantiate the pruner class a schedule entry names, with its arguments."""
-    cls = _AGP_CLASSES.get(spec.cls) or getattr(_pruners, spec.cls)
-    return cls(**spec.args)
+    """Instantiate the pruner class a schedule entry names, with its arguments (its declaration's ``impl``)."""
+    return PRUNER_CLASSES[spec.cls].build(spec.args)
 
 
 def build_regularizer(spec: PrunerSpec) -> Any:
-    """Instantiate the regularizer class a schedule entry names (``regularizers.REGULARIZERS``)."""
-    return REGULARIZERS[spec.cls](**spec.args)
+    """Instantiate the regularizer class a schedule entry names (its declaration's ``impl``)."""
+    return REGULARIZER_CLASSES[spec.cls].build(spec.args)
 
 
 def build_lr_scheduler(cls_name: str, args: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
@@ -56,14 +49,6 @@ def build_lr_scheduler(cls_name: str, args: dict[str, Any], optimizer: torch.opt
     if cls is None:
         raise ValueError(f"unknown lr scheduler class {cls_name!r}")
     return cls(optimizer, **args)
-
-
-def _is_plateau(scheduler: Any) -> bool:
-    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-
-
-def _has_epoch(pruner: Any) -> bool:
-    return isinstance(pruner, AutomatedGradualPruner) or isinstance(pruner, _pruners.SplicingPruner)
 
 
 class CompressionScheduler:
@@ -120,9 +105,9 @@ class CompressionScheduler:
         """Per pruner, the AGP level that ``on_epoch_begin(epoch)`` will use (AGP pruners only)."""
         out = {}
         for policy in self._active("pruner", epoch):
-            pruner = self.pruners[policy.instance_name]
-            if isinstance(pruner, AutomatedGradualPruner):
-                out[policy.instance_name] = pruner.target_sparsity(epoch, *policy.span())
+            spec = self.schedule.pruners[policy.instance_name]
+            if PRUNER_CLASSES[spec.cls].agp:
+                out[policy.instance_name] = self.pruners[policy.instance_name].target_sparsity(epoch, *policy.span())
         return out
 
     def on_epoch_begin(self, epoch: int) -> dict[str, float]:
@@ -132,7 +117,7 @@ class CompressionScheduler:
         result: dict[str, float] = {}
         for policy in self._active("pruner", epoch):
             pruner = self.pruners[policy.instance_name]
-            if _has_epoch(pruner):
+            if PRUNER_CLASSES[self.schedule.pruners[policy.instance_name].cls].epoch_aware:
                 pruner.set_epoch(epoch, *policy.span())
             result.update(pruner.prune(self.model, self.masks))
         if result:
@@ -236,7 +221,7 @@ class CompressionScheduler:
             raise RuntimeError("lr policies need an optimizer: call attach(optimizer) first")
         for policy in self._active("lr_scheduler", epoch):
             scheduler = self.lr_schedulers[policy.instance_name]
-            if _is_plateau(scheduler):
+            if LR_SCHEDULERS[self.schedule.lr_schedulers[policy.instance_name].cls].metric_driven:
                 if metrics is not None and metrics.get(scheduler.mode) is not None:
                     scheduler.step(metrics[scheduler.mode])
             else:
@@ -259,89 +244,15 @@ class CompressionScheduler:
                 "lr_schedulers": {n: s.state_dict() for n, s in self.lr_schedulers.items()}}
 
 
-def _fixed_target(pruner: Any, name: str, model: nn.Module) -> float | None:
-    """The sparsity a non-AGP pruner gives ``name``: its level, or (threshold rules) what its mask
-    would zero on the model's current weights; None when random (RandomLevel)."""
-    if isinstance(pruner, _pruners.RandomLevelStructureParameterPruner):
-        return None
-    if isinstance(pruner, (_pruners.L1RankedStructureParameterPruner, _pruners.SparsityLevelParameterPruner,
-                           _pruners.RandomPruner)):
-        return float(pruner._setting(name))
-    if isinstance(pruner, _pruners.NMStructuredPruner):
-        n, m = pruner._setting(name)
-        return 1.0 - n / m
-    with torch.no_grad():
-        mask = pruner.compute_mask(name, model.get_parameter(name))
-    return 1.0 - float(mask.float().mean())
-
-
 def preview_schedule(schedule: Schedule, model: nn.Module, *, lr: float = 0.1,
                      epochs: int | None = None) -> list[dict[str, Any]]:
-    """Walk the whole schedule without training: one dict per epoch (0-based) with
-
-    ``epoch``; ``lr`` (the lr that epoch trains with, from ``lr``); ``sparsity`` (each pruned parameter's
-    target sparsity so far, model names); ``pruners`` (pruner acting this epoch -> its level, None when
-    it differs per parameter or is a random draw); ``params`` (pruner -> the parameters it prunes);
-    ``regularizers`` (active ones); ``thinning`` (extensions that thin at the start of the epoch); ``notes``.
-    Threshold pruners (Sensitivity, Magnitude, Splicing) report
-    what they would zero on ``model``'s current weights. The model is not changed.
-    Used by ``prunescope prune --dry-run`` and the schedule-preview endpoint.
+    """:func:`pruning_core.preview.preview` on ``model``: its parameter shapes, its prunable weights, and
+    its current weights for the threshold pruners (Sensitivity, Magnitude, Splicing). The model is not
+    changed. Used by ``prunescope prune --dry-run``; the API previews on stored shapes instead.
     """
-    resolved = resolve_schedule(schedule, model)
-    weights = resolve_weights(resolved, model)
-    pruners = {name: build_pruner(spec) for name, spec in resolved.pruners.items()}
-    dummy = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.SGD([dummy], lr=lr)
-    import warnings
+    from .preview import preview
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lr_schedulers = {n: build_lr_scheduler(s.cls, s.args, optimizer) for n, s in resolved.lr_schedulers.items()}
-    total = resolved.last_epoch() + 1 if epochs is None else epochs
-    current: dict[str, float | None] = {}
-    fixed: dict[tuple[str, str], float | None] = {}
-    out = []
-    for epoch in range(total):
-        entry: dict[str, Any] = {"epoch": epoch, "lr": float(optimizer.param_groups[0]["lr"]), "pruners": {},
-                                 "params": {}, "regularizers": [], "thinning": [], "notes": []}
-        for policy in resolved.policies:
-            if epoch not in policy.active_epochs():
-                continue
-            if policy.kind == "pruner":
-                pruner = pruners[policy.instance_name]
-                level = pruner.target_sparsity(epoch, *policy.span()) if isinstance(pruner, AutomatedGradualPruner) \
-                    else None
-                for name in weights[policy.instance_name]:
-                    if level is None and (policy.instance_name, name) not in fixed:  # weights do not change here
-                        fixed[policy.instance_name, name] = _fixed_target(pruner, name, model)
-                    current[name] = level if level is not None else fixed[policy.instance_name, name]
-                entry["params"][policy.instance_name] = list(weights[policy.instance_name])
-                entry["pruners"][policy.instance_name] = level if level is not None else (
-                    None if isinstance(pruner, _pruners.RandomLevelStructureParameterPruner)
-                    else _fixed_level(pruner))
-            elif policy.kind == "regularizer":
-                entry["regularizers"].append(policy.instance_name)
-            elif policy.kind == "extension":
-                entry["thinning"].append(policy.instance_name)
-        entry["sparsity"] = dict(current)
-        for policy in resolved.policies:
-            if policy.kind == "lr_scheduler" and epoch in policy.active_epochs():
-                scheduler = lr_schedulers[policy.instance_name]
-                if _is_plateau(scheduler):
-                    entry["notes"].append(f"{policy.instance_name}: ReduceLROnPlateau follows the validation loss; "
-                                          "the lr shown assumes no plateau")
-                else:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        scheduler.step()
-        out.append(entry)
-    return out
-
-
-def _fixed_level(pruner: Any) -> float | None:
-    """A one-shot pruner's level when all its parameters share one (else None)."""
-    levels = {v for v in pruner.rules.values() if isinstance(v, (int, float))}
-    if isinstance(pruner, (_pruners.L1RankedStructureParameterPruner, _pruners.SparsityLevelParameterPruner,
-                           _pruners.RandomPruner)) and len(levels) == 1:
-        return float(levels.pop())
-    return None
+    _, prunable = model_parameter_names(model)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    with torch.no_grad():
+        return preview(schedule, shapes, lr=lr, epochs=epochs, weights=model.get_parameter, prunable=prunable)

@@ -26,55 +26,23 @@ import contextlib
 import fnmatch
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from pruning_core.groups import SENSITIVITY, SENSITIVITY_GROUPS
 from pruning_core.levels import parse_levels
+from pruning_core.points import SensitivityPoint
 from pruning_core.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("element", "filter", "channel")
+GROUPS = SENSITIVITY_GROUPS  # the sweep's names of pruning_core.groups' element, filters, channels
 ENGINES = ("fast", "plain")
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
-
-
-@dataclass
-class SensitivityPoint:
-    """One measured (or, after an early stop, unmeasured) point of a sensitivity curve.
-
-    top1/top5 and their 95 % Wilson bounds are percentages; loss is the mean cross-entropy.
-    ``nnz`` counts the non-zeros left in the parameter; ``macs``/``params_left`` (structured groups
-    only) count what is left of the model once fully-zero filters/channels are removed;
-    ``latency_ms`` (``latency=True`` only) is measured on a copy thinned with Torch-Pruning.
-    """
-
-    parameter: str
-    sparsity: float
-    top1: float | None
-    top5: float | None
-    loss: float | None
-    samples: int
-    nnz: int
-    top1_low: float | None = None
-    top1_high: float | None = None
-    top5_low: float | None = None
-    top5_high: float | None = None
-    macs: int | None = None
-    params_left: int | None = None
-    measured: bool = True
-    approximate: bool = False
-    subset: bool = False
-    group: str = "element"
-    mode: str = "independent"
-    latency_ms: float | None = None  # fastest forward (ms) of the physically thinned model, levels timed side by side
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -352,7 +320,7 @@ class SensitivityAnalysis:
         weight = self.named[name].detach()
         if self.group == "element":
             return {name: pruners.level_mask(weight, level)}
-        kind = "filters" if self.group == "filter" else "channels"
+        kind = SENSITIVITY[self.group]
         mask = pruners.structure_mask(weight, level, kind)
         if not self.coupled:
             return {name: mask}

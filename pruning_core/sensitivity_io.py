@@ -9,12 +9,10 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
-from dataclasses import fields
 from pathlib import Path
 
-from pruning_core.sensitivity import SensitivityPoint, SensitivityResult
-
-CSV_HEADER = ("parameter", "sparsity", "top1", "top5", "loss")
+from pruning_core.points import CSV_HEADER, POINT_FIELDS, SensitivityPoint
+from pruning_core.sensitivity import SensitivityResult
 
 
 def write_csv(points: Iterable[SensitivityPoint], path: str | Path) -> Path:
@@ -66,8 +64,7 @@ def write_json(result: SensitivityResult | Iterable[SensitivityPoint], path: str
 
 def points_from_json(data: dict) -> list[SensitivityPoint]:
     """Points back from ``to_json`` output (unknown keys ignored so newer files still load)."""
-    names = {f.name for f in fields(SensitivityPoint)}
-    return [SensitivityPoint(**{k: v for k, v in p.items() if k in names}) for p in data["points"]]
+    return [SensitivityPoint(**{k: v for k, v in p.items() if k in POINT_FIELDS}) for p in data["points"]]
 
 
 from pruning_core.report import write_html  # noqa: E402  (the HTML export lives with its plotting code)

@@ -142,3 +142,28 @@ def test_lenet_300_100_on_digits_to_90_percent_within_one_point(tmp_path, capsys
     assert load_checkpoint(pruned).input_shape == (1, 8, 8)
     assert model_sparsity(model) >= 0.90
     assert after.top1 >= before.top1 - 1.0
+
+
+def test_dry_run_needs_only_model_and_schedule(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Random weights without --checkpoint, the schedule's own epochs, no dataset and no output file; the
+    threshold pruner's level is computed on those weights (the CLI passes them to the torch-free walker)."""
+    schedule = tmp_path / "s.yaml"
+    schedule.write_text("""\
+version: 1
+pruners:
+  agp: {class: AutomatedGradualPruner, initial_sparsity: 0.1, final_sparsity: 0.6, weights: ['layer1.*.conv1.weight']}
+  sens: {class: SensitivityPruner, sensitivities: {layer2.0.conv1.weight: 0.5}}
+lr_schedulers:
+  lr: {class: CosineAnnealingLR, T_max: 4}
+policies:
+  - {pruner: {instance_name: agp}, starting_epoch: 0, ending_epoch: 3}
+  - {pruner: {instance_name: sens}, epochs: [1]}
+  - {lr_scheduler: {instance_name: lr}, starting_epoch: 0, ending_epoch: 4}
+""")
+    assert main(["prune", "--dry-run", "--model", "resnet20-cifar", "--schedule", str(schedule)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   2: agp -> 0.6000  (lr 0.005)" in out and "epoch   3: -  (lr 0.00146447)" in out
+    sens = next(line for line in out.splitlines() if "sens (SensitivityPruner)" in line)
+    assert 0.2 < float(sens.split(")")[1].split(":")[0]) < 0.6  # |w| <= 0.5 std of random normal-ish weights
+    assert main(["prune", "--model", "resnet20-cifar", "--schedule", str(schedule)]) == 2
+    assert "prune needs --checkpoint, --dataset, --epochs, --out to train" in capsys.readouterr().err

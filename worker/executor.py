@@ -23,6 +23,11 @@ class Executor:
         self.factory, self.settings = factory, settings
         self.worker_name = f"embedded@{socket.gethostname()}:{os.getpid()}"
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prunescope-exec")
+        # What this server could build, for torch-free previews and plans: published from a child
+        # process (this one is the API's and must not import torch), in the background.
+        from worker.facts import publish_in_child
+
+        publish_in_child(factory, settings.db_url)
 
     def dispatch(self, job_id: int, shard: int) -> Future:
         return self._pool.submit(self._run, job_id, shard)

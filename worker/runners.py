@@ -24,12 +24,16 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.limits import limits_applied
+from api.schemas import SPECS, PruneSpec, SensitivitySpec, TrainSpec
 from api.settings import Settings
 from api.store import repo
 from api.store.models import DatasetEntry, Job, ModelEntry, SensitivityPointRow
+from worker import facts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+JobSpec = TrainSpec | SensitivitySpec | PruneSpec
 # How long a store write keeps retrying through a database outage before the shard gives up; beyond
 # this the heartbeat is long stale and the reaper hands the shard to another worker anyway.
 STORE_RETRY_S = 60.0
@@ -41,16 +45,20 @@ class Cancelled(Exception):
 
 @dataclass
 class JobContext:
-    """What a runner needs: the job's spec, its shard, the store and where results go."""
+    """What a runner needs: the job's spec, its shard, the store and where results go.
+
+    ``stored`` is the spec as the job row holds it; ``spec`` is it validated by its kind's model
+    (:func:`parse_spec`), which is all a runner reads, so the defaults live in ``api.schemas`` only."""
 
     job_id: int
     shard: int
     shards: int
     kind: str
-    spec: dict[str, Any]
+    stored: dict[str, Any]
     factory: sessionmaker[Session]
     settings: Settings
     worker: str
+    spec: Any = None  # JobSpec once parse_spec ran
     device: Any = None
 
     def check_cancel(self, session: Session) -> None:
@@ -60,6 +68,14 @@ class JobContext:
     def store(self, write: Callable[[Session], T], what: str) -> T:
         """Run ``write`` in a fresh session and commit, retrying through database outages."""
         return with_store(self.factory, write, what=f"job {self.job_id} shard {self.shard}: {what}")
+
+
+def parse_spec(kind: str, stored: dict[str, Any], settings: Settings) -> JobSpec:
+    """The stored spec through the API's model, within this deployment's limits: typed fields, and the
+    defaults of fields added since the job was stored. A spec that no longer validates fails the job
+    with the model's message."""
+    with limits_applied(settings.limits):
+        return SPECS[kind].model_validate(stored)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -147,8 +163,9 @@ def run_shard(job_id: int, shard: int, *, factory: sessionmaker[Session], settin
         try:
             from pruning_core.training import resolve_device
 
+            ctx.spec = parse_spec(ctx.kind, ctx.stored, settings)
             configure_torch(settings.torch_threads)
-            ctx.device = resolve_device(ctx.spec.get("device", "auto"))
+            ctx.device = resolve_device(ctx.spec.device)
             ctx.store(lambda s: repo.heartbeat(s, job_id, shard, device=str(ctx.device)), "heartbeat")
             RUNNERS[ctx.kind](ctx)
         except Cancelled:
@@ -164,7 +181,7 @@ def run_shard(job_id: int, shard: int, *, factory: sessionmaker[Session], settin
 def spec_architecture(ctx: JobContext) -> tuple[str, str | None]:
     """The spec's architecture and checkpoint path: a registered model's, or an architecture name alone."""
     with ctx.factory() as s:
-        return repo.model_source(s, ctx.spec["model"], ctx.settings.data_dir)
+        return repo.model_source(s, ctx.spec.model, ctx.settings.data_dir)
 
 
 def load_spec_model(arch: str, path: str | None, bundle: Any) -> Any:
@@ -179,13 +196,13 @@ def load_spec_dataset(ctx: JobContext, arch: str, split: str) -> Any:
     """The spec's dataset split; ``synthetic`` defaults to the model's input shape and class count."""
     from pruning_core.datasets import load_dataset, options_for_model
 
-    name, options = ctx.spec["dataset"], dict(ctx.spec.get("dataset_options") or {})
+    name, options = ctx.spec.dataset, dict(ctx.spec.dataset_options)
     with ctx.factory() as s:
         entry = s.scalar(select(DatasetEntry).where(DatasetEntry.name == name))
         if entry is not None:
             name = entry.kind
             options = {**(entry.options or {}), **({"root": entry.root} if entry.root else {}), **options}
-    return load_dataset(name, split=split, **options_for_model(name, arch, options))
+    return load_dataset(name, split=split, limits=ctx.settings.limits, **options_for_model(name, arch, options))
 
 
 # -- sensitivity ---------------------------------------------------------------------------------
@@ -199,14 +216,16 @@ def run_sensitivity(ctx: JobContext) -> None:
     from pruning_core.datasets import make_loader
     from pruning_core.sensitivity import SensitivityAnalysis, select_parameters
 
-    spec = ctx.spec
+    spec: SensitivitySpec = ctx.spec
     arch, path = spec_architecture(ctx)
-    bundle = load_spec_dataset(ctx, arch, spec.get("split", "test"))
+    bundle = load_spec_dataset(ctx, arch, spec.split)
     model = load_spec_model(arch, path, bundle)
-    loader = make_loader(bundle, batch_size=spec.get("batch_size", 256))
+    facts.publish_from_runner(ctx.factory, arch, path, model, bundle.input_shape)
+    loader = make_loader(bundle, batch_size=spec.batch_size)
     example = bundle.dataset[0][0].unsqueeze(0)
-    levels = [round(float(x), 10) for x in spec["levels"]]
-    all_params, skipped = select_parameters(model, spec.get("params"), spec.get("group", "element"), example)
+    # parsed by the spec's validator (a stored text, from before levels were stored parsed, included)
+    levels = [round(float(x), 10) for x in spec.levels]
+    all_params, skipped = select_parameters(model, spec.params, spec.group, example)
     # the position in named_parameters(), whatever order the spec's globs listed them in: reads sort on it
     index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
     mine = shard_parameters(all_params, ctx.shard, ctx.shards)
@@ -226,10 +245,9 @@ def run_sensitivity(ctx: JobContext) -> None:
     if not todo:
         return  # a resumed shard whose points are all stored already
     analysis = SensitivityAnalysis(
-        model, loader, levels=levels, params=todo, group=spec.get("group", "element"), device=ctx.device,
-        engine=spec.get("engine", "fast"), coupled=spec.get("coupled", False), samples=spec.get("samples"),
-        seed=spec.get("seed", 0), early_stop_top1=spec.get("early_stop"), amp=spec.get("amp", False),
-        latency=spec.get("latency", False),
+        model, loader, levels=levels, params=todo, group=spec.group, device=ctx.device, engine=spec.engine,
+        coupled=spec.coupled, samples=spec.samples, seed=spec.seed, early_stop_top1=spec.early_stop, amp=spec.amp,
+        latency=spec.latency,
     )
     ctx.store(lambda s: repo.merge_result(s, ctx.job_id, {"engine": analysis.engine,
                                                           "engine_note": analysis.engine_note}), "engine")
@@ -284,7 +302,7 @@ def register_model(ctx: JobContext, model: Any, arch: str, metrics: dict[str, An
     """Save the model as a checkpoint artifact and (re-)register it under the spec's name."""
     from pruning_core.checkpoint import save_checkpoint
 
-    name = ctx.spec.get("register_as") or f"{arch}-job{ctx.job_id}"
+    name = ctx.spec.register_as or f"{arch}-job{ctx.job_id}"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.pt"
         save_checkpoint(path, model, arch=arch, masks=masks, metadata={"job": ctx.job_id, **metrics})
@@ -300,31 +318,30 @@ def register_model(ctx: JobContext, model: Any, arch: str, metrics: dict[str, An
                 s.add(entry)
             entry.architecture, entry.artifact_id, entry.checkpoint_sha256 = arch, artifact.id, artifact.sha256
             entry.parameters = sum(p.numel() for p in model.parameters())
+            entry.shapes, entry.prunable = facts.describe(model)
             entry.metrics, entry.source_job_id, entry.validation = metrics, ctx.job_id, "valid"
             repo.merge_result(s, ctx.job_id, {"model": name, "checkpoint_artifact": artifact.id})
 
         ctx.store(save, "register model")
 
 
-def optimizer_options(spec: dict[str, Any]) -> dict[str, Any]:
-    """The optimizer fields train and prune specs share (defaults as the CLI's, for specs stored before them)."""
-    return {"optimizer": spec.get("optimizer", "sgd"), "momentum": spec.get("momentum", 0.9),
-            "weight_decay": spec.get("weight_decay", 1e-4)}
+def optimizer_options(spec: TrainSpec | PruneSpec) -> dict[str, Any]:
+    """The optimizer fields train and prune specs share."""
+    return {"optimizer": spec.optimizer, "momentum": spec.momentum, "weight_decay": spec.weight_decay}
 
 
 def run_train(ctx: JobContext) -> None:
     from pruning_core.datasets import make_loader
     from pruning_core.training import evaluate, train
 
-    spec = ctx.spec
+    spec: TrainSpec = ctx.spec
     arch, path = spec_architecture(ctx)
     train_set = load_spec_dataset(ctx, arch, "train")
     model = load_spec_model(arch, path, train_set)
-    batch = spec.get("batch_size", 256)
-    train_loader = make_loader(train_set, batch_size=batch, shuffle=True, seed=spec.get("seed", 0))
-    test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=batch)
-    train(model, train_loader, epochs=spec["epochs"], lr=spec["lr"], **optimizer_options(spec),
-          eval_loader=test_loader, on_epoch=_epoch_callback(ctx, spec["epochs"]), seed=spec.get("seed", 0),
+    train_loader = make_loader(train_set, batch_size=spec.batch_size, shuffle=True, seed=spec.seed)
+    test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=spec.batch_size)
+    train(model, train_loader, epochs=spec.epochs, lr=spec.lr, **optimizer_options(spec),
+          eval_loader=test_loader, on_epoch=_epoch_callback(ctx, spec.epochs), seed=spec.seed,
           device=ctx.device, progress=False)
     final = asdict(evaluate(model, test_loader, ctx.device))
     ctx.store(lambda s: repo.merge_result(s, ctx.job_id, {"final": final}), "result")
@@ -336,21 +353,18 @@ def run_prune_job(ctx: JobContext) -> None:
     from pruning_core.prune_job import run_prune
     from pruning_core.schedule import parse_schedule
 
-    spec = ctx.spec
+    spec: PruneSpec = ctx.spec
     arch, path = spec_architecture(ctx)
     train_set = load_spec_dataset(ctx, arch, "train")  # its name is the kind, also for a registered dataset
     model = load_spec_model(arch, path, train_set)
-    batch = spec.get("batch_size", 256)
-    seed = spec.get("seed", 0)
-    train_loader = make_loader(train_set, batch_size=batch, shuffle=True, seed=seed)
-    test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=batch)
-    schedule = parse_schedule(spec["schedule"], source="spec.schedule")
-    store_file(ctx, "schedule", "schedule.yaml", spec["schedule"].encode())
-    result = run_prune(model, train_loader, test_loader, schedule, spec["epochs"], lr=spec["lr"],
-                       **optimizer_options(spec), thin=spec.get("thin", False),
-                       latency_batch=spec.get("latency_batch", 1), start_epoch=spec.get("start_epoch", 0),
-                       arch=arch, dataset=train_set.name, seed=seed,
-                       on_epoch=_epoch_callback(ctx, spec["epochs"]), device=ctx.device, progress=False)
+    train_loader = make_loader(train_set, batch_size=spec.batch_size, shuffle=True, seed=spec.seed)
+    test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=spec.batch_size)
+    schedule = parse_schedule(spec.schedule, source="spec.schedule")
+    store_file(ctx, "schedule", "schedule.yaml", spec.schedule.encode())
+    result = run_prune(model, train_loader, test_loader, schedule, spec.epochs, lr=spec.lr,
+                       **optimizer_options(spec), thin=spec.thin, latency_batch=spec.latency_batch,
+                       start_epoch=spec.start_epoch, arch=arch, dataset=train_set.name, seed=spec.seed,
+                       on_epoch=_epoch_callback(ctx, spec.epochs), device=ctx.device, progress=False)
     metrics = result.metrics()
     store_file(ctx, "report", "prune-report.json", json.dumps(metrics, indent=2, default=str).encode())
     summary = {k: v for k, v in metrics.items() if k != "epochs"}  # epochs live in epoch_metrics

@@ -11,10 +11,18 @@ Importing this package imports neither torch nor the server's code (see docs/cli
 
 from api.client.core import Client, dataset_options
 from api.client.errors import JobFailed, PrunescopeError
-from api.client.frames import POINT_COLUMNS
 from api.client.resources import Artifact, Dataset, Event, Experiment, Job, Model, ScheduleCheck
 
 __all__ = [
     "POINT_COLUMNS", "Artifact", "Client", "Dataset", "Event", "Experiment", "Job", "JobFailed", "Model",
     "PrunescopeError", "ScheduleCheck", "dataset_options",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``POINT_COLUMNS`` (see :mod:`api.client.frames`), resolved on first use."""
+    if name == "POINT_COLUMNS":
+        from api.client import frames
+
+        return frames.POINT_COLUMNS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -252,55 +252,66 @@ class Client:
     # -- the CLI's jobs --------------------------------------------------------------------------
 
     def _data_spec(self, model: str, dataset: str, checkpoint: CheckpointSource | None,
-                   options: DatasetOptions, batch_size: int, device: str) -> dict[str, Any]:
-        """The model/dataset part of every spec; a checkpoint is uploaded (once per content) first."""
+                   options: DatasetOptions, **fields: Any) -> dict[str, Any]:
+        """The model/dataset part of every spec and the ``fields`` given; a checkpoint is uploaded (once per
+        content) first. A field left None is left out: the server's spec model fills in its default."""
         if checkpoint is not None:
             model = self.ensure_model(checkpoint, model).name
-        return {"model": model, "dataset": dataset, "dataset_options": dataset_options(options),
-                "batch_size": batch_size, "device": device}
+        spec = {"model": model, "dataset": dataset, **_given(**fields)}
+        if options:
+            spec["dataset_options"] = dataset_options(options)
+        return spec
 
     def _run(self, kind: Literal["train", "sensitivity", "prune"], spec: dict[str, Any],
              experiment: int | Experiment | None, wait: bool) -> Job:
         job = self.submit(kind, spec, experiment=experiment)
         return self.wait(job) if wait else job
 
+    # The options of train/sense/prune mirror the CLI's; one left None takes the default of the job's spec
+    # model (api.schemas.TrainSpec, SensitivitySpec, PruneSpec), the one place defaults are written.
+
     def train(self, model: str, dataset: str, *, checkpoint: CheckpointSource | None = None,
-              dataset_options: DatasetOptions = None, epochs: int = 15, optimizer: str = "sgd", lr: float = 0.1,
-              momentum: float = 0.9, weight_decay: float = 1e-4, seed: int = 0, batch_size: int = 256,
-              device: str = "auto", register_as: str | None = None, experiment: int | Experiment | None = None,
-              wait: bool = True) -> Job:
-        """``prunescope train``: the trained model is registered (as ``register_as`` or ``<arch>-job<N>``)."""
-        spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size, device)
-        spec.update(epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                    seed=seed, register_as=register_as)
+              dataset_options: DatasetOptions = None, epochs: int | None = None, optimizer: str | None = None,
+              lr: float | None = None, momentum: float | None = None, weight_decay: float | None = None,
+              seed: int | None = None, batch_size: int | None = None, device: str | None = None,
+              register_as: str | None = None, experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+        """``prunescope train``: the trained model is registered (as ``register_as`` or ``<arch>-job<N>``).
+        Options left None take TrainSpec's defaults."""
+        spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size=batch_size, device=device,
+                               epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum,
+                               weight_decay=weight_decay, seed=seed, register_as=register_as)
         return self._run("train", spec, experiment, wait)
 
     def sense(self, model: str, dataset: str, *, checkpoint: CheckpointSource | None = None,
-              dataset_options: DatasetOptions = None, split: str = "test", group: str = "element",
-              levels: str | Sequence[float] = "0:0.95:0.05", params: Sequence[str] | None = None,
-              samples: int | None = None, seed: int = 0, early_stop: float | None = None, amp: bool = False,
-              coupled: bool = False, latency: bool = False, engine: str = "fast", shards: int | None = None,
-              batch_size: int = 256, device: str = "auto", experiment: int | Experiment | None = None,
-              wait: bool = True) -> Job:
+              dataset_options: DatasetOptions = None, split: str | None = None, group: str | None = None,
+              levels: str | Sequence[float] | None = None, params: Sequence[str] | None = None,
+              samples: int | None = None, seed: int | None = None, early_stop: float | None = None,
+              amp: bool | None = None, coupled: bool | None = None, latency: bool | None = None,
+              engine: str | None = None, shards: int | None = None, batch_size: int | None = None,
+              device: str | None = None, experiment: int | Experiment | None = None, wait: bool = True) -> Job:
         """``prunescope sense``: a sensitivity sweep; ``model`` is an architecture or a registered model name.
-        ``early_stop`` is the CLI's ``--early-stop`` top1 floor (%)."""
-        spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size, device)
-        spec.update(split=split, group=group, levels=levels if isinstance(levels, str) else list(levels),
-                    params=list(params) if params is not None else None, samples=samples, seed=seed,
-                    early_stop=early_stop, amp=amp, coupled=coupled, latency=latency, engine=engine, shards=shards)
+        ``early_stop`` is the CLI's ``--early-stop`` top1 floor (%). Options left None take SensitivitySpec's
+        defaults (levels ``0:0.95:0.05``, element group, every conv and linear weight)."""
+        spec = self._data_spec(
+            model, dataset, checkpoint, dataset_options, batch_size=batch_size, device=device, split=split,
+            group=group, levels=levels if levels is None or isinstance(levels, str) else list(levels),
+            params=None if params is None else list(params), samples=samples, seed=seed, early_stop=early_stop,
+            amp=amp, coupled=coupled, latency=latency, engine=engine, shards=shards)
         return self._run("sensitivity", spec, experiment, wait)
 
     def prune(self, model: str, dataset: str, schedule: str | os.PathLike, *,
-              checkpoint: CheckpointSource | None = None, dataset_options: DatasetOptions = None, epochs: int = 10,
-              lr: float = 0.01, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 1e-4,
-              seed: int = 0, start_epoch: int = 0, thin: bool = False, latency_batch: int = 1,
-              batch_size: int = 256, device: str = "auto", register_as: str | None = None,
+              checkpoint: CheckpointSource | None = None, dataset_options: DatasetOptions = None,
+              epochs: int | None = None, lr: float | None = None, optimizer: str | None = None,
+              momentum: float | None = None, weight_decay: float | None = None, seed: int | None = None,
+              start_epoch: int | None = None, thin: bool | None = None, latency_batch: int | None = None,
+              batch_size: int | None = None, device: str | None = None, register_as: str | None = None,
               experiment: int | Experiment | None = None, wait: bool = True) -> Job:
-        """``prunescope prune``: run a Distiller YAML schedule (text or file) while fine-tuning."""
-        spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size, device)
-        spec.update(schedule=_schedule_text(schedule), epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
-                    weight_decay=weight_decay, seed=seed, start_epoch=start_epoch, thin=thin,
-                    latency_batch=latency_batch, register_as=register_as)
+        """``prunescope prune``: run a Distiller YAML schedule (text or file) while fine-tuning. Options left
+        None take PruneSpec's defaults."""
+        spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size=batch_size, device=device,
+                               schedule=_schedule_text(schedule), epochs=epochs, lr=lr, optimizer=optimizer,
+                               momentum=momentum, weight_decay=weight_decay, seed=seed, start_epoch=start_epoch,
+                               thin=thin, latency_batch=latency_batch, register_as=register_as)
         return self._run("prune", spec, experiment, wait)
 
     # -- results ---------------------------------------------------------------------------------
@@ -425,29 +436,37 @@ class Client:
         return self._one(ScheduleCheck, "POST", "/schedules/validate", json={"yaml": _schedule_text(schedule)})
 
     def plan(self, sensitivity_job: JobRef, max_drop: float | None = None, *, target_sparsity: float | None = None,
-             metric: str = "top1", epochs: int = 10, one_shot: bool = False) -> str:
+             metric: str | None = None, epochs: int | None = None, one_shot: bool | None = None) -> str:
         """Per layer the highest sparsity within ``max_drop`` (top1 points or loss rise), or the least damage
-        reaching ``target_sparsity`` overall: a schedule's YAML (AGP, or everything at epoch 0 with ``one_shot``)."""
-        return self._json("POST", "/plans", json=_plan_body(sensitivity_job, max_drop, target_sparsity, metric,
-                                                            epochs, one_shot))["yaml"]
+        reaching ``target_sparsity`` overall: a schedule's YAML (AGP, or everything at epoch 0 with ``one_shot``).
+        Options left None take PlanRequest's defaults (top1, 10 epochs, AGP)."""
+        return self._json("POST", "/plans", json=_plan_body(sensitivity_job, max_drop, target_sparsity, metric=metric,
+                                                            epochs=epochs, one_shot=one_shot))["yaml"]
 
     def launch_plan(self, sensitivity_job: JobRef, max_drop: float | None = None, *,
-                    target_sparsity: float | None = None, metric: str = "top1", epochs: int = 10,
-                    one_shot: bool = False, lr: float = 0.01, thin: bool = False, register_as: str | None = None,
-                    experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+                    target_sparsity: float | None = None, metric: str | None = None, epochs: int | None = None,
+                    one_shot: bool | None = None, lr: float | None = None, thin: bool | None = None,
+                    register_as: str | None = None, experiment: int | Experiment | None = None,
+                    wait: bool = True) -> Job:
         """Plan, then prune the sensitivity job's model on its dataset with that schedule (a prune job);
-        ``thin`` also removes the pruned structures and measures size and latency before and after."""
-        body = _plan_body(sensitivity_job, max_drop, target_sparsity, metric, epochs, one_shot)
-        body.update(lr=lr, thin=thin, register_as=register_as, experiment_id=_experiment_id(experiment))
+        ``thin`` also removes the pruned structures and measures size and latency before and after.
+        Options left None take PlanLaunch's defaults."""
+        body = _plan_body(sensitivity_job, max_drop, target_sparsity, metric=metric, epochs=epochs,
+                          one_shot=one_shot, lr=lr, thin=thin, register_as=register_as,
+                          experiment_id=_experiment_id(experiment))
         job = self._job(self._json("POST", "/plans/launch", json=body))
         return self.wait(job) if wait else job
 
 
-def _plan_body(job: JobRef, max_drop: float | None, target_sparsity: float | None, metric: str, epochs: int,
-               one_shot: bool) -> dict[str, Any]:
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields a caller gave: one left None is left out, and the server's model gives its default."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _plan_body(job: JobRef, max_drop: float | None, target_sparsity: float | None, **fields: Any) -> dict[str, Any]:
     """``POST /plans``'s fields (the server checks that exactly one of max_drop and target_sparsity is given)."""
     return {"sensitivity_job": _job_id(job), "max_drop": max_drop, "target_sparsity": target_sparsity,
-            "metric": metric, "epochs": epochs, "one_shot": one_shot}
+            **_given(**fields)}
 
 
 def _raise_for_status(response: httpx.Response) -> None:

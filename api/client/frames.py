@@ -11,12 +11,6 @@ if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
-#: The columns of ``GET /jobs/{id}/points`` (every field of pruning_core's SensitivityPoint), in order.
-POINT_COLUMNS = (
-    "parameter", "sparsity", "top1", "top5", "loss", "samples", "nnz", "top1_low", "top1_high",
-    "top5_low", "top5_high", "macs", "params_left", "measured", "approximate", "subset", "group", "mode",
-    "latency_ms",
-)
 EPOCH_COLUMNS = ("epoch", "train_loss", "top1", "top5", "loss", "lr", "sparsity")
 #: y-axis titles and the 20-colour palette of the dashboard (frontend/sensitivity.js, frontend/util.js).
 METRIC_LABELS = {"top1": "top1 (%)", "top5": "top5 (%)", "loss": "loss (cross-entropy)"}
@@ -25,11 +19,23 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#756bb1", "#636363")
 
 
+def __getattr__(name: str) -> Any:
+    """``POINT_COLUMNS``: the columns of ``GET /jobs/{id}/points``, every field of a sensitivity point
+    (``pruning_core.points.POINT_FIELDS``), looked up on first use so ``import api.client`` stays light."""
+    if name == "POINT_COLUMNS":
+        from pruning_core.points import POINT_FIELDS
+
+        return POINT_FIELDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def points_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (parameter, sparsity) in the server's order (model order, then sparsity)."""
     import pandas as pd
 
-    return pd.DataFrame([{c: r.get(c) for c in POINT_COLUMNS} for r in rows], columns=list(POINT_COLUMNS))
+    from pruning_core.points import POINT_FIELDS
+
+    return pd.DataFrame([{c: r.get(c) for c in POINT_FIELDS} for r in rows], columns=list(POINT_FIELDS))
 
 
 def epochs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

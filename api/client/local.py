@@ -35,7 +35,13 @@ class InProcessTransport(httpx.BaseTransport):
         self._stop = asyncio.Event()
         started: Future[None] = Future()
         self._lifespan = asyncio.run_coroutine_threadsafe(self._run_lifespan(app, started), self._loop)
-        started.result()  # startup done (store migrated, executor ready), or its exception raised here
+        try:
+            started.result()  # startup done (store migrated, executor ready), or its exception raised here
+        except BaseException:  # e.g. DataDirLocked: a server already runs over this data dir
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+            raise
         atexit.register(self.close)  # leave the lifespan cleanly even if the caller never closes
 
     async def _run_lifespan(self, app: Any, started: Future[None]) -> None:

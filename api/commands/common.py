@@ -1,9 +1,82 @@
-"""Arguments shared by the commands that load a model and a dataset (train, sense, prune)."""
+"""Arguments shared by the commands that load a model and a dataset (train, sense, prune), and the job
+specs' defaults and choices as the command line shows and uses them."""
 
 from __future__ import annotations
 
 import argparse
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+
+class Lazy:
+    """A text computed when shown: ``--help`` prints the job specs' defaults without every command paying
+    for importing them (argparse formats ``%(default)s`` and any attribute of the action with ``str``)."""
+
+    def __init__(self, text: Callable[[], str]) -> None:
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text()
+
+
+class SpecDefault(Lazy):
+    """The default of a job spec's field (``api.schemas``, where defaults live) as an option's default:
+    shown by ``--help``, replaced by its value by :func:`resolve_spec_defaults` before a command runs."""
+
+    def __init__(self, spec: str, field: str) -> None:
+        super().__init__(lambda: str(self.value()))
+        self.spec, self.field = spec, field
+
+    def value(self) -> Any:
+        import api.schemas
+
+        return api.schemas.field_default(getattr(api.schemas, self.spec), self.field)
+
+
+class SpecChoices(Sequence[str]):
+    """The values a job spec's ``Literal`` field allows, as an option's ``choices`` (looked up on first use;
+    give the option a ``metavar``, or argparse lists them, importing the schemas, when the option is added)."""
+
+    def __init__(self, spec: str, field: str) -> None:
+        self.spec, self.field = spec, field
+
+    def _values(self) -> tuple[str, ...]:
+        import api.schemas
+
+        return typing.get_args(getattr(api.schemas, self.spec).model_fields[self.field].annotation)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._values()[index]
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+
+def spec_option(parser: argparse.ArgumentParser, flag: str, spec: str, field: str | None = None,
+                **kwargs: Any) -> argparse.Action:
+    """``parser.add_argument(flag, ...)`` whose default is ``spec``'s for ``field`` (default: the flag's name),
+    and whose choices (``choices=True``) are the field's ``Literal`` values; a help text shows them with
+    ``%(choices)s``."""
+    name = field or flag.lstrip("-").replace("-", "_")
+    if kwargs.pop("choices", None) is not None:
+        kwargs["choices"] = SpecChoices(spec, name)
+        kwargs.setdefault("metavar", name.upper())  # argparse would list the choices now; help lists them later
+    return parser.add_argument(flag, default=SpecDefault(spec, name), **kwargs)
+
+
+def resolve_spec_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Replace every option left at a spec's default by that default's value (call first in a handler)."""
+    for key, value in vars(args).items():
+        if isinstance(value, SpecDefault):
+            setattr(args, key, value.value())
+    return args
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, str]:
@@ -26,8 +99,10 @@ def add_model_args(parser: argparse.ArgumentParser, *, checkpoint_required: bool
     )
 
 
-def add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="digits, synthetic, cifar10, mnist or imagefolder")
+def add_dataset_args(parser: argparse.ArgumentParser, *, dataset_required: bool = True,
+                     spec: str = "SensitivitySpec") -> None:
+    """--dataset, --dataset-opt, --batch-size and --device, with the defaults of ``spec`` (all kinds share them)."""
+    parser.add_argument("--dataset", required=dataset_required, help="digits, synthetic, cifar10, mnist or imagefolder")
     parser.add_argument(
         "--dataset-opt",
         action="append",
@@ -35,8 +110,8 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="dataset option, repeatable: root=/data/cifar, n=1000, shape=3x32x32, classes=10",
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="evaluation/training batch size (default 256)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    spec_option(parser, "--batch-size", spec, type=int, help="evaluation/training batch size (default %(default)s)")
+    spec_option(parser, "--device", spec, help="auto (CUDA when present), cpu or cuda (default %(default)s)")
 
 
 def dataset_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,26 +10,28 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from api.commands.common import resolve_spec_defaults, spec_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train digits-cnn, run a sensitivity sweep, print the table",
                        description=__doc__)
     p.add_argument("--out-dir", default="prunescope-data/demo", help="where the checkpoint, CSV and HTML go")
-    p.add_argument("--levels", default="0:0.95:0.05", help="sparsity levels (default 0:0.95:0.05)")
+    spec_option(p, "--levels", "SensitivitySpec", help="sparsity levels (default %(default)s)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from api.cli import main
 
+    resolve_spec_defaults(args)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "digits-cnn.pt"
     if checkpoint.exists():
         print(f"using the trained checkpoint {checkpoint}")
     else:
-        code = main(["train", "--model", "digits-cnn", "--dataset", "digits", "--epochs", "15",
-                     "--out", str(checkpoint)])
+        code = main(["train", "--model", "digits-cnn", "--dataset", "digits", "--out", str(checkpoint)])
         if code:
             return code
     csv_path = out / "digits-cnn-sensitivity.csv"

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from api.commands.common import resolve_spec_defaults, spec_option
+
+SPEC = "PlanRequest"  # the options' defaults and choices are POST /plans's
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,17 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sensitivity", required=True, help="sensitivity CSV (parameter,sparsity,top1,top5,loss)")
     p.add_argument("--max-drop", type=float, default=None,
                    help="tolerance: top1 drop in points (--metric top1) or loss rise (--metric loss)")
-    p.add_argument("--metric", choices=["top1", "loss"], default="top1", help="what the tolerance measures")
+    spec_option(p, "--metric", SPEC, choices=True,
+                help="what the tolerance measures: %(choices)s (default %(default)s)")
     p.add_argument("--target-sparsity", type=float, default=None,
                    help="instead of --max-drop: reach this overall weight sparsity (0..1) with the least damage")
     p.add_argument("--model", default=None, help="architecture, for layer sizes (needed by --target-sparsity)")
     p.add_argument("-o", "--out", required=True, help="schedule YAML to write")
-    p.add_argument("--epochs", type=int, default=10, help="epochs the schedule is written for (default 10)")
-    p.add_argument("--one-shot", action="store_true", help="prune everything at epoch 0, then fine-tune")
+    spec_option(p, "--epochs", SPEC, type=int, help="epochs the schedule is written for (default %(default)s)")
+    spec_option(p, "--one-shot", SPEC, action="store_true", help="prune everything at epoch 0, then fine-tune")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_spec_defaults(args)
     if (args.max_drop is None) == (args.target_sparsity is None):
         raise ValueError("give exactly one of --max-drop and --target-sparsity")
     from pruning_core.plan import choose_levels, format_plan, plan_for_target, plan_schedule

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from api.commands.common import add_dataset_args, add_model_args, dataset_options, load_cli_model, load_split
+from api.commands.common import (
+    add_dataset_args,
+    add_model_args,
+    dataset_options,
+    load_cli_model,
+    load_split,
+    resolve_spec_defaults,
+    spec_option,
+)
+
+SPEC = "PruneSpec"  # the options' defaults and choices are this job spec's
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,26 +26,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "epochs of fine-tuning on DATASET, print per-epoch metrics and the final sparsity summary, and "
         "save a checkpoint with masks, schedule and metrics. --thin then removes pruned filters/channels.",
     )
-    add_model_args(p, checkpoint_required=True)
-    add_dataset_args(p)
+    add_model_args(p)  # --checkpoint, --dataset, --epochs and --out: required unless --dry-run (checked in run)
+    add_dataset_args(p, dataset_required=False, spec=SPEC)
     p.add_argument("--schedule", required=True, help="Distiller YAML schedule file")
-    p.add_argument("--epochs", type=int, required=True, help="fine-tuning epochs (0: prune at epoch 0, no training)")
-    p.add_argument("--out", required=True, help="checkpoint to write (masked model, masks, schedule, metrics)")
-    p.add_argument("--thin", action="store_true",
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (0: prune at epoch 0, no training)")
+    p.add_argument("--out", help="checkpoint to write (masked model, masks, schedule, metrics)")
+    spec_option(p, "--thin", SPEC, action="store_true",
                    help="physically remove all-zero filters/channels (Torch-Pruning) and report params, MACs, "
                    "CPU latency before/after; the thinned model goes to OUT with .thin before the suffix")
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd", help="optimizer (default sgd)")
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (default 0.01)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (default 1e-4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--latency-batch", type=int, default=1, help="batch size for --thin latency (default 1)")
-    p.add_argument("--start-epoch", type=int, default=0,
-                   help="jump into the schedule: replay epochs 0..START-1 without training (their pruning, "
-                   "thinning and lr steps), then train EPOCHS epochs from START (default 0)")
+    spec_option(p, "--optimizer", SPEC, choices=True, help="optimizer: %(choices)s (default %(default)s)")
+    spec_option(p, "--lr", SPEC, type=float, help="fine-tuning learning rate (default %(default)s)")
+    spec_option(p, "--momentum", SPEC, type=float, help="SGD momentum (default %(default)s)")
+    spec_option(p, "--weight-decay", SPEC, type=float, help="weight decay (default %(default)s)")
+    spec_option(p, "--seed", SPEC, type=int, help="random seed (default %(default)s)")
+    spec_option(p, "--latency-batch", SPEC, type=int, help="batch size for --thin latency (default %(default)s)")
+    spec_option(p, "--start-epoch", SPEC, type=int,
+                help="jump into the schedule: replay epochs 0..START-1 without training (their pruning, "
+                "thinning and lr steps), then train EPOCHS epochs from START (default %(default)s)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the schedule against the model and walk it without training: per epoch, each "
-                   "parameter's target sparsity, the lr, regularizers and thinning (EPOCHS 0: the whole schedule)")
+                   "parameter's target sparsity, the lr, regularizers and thinning (EPOCHS 0 or omitted: the whole "
+                   "schedule); needs only --model and --schedule (random weights without --checkpoint)")
     p.set_defaults(handler=run)
 
 
@@ -81,20 +92,33 @@ def print_preview(preview: list[dict], schedule: object) -> None:
             print(f"      note: {note}")
 
 
-def _dry_run(args: argparse.Namespace, model: object, schedule: object, bundle: object) -> None:
-    from pruning_core.schedule import check_extensions, resolve_schedule
-    from pruning_core.scheduler import preview_schedule
+def _dry_run(args: argparse.Namespace, schedule: object) -> None:
+    """Validate and walk the schedule on the model's own weights (random without --checkpoint): the torch-free
+    walker, given the weights so that threshold pruners show what they would zero."""
+    import torch
 
-    resolved = resolve_schedule(schedule, model)  # type: ignore[arg-type]
+    from pruning_core.checkpoint import load_model
+    from pruning_core.preview import preview
+    from pruning_core.schedule import check_extensions, model_parameter_names, resolve_names
+
+    bundle = load_split(args, "test") if args.dataset else None
+    model = load_cli_model(args, bundle) if bundle is not None else load_model(args.checkpoint, args.model)
+    names, prunable = model_parameter_names(model)
+    resolved, _ = resolve_names(schedule, names, prunable)  # type: ignore[arg-type]
     print(f"schedule OK: {len(resolved.pruners)} pruner(s), {len(resolved.regularizers)} regularizer(s), "
           f"{len(resolved.extensions)} extension(s), {len(resolved.policies)} policies")
     print_renames(resolved.renames)
-    if resolved.extensions:
+    if resolved.extensions and bundle is None:
+        print("note: extensions' arch and dataset are checked against the job's when --dataset is given")
+    elif resolved.extensions:
         for note in check_extensions(resolved, arch=args.model, dataset=args.dataset, input_shape=bundle.input_shape,
                                      num_classes=bundle.num_classes):
             print(f"note: {note}")
-    preview = preview_schedule(schedule, model, lr=args.lr, epochs=args.epochs or None)  # type: ignore[arg-type]
-    print_preview(preview, resolved)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    with torch.no_grad():
+        epochs = preview(schedule, shapes, lr=args.lr, epochs=args.epochs or None,  # type: ignore[arg-type]
+                         weights=model.get_parameter, prunable=prunable)
+    print_preview(epochs, resolved)
 
 
 def thin_path(out: str) -> Path:
@@ -104,8 +128,12 @@ def thin_path(out: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.epochs < 0 or args.start_epoch < 0:
+    resolve_spec_defaults(args)
+    if (args.epochs or 0) < 0 or args.start_epoch < 0:
         raise ValueError("--epochs and --start-epoch must be >= 0")
+    missing = [f"--{name}" for name in ("checkpoint", "dataset", "epochs", "out") if getattr(args, name) is None]
+    if missing and not args.dry_run:
+        raise ValueError(f"prune needs {', '.join(missing)} to train (only --dry-run runs without them)")
     from tqdm.auto import tqdm
 
     from pruning_core.checkpoint import save_checkpoint
@@ -115,11 +143,11 @@ def run(args: argparse.Namespace) -> int:
     from pruning_core.schedule import dump_schedule, load_schedule
 
     schedule = load_schedule(args.schedule)
+    if args.dry_run:
+        _dry_run(args, schedule)
+        return 0
     test_set = load_split(args, "test")
     model = load_cli_model(args, test_set)
-    if args.dry_run:
-        _dry_run(args, model, schedule, test_set)
-        return 0
     train_set = load_split(args, "train")
     header = (f"{'epoch':>5} {'lr':>9} {'train loss':>10} {'top1':>7} {'top5':>7} {'loss':>7} {'sparsity':>8}"
               f" {'reg loss':>9}")

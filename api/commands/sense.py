@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from api.commands.common import add_dataset_args, add_model_args, load_cli_model, load_split
+from api.commands.common import (
+    add_dataset_args,
+    add_model_args,
+    load_cli_model,
+    load_split,
+    resolve_spec_defaults,
+    spec_option,
+)
+
+SPEC = "SensitivitySpec"  # the options' defaults and choices are this job spec's
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,31 +26,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_dataset_args(p)
-    p.add_argument("--split", choices=["test", "train"], default="test", help="split to evaluate on (default test)")
-    p.add_argument("--group", choices=["element", "filter", "channel"], default="element",
-                   help="what is pruned: single weights (element), whole filters or whole input channels")
-    p.add_argument("--levels", default="0:0.95:0.05",
-                   help="sparsity levels: start:stop:step with stop excluded, or a list 0,0.5,0.9 "
-                   "(default 0:0.95:0.05)")
+    spec_option(p, "--split", SPEC, choices=True, help="split to evaluate on: %(choices)s (default %(default)s)")
+    spec_option(p, "--group", SPEC, choices=True, help="what is pruned: single weights (element), whole filters or "
+                "whole input channels: %(choices)s (default %(default)s)")
+    spec_option(p, "--levels", SPEC, help="sparsity levels: start:stop:step with stop excluded, or a list 0,0.5,0.9 "
+                "(default %(default)s)")
     p.add_argument("--params", nargs="+", metavar="GLOB",
                    help="parameter names or globs (layer1.*.conv1.weight); default every conv and linear weight")
     p.add_argument("--csv", help="write Distiller's CSV parameter,sparsity,top1,top5,loss here")
     p.add_argument("--json", help="write every point field (intervals, nnz, MACs, flags) and skipped params here")
     p.add_argument("--html", help="write an interactive, offline plotly report here")
-    p.add_argument("--engine", choices=["fast", "plain"], default="fast",
-                   help="fast reuses unchanged activations and gives identical points; plain is the "
-                   "reference (default fast)")
-    p.add_argument("--coupled", action="store_true",
+    spec_option(p, "--engine", SPEC, choices=True, help="%(choices)s: fast reuses unchanged activations and gives "
+                "identical points; plain is the reference (default %(default)s)")
+    spec_option(p, "--coupled", SPEC, action="store_true",
                    help="filter/channel groups: also prune what physical removal would remove (BatchNorm, "
                    "next layers' inputs, channels tied by residual adds), via Torch-Pruning's dependency graph")
     p.add_argument("--samples", type=int, help="quick scan: evaluate a fixed random subset of N samples (seeded)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --samples subset (default 0)")
+    spec_option(p, "--seed", SPEC, type=int, help="seed of the --samples subset (default %(default)s)")
     p.add_argument("--early-stop", type=float, metavar="TOP1",
                    help="once a parameter's top1 (%%) falls below TOP1, record its higher levels as not measured")
-    p.add_argument("--latency", action="store_true",
+    spec_option(p, "--latency", SPEC, action="store_true",
                    help="filter/channel groups: also time each point's model physically thinned with Torch-Pruning "
                    "(fastest of interleaved rounds, ms); slower, most telling with --coupled")
-    p.add_argument("--amp", action="store_true",
+    spec_option(p, "--amp", SPEC, action="store_true",
                    help="mixed precision (autocast): faster on GPUs, points are flagged approximate")
     p.set_defaults(handler=run)
 
@@ -61,6 +68,7 @@ def format_table(points: list, metric: str = "top1", fmt: str = "{:>6.2f}") -> s
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_spec_defaults(args)
     from pruning_core.datasets import make_loader
     from pruning_core.levels import parse_levels
     from pruning_core.sensitivity import analyze

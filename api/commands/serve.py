@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import os
+import sys
+
+NO_EXECUTOR = ("no executor: without --broker jobs run in this process, which needs torch, and torch is not "
+               "installed here. Either install the worker side here (pip install 'prunescope[torch]'), or serve "
+               "with --broker redis://HOST:6379/0 and run `prunescope worker` where prunescope[torch] is installed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +37,14 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def torch_installed() -> bool:
+    """Whether torch can be imported here, found without importing it (that takes seconds)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a None left in sys.modules
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -46,6 +60,18 @@ def run(args: argparse.Namespace) -> int:
                          "need 'Authorization: Bearer <token>'")
     if args.workers < 1 or (args.workers > 1 and not settings.broker_url):
         raise ValueError("--workers above 1 needs --broker (the embedded executor runs in one process)")
+    if not settings.broker_url and not torch_installed():
+        raise ValueError(NO_EXECUTOR)
+    lock = None
+    if not settings.broker_url:
+        # One embedded server per data dir: a second would resume this one's running shards.
+        from api.store.datadir_lock import DataDirLock, DataDirLocked
+
+        try:
+            lock = DataDirLock(settings.data_dir).acquire()
+        except DataDirLocked as exc:
+            print(f"prunescope serve: error: {exc}", file=sys.stderr, flush=True)
+            return 1
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     base = f"http://{shown}:{args.port}"
     mode = f"broker {settings.broker_url}" if settings.broker_url else "embedded executor"
@@ -65,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                     log_level="warning")
         return 0
     app = create_app(settings)
+    app.state.data_dir_lock = lock  # held until this process exits (the kernel frees it even on SIGKILL)
     if not args.no_demo:
         app.state.on_startup.append(lambda: start_demo(app.state.session_factory, app.state.dispatcher, base))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from api.commands.common import SpecChoices
     from api.commands.remote import add_server_arg
 
     p = sub.add_parser("submit", help="submit a job to a server",
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--dataset-opt", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--levels", help="sensitivity levels, e.g. 0:0.95:0.05")
-    p.add_argument("--group", choices=["element", "filter", "channel"])
+    p.add_argument("--group", choices=SpecChoices("SensitivitySpec", "group"), metavar="GROUP", help="%(choices)s")
     p.add_argument("--params", nargs="+", help="sensitivity parameter names or globs")
     p.add_argument("--shards", type=int)
     p.add_argument("--samples", type=int)

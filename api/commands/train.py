@@ -5,7 +5,24 @@ from __future__ import annotations
 import argparse
 import time
 
-from api.commands.common import add_dataset_args, add_model_args, dataset_options, load_cli_model, load_split
+from api.commands.common import (
+    Lazy,
+    SpecChoices,
+    add_dataset_args,
+    add_model_args,
+    dataset_options,
+    load_cli_model,
+    load_split,
+    resolve_spec_defaults,
+    spec_option,
+)
+
+
+def _lr_default() -> str:
+    """TrainSpec's learning rate per optimizer, for --help."""
+    from api.schemas import TrainSpec
+
+    return ", ".join(f"{TrainSpec.default_lr(o):g} for {o}" for o in SpecChoices("TrainSpec", "optimizer"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,27 +33,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "epoch, and save a checkpoint with the final metrics.",
     )
     add_model_args(p)
-    add_dataset_args(p)
-    p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="optimizer (default sgd)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.1 for sgd, 1e-3 for adam)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (default 1e-4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same weights")
+    add_dataset_args(p, spec="TrainSpec")
+    spec_option(p, "--epochs", "TrainSpec", type=int, help="training epochs (default %(default)s)")
+    spec_option(p, "--optimizer", "TrainSpec", choices=True, help="optimizer: %(choices)s (default %(default)s)")
+    lr = p.add_argument("--lr", type=float, default=None, help="learning rate (default %(lr_default)s)")
+    lr.lr_default = Lazy(_lr_default)  # type: ignore[attr-defined]  # shown by --help
+    spec_option(p, "--momentum", "TrainSpec", type=float, help="SGD momentum (default %(default)s)")
+    spec_option(p, "--weight-decay", "TrainSpec", type=float, help="weight decay (default %(default)s)")
+    spec_option(p, "--seed", "TrainSpec", type=int,
+                help="random seed; the same seed gives the same weights (default %(default)s)")
     p.add_argument("--out", required=True, help="checkpoint file to write, e.g. ck.pt")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_spec_defaults(args)
     if args.epochs < 1:
         raise ValueError("--epochs must be at least 1")
+    from api.schemas import TrainSpec
     from pruning_core.checkpoint import save_checkpoint
     from pruning_core.datasets import make_loader
     from pruning_core.training import train
 
     train_set, test_set = load_split(args, "train"), load_split(args, "test")
     model = load_cli_model(args, train_set)
-    lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 1e-3)
+    lr = args.lr if args.lr is not None else TrainSpec.default_lr(args.optimizer)
     start = time.perf_counter()
     history = train(
         model,

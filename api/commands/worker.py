@@ -35,6 +35,15 @@ def redispatch_at_startup(settings: Settings, dispatcher: Dispatcher | None = No
         engine.dispose()
 
 
+def _publish_facts(settings: Settings) -> None:
+    """Publish the parameter shapes of prunescope's architectures (this process has torch) from a
+    background thread, so the torch-free API can preview and plan on them; the worker starts at once."""
+    from api.store import make_engine, make_session_factory
+    from worker.facts import publish_in_background
+
+    publish_in_background(make_session_factory(make_engine(settings.db_url)))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ValueError("--concurrency must be at least 1")
@@ -47,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if not settings.broker_url:
         raise ValueError("no broker: pass --broker redis://host:6379/0 or set PRUNESCOPE_BROKER_URL")
     redispatch_at_startup(settings)
+    _publish_facts(settings)
     app = make_celery(settings.broker_url, settings.visibility_timeout_s, settings.queue)
     register_tasks(app)
     # solo/threads only: the parent must never fork after touching CUDA.

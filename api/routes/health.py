@@ -1,19 +1,35 @@
-"""Liveness with the state of the store and of the broker.
+"""Liveness with the state of the store, the broker and the compute pool.
 
-Public even with ``PRUNESCOPE_TOKEN`` set (probes carry no token), so URL credentials are masked."""
+Public even with ``PRUNESCOPE_TOKEN`` set (probes carry no token), so URL credentials are masked.
+
+It must answer within a second however busy the server is, so it takes nothing the busy requests
+hold: it is an ``async`` route with no sync dependencies (those would wait for a request thread),
+its store check uses a one-connection engine of its own (not the pool requests may have exhausted),
+and both blocking checks run on two threads of its own, awaited with a timeout; a check still
+running is shared by the next probes instead of piling up more of them.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from fastapi import APIRouter, Response
-from sqlalchemy import text
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import Engine, create_engine, text
+from starlette.datastructures import State
 
-from api.deps import DispatcherDep, SessionDep
+from api.compute import pool
 
 router = APIRouter(tags=["health"])
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]*@")
+#: How long one probe waits for a store or broker check before reporting it as not answering.
+CHECK_TIMEOUT_S = 0.8
+_checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="healthz")
+_lock = threading.Lock()
 
 
 def redact(text: str) -> str:
@@ -21,16 +37,51 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub("***@", text)
 
 
-@router.get("/healthz")
-def healthz(session: SessionDep, dispatcher: DispatcherDep, response: Response) -> dict[str, Any]:
+def _store_check(state: State) -> dict[str, Any]:
+    """``SELECT 1`` on the probes' own one-connection engine (made on first use, kept on the app)."""
+    engine: Engine = state.engine
     try:
-        session.execute(text("SELECT 1"))
-        store = {"ok": True, "dialect": session.get_bind().dialect.name}
+        with _lock:
+            if getattr(state, "health_engine", None) is None:
+                args = ({"check_same_thread": False, "timeout": 2} if engine.dialect.name == "sqlite" else
+                        {"connect_timeout": 2} if engine.dialect.name == "postgresql" else {})
+                state.health_engine = create_engine(engine.url, pool_size=1, max_overflow=0, pool_timeout=2,
+                                                    pool_pre_ping=True, connect_args=args)
+        with state.health_engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"ok": True, "dialect": engine.dialect.name}
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        store = {"ok": False, "error": redact(str(exc))}
-    ok, detail = dispatcher.healthy()
+        return {"ok": False, "error": redact(str(exc))}
+
+
+async def _bounded(state: State, what: str, check: Callable[[], Any]) -> tuple[bool, Any]:
+    """``(True, check())`` within CHECK_TIMEOUT_S, else ``(False, why)``; one ``what`` check per app at a time."""
+    with _lock:
+        if getattr(state, "health_checks", None) is None:
+            state.health_checks = {}
+        inflight: dict[str, Future] = state.health_checks
+        future = inflight.get(what)
+        if future is None or future.done():
+            future = inflight[what] = _checks.submit(check)
+    try:
+        return True, await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return False, f"the {what} check did not answer within {CHECK_TIMEOUT_S:g} s"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return False, f"the {what} check failed: {exc}"
+
+
+@router.get("/healthz")
+async def healthz(request: Request, response: Response) -> dict[str, Any]:
+    state = request.app.state
+    dispatcher = state.dispatcher
+    done, store = await _bounded(state, "store", lambda: _store_check(state))
+    if not done:
+        store = {"ok": False, "error": store}
+    done, answer = await _bounded(state, "broker", dispatcher.healthy)
+    ok, detail = answer if done else (False, answer)
     broker = {"ok": ok, "kind": dispatcher.name, "detail": redact(detail)}
     healthy = store["ok"] and ok
     if not healthy:
         response.status_code = 503
-    return {"ok": healthy, "store": store, "broker": broker}
+    return {"ok": healthy, "store": store, "broker": broker, "compute": pool().stats()}

@@ -21,7 +21,6 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.compute import run_helper
 from api.deps import DispatcherDep, SessionDep, SettingsDep, get_or_404
 from api.dispatch import Dispatcher, dispatch_job
 from api.schemas import (
@@ -53,12 +52,16 @@ from api.store.models import (
     JobShard,
     ModelEntry,
     SensitivityPointRow,
+    utcnow,
 )
 from api.version import code_version
+from pruning_core.dataset_options import check_dataset_options
+from pruning_core.limits import LimitError
 from pruning_core.names import DATASET_NAMES, DATASETS_WITH_ROOT
+from pruning_core.points import CSV_HEADER, SensitivityPoint
+from pruning_core.schedule import check_schedule
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-CSV_HEADER = ("parameter", "sparsity", "top1", "top5", "loss")
 
 
 def _bad(field: str, message: str) -> HTTPException:
@@ -90,6 +93,12 @@ def validate_spec_names(session: Session, settings: Settings, spec: Any) -> None
     registered = session.scalar(select(DatasetEntry).where(DatasetEntry.name == spec.dataset))
     if registered is None and spec.dataset not in DATASET_NAMES:
         raise _bad("spec.dataset", f"unknown dataset {spec.dataset!r}; built in: {', '.join(DATASET_NAMES)}")
+    if registered is not None:  # the schema checked each option alone; here against the registered kind
+        try:
+            check_dataset_options(registered.kind, {**(registered.options or {}), **spec.dataset_options},
+                                  settings.limits)
+        except LimitError as exc:
+            raise _bad(".".join(("spec.dataset_options", exc.field or "")).rstrip("."), str(exc)) from None
     root = spec.dataset_options.get("root")
     if root is not None:
         if not isinstance(root, str):
@@ -108,7 +117,7 @@ def submit_job(
     if body.experiment_id is not None and session.get(Experiment, body.experiment_id) is None:
         raise _bad("experiment_id", f"experiment {body.experiment_id} does not exist")
     if isinstance(body, PruneJobCreate):
-        check = run_helper("validate_schedule", {"yaml": spec.schedule})
+        check = check_schedule(spec.schedule)  # torch-free, in this process
         if not check["valid"]:
             raise _bad("spec.schedule", check["error"])
     shards = 1
@@ -257,19 +266,37 @@ def get_job(job_id: int, session: SessionDep) -> dict[str, Any]:
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: int, session: SessionDep) -> Job:
+def cancel_job(job_id: int, session: SessionDep, settings: SettingsDep) -> Job:
+    """Set the cancel flag; a job no live worker holds (queued, or heartbeats stale) ends at once."""
     job = get_or_404(session, Job, job_id, "job")
     if job.status in TERMINAL_STATUSES:
         raise HTTPException(409, f"job {job_id} is already {job.status}; only queued or running jobs can be cancelled")
-    repo.request_cancel(session, job)
+    repo.request_cancel(session, job, stale_s=settings.heartbeat_stale_s)
     return job
+
+
+def _held_by_live_worker(job: Job, holders: list[JobShard], stale_s: float) -> HTTPException:
+    now = utcnow()
+    held = ", ".join(f"shard {s.index} by {s.worker or 'a worker'} (heartbeat "
+                     f"{(now - repo.as_utc(s.heartbeat_at)).total_seconds():.0f} s ago)" for s in holders[:4])
+    hint = ("cancel it first (POST /api/v1/jobs/{id}/cancel) and delete it once it has stopped"
+            if not job.cancel_requested else "its cancel is requested: delete it once it has stopped")
+    return HTTPException(409, f"job {job.id} is {job.status} and a live worker holds it: {held}; "
+                              f"{hint.format(id=job.id)} (a worker counts as gone after {stale_s:g} s without "
+                              "a heartbeat, PRUNESCOPE_HEARTBEAT_STALE_S)")
 
 
 @router.delete("/{job_id}", status_code=204)
 def delete_job(job_id: int, session: SessionDep, settings: SettingsDep) -> Response:
+    """Delete a finished job, or an unfinished one no live worker holds (it is cancelled, then deleted)."""
     job = get_or_404(session, Job, job_id, "job")
     if job.status not in TERMINAL_STATUSES:
-        raise HTTPException(409, f"job {job_id} is {job.status}: cancel it before deleting")
+        stale_s = settings.heartbeat_stale_s
+        if holders := repo.live_shards(session, job_id, stale_s=stale_s):
+            raise _held_by_live_worker(job, holders, stale_s)
+        repo.request_cancel(session, job, stale_s=stale_s)  # committed first: a late claim now finds it cancelled
+        if job.status not in TERMINAL_STATUSES:  # a worker claimed it in between: it will read the flag
+            raise _held_by_live_worker(job, repo.live_shards(session, job_id, stale_s=stale_s), stale_s)
     repo.delete_job(session, job, settings.data_dir)
     POINTS_CACHE.drop(job_id)
     return Response(status_code=204)
@@ -405,7 +432,7 @@ def _without_id(row: dict) -> dict:
     return row
 
 
-@router.get("/{job_id}/points", response_model=list[dict[str, Any]])
+@router.get("/{job_id}/points", response_model=list[SensitivityPoint])  # the schema: pruning_core.points
 async def get_points(
     job_id: int, request: Request, parameter: Annotated[str | None, Query(max_length=300)] = None,
 ) -> Response:

@@ -1,10 +1,19 @@
-"""The model registry: list, get, upload a checkpoint (size-limited, statically checked, no torch)."""
+"""The model registry: list, get, upload a checkpoint (size-limited, statically checked, no torch).
+
+An upload is a plain (threaded) route: copying and scanning a file of up to the upload limit must
+never run on the event loop, and the scan itself runs in the bounded helper pool (api.compute). The
+scan also reads the tensors' declared shapes (torch-free), which are checked against the architecture's
+published facts (a checkpoint of another architecture is refused, naming the parameters that differ)
+and stored on the model, so previews and plans of it need no torch.
+"""
 
 from __future__ import annotations
 
 import re
 import tempfile
-from typing import Annotated
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from sqlalchemy import select
@@ -14,6 +23,9 @@ from api.deps import SessionDep, SettingsDep
 from api.schemas import ModelOut, Name, known_architecture
 from api.store import repo
 from api.store.models import ModelEntry
+from api.store.repo import ParameterFacts
+from pruning_core.checkpoint_scan import ScanResult
+from pruning_core.preview import default_prunable
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -41,8 +53,51 @@ def _file_name(given: str | None, model: str) -> str:
     return base[:100] or f"{model}.pt"
 
 
+#: state_dict entries that are buffers, not parameters, in torch's own layers (BatchNorm's statistics).
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+#: How many parameters a mismatch message names per kind of difference.
+SHOWN = 5
+
+
+def _listed(names: list[str]) -> str:
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
+
+
+def misfit(arch: str, scanned: ScanResult, facts: ParameterFacts) -> str | None:
+    """Why the checkpoint's tensors are not ``arch``'s parameters (missing, unexpected, other shapes), or
+    None. A thinned checkpoint keeps its smaller shapes on purpose, so only its names are compared."""
+    ck = scanned.shapes
+    missing = [n for n in facts.shapes if n not in ck]
+    unexpected = [n for n in ck if n not in facts.shapes and n.rsplit(".", 1)[-1] in ("weight", "bias")]
+    wrong = [] if scanned.thinned else [
+        f"{n} {list(ck[n])} (expected {list(dims)})" for n, dims in facts.shapes.items()
+        if ck.get(n) is not None and tuple(ck[n]) != tuple(dims)]
+    if not (missing or unexpected or wrong):
+        return None
+    parts = [f"missing {len(missing)} parameters: {_listed(missing)}" if missing else "",
+             f"unexpected parameters: {_listed(unexpected)}" if unexpected else "",
+             f"other shapes: {_listed(wrong)}" if wrong else ""]
+    return (f"checkpoint: not a checkpoint of architecture {arch!r} ({'; '.join(p for p in parts if p)}); upload it "
+            "with the architecture it was trained as")
+
+
+def stored_shapes(scanned: ScanResult, facts: ParameterFacts | None) -> tuple[list[Any] | None, list[str] | None]:
+    """The upload's ``shapes`` and ``prunable`` columns: its parameters in the architecture's order with the
+    checkpoint's own sizes (thinned ones included) when the architecture is known, else every tensor but
+    BatchNorm statistics in file order, with :func:`default_prunable`. None where a size is undeclared."""
+    ck: Mapping[str, tuple[int, ...] | None] = scanned.shapes
+    names = [n for n in facts.shapes if n in ck] if facts is not None else \
+        [n for n in ck if n.rsplit(".", 1)[-1] not in BUFFER_SUFFIXES]
+    if any(ck[n] is None for n in names):
+        return None, None
+    shapes = {n: tuple(ck[n] or ()) for n in names}
+    prunable = [n for n in facts.prunable if n in shapes] if facts is not None else default_prunable(shapes)
+    return repo.shapes_json(shapes), prunable
+
+
 @router.post("", status_code=201, response_model=ModelOut)
-async def upload_model(
+def upload_model(
     session: SessionDep,
     settings: SettingsDep,
     name: Annotated[Name, Form()],
@@ -54,10 +109,15 @@ async def upload_model(
         raise HTTPException(422, f"architecture: unknown architecture {architecture!r}")
     if session.scalar(select(ModelEntry.id).where(ModelEntry.name == name)) is not None:
         raise HTTPException(409, f"name: a model named {name!r} is already registered")
+    facts = repo.architecture_facts(session, arch)
+    session.commit()  # hand the connection back while the scan waits for the pool
     limit = settings.max_upload_bytes
-    with tempfile.SpooledTemporaryFile(max_size=8 * 2**20) as tmp:
+    uploads = settings.data_dir / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=uploads, suffix=".pt") as tmp:  # a path the helper can open
         size = 0
-        while chunk := await checkpoint.read(1 << 20):
+        checkpoint.file.seek(0)
+        while chunk := checkpoint.file.read(1 << 20):
             size += len(chunk)
             if size > limit:
                 raise HTTPException(413, f"checkpoint: larger than the {settings.max_upload_mb:g} MB upload limit "
@@ -65,16 +125,19 @@ async def upload_model(
             tmp.write(chunk)
         if size == 0:
             raise HTTPException(422, "checkpoint: the uploaded file is empty")
-        tmp.seek(0)
+        tmp.flush()
         try:
-            check_checkpoint(tmp, settings)
+            scanned = check_checkpoint(Path(tmp.name), settings)
         except UnsafeCheckpoint as exc:
             raise HTTPException(422, f"checkpoint: {exc}") from None
+        if facts is not None and (why := misfit(arch, scanned, facts)) is not None:
+            raise HTTPException(422, why)
         tmp.seek(0)
         artifact = repo.store_artifact(session, settings.data_dir, kind="checkpoint",
                                        name=_file_name(checkpoint.filename, name), source=tmp)
+    shapes, prunable = stored_shapes(scanned, facts)
     model = ModelEntry(name=name, architecture=arch, artifact_id=artifact.id, checkpoint_sha256=artifact.sha256,
-                       metrics={}, validation="valid")
+                       metrics={}, validation="valid", shapes=shapes, prunable=prunable)
     session.add(model)
     session.commit()
     return model

@@ -1,7 +1,16 @@
-"""Schedule validation, plans (sensitivity + tolerance -> YAML, launched as a prune job), comparison."""
+"""Schedule validation, plans (sensitivity + tolerance -> YAML, launched as a prune job), comparison.
+
+Everything is answered in this process, torch-free: validation and tolerance plans need nothing else;
+previews and plans for a target sparsity need the model's parameter shapes, which SQL holds for every
+registered model (stored at registration) and every architecture a worker published. Only where the
+shapes are unknown and torch is installed here does the bounded helper pool (api.compute) build the
+model; without torch that is a 409 saying how to get the shapes. A route commits its session before it
+waits for the pool, so waiting requests hold no SQL connection."""
 
 from __future__ import annotations
 
+import importlib.util
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -21,10 +30,15 @@ from api.schemas import (
     SchedulePreview,
     SchedulePreviewRequest,
     ScheduleResult,
+    known_architecture,
 )
 from api.settings import Settings
 from api.store import repo
-from api.store.models import POINT_ORDER, Job, SensitivityPointRow
+from api.store.models import POINT_ORDER, Job, ModelEntry, SensitivityPointRow
+from api.store.repo import ParameterFacts
+from pruning_core.plan import plan_answer, sizes_from_shapes
+from pruning_core.preview import preview
+from pruning_core.schedule import ScheduleError, check_schedule, parse_schedule, resolve_names
 
 router = APIRouter(tags=["planning"])
 
@@ -32,14 +46,55 @@ router = APIRouter(tags=["planning"])
 @router.post("/schedules/validate", response_model=ScheduleResult)
 def validate_schedule(body: ScheduleCheck) -> dict[str, Any]:
     """Always 200 with ``valid`` true/false: an invalid schedule is the answer, not a bad request."""
-    return run_helper("validate_schedule", {"yaml": body.yaml})
+    return check_schedule(body.yaml)
+
+
+def preview_on_facts(yaml_text: str, facts: ParameterFacts, *, lr: float, epochs: int | None) -> dict[str, Any]:
+    """The helper's ``preview_schedule`` answer computed from stored shapes: ``renames`` and ``epochs``, or
+    ``error``. Threshold pruners get None with a note (the pool, which builds fresh weights, measures them)."""
+    try:
+        schedule = parse_schedule(yaml_text, source="yaml")
+        walked = preview(schedule, facts.shapes, lr=lr, epochs=epochs, prunable=facts.prunable)
+        renames = resolve_names(schedule, list(facts.shapes), facts.prunable)[0].renames
+    except ScheduleError as exc:
+        return {"error": str(exc)}
+    return {"renames": [list(pair) for pair in renames], "epochs": walked}
+
+
+def _torch_here() -> bool:
+    """Whether this environment could build a model in the helper pool (the slim API image cannot)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _facts_or_pool(session: SessionDep, name: str, field: str) -> ParameterFacts | None:
+    """The stored parameter facts of ``name`` (a registered model's, else its architecture's); None where
+    the pool can build the model instead; a 409 that says how to get them where it cannot."""
+    registered = session.scalar(select(ModelEntry.architecture).where(ModelEntry.name == name))
+    facts = repo.model_facts(session, name) if registered is not None else \
+        repo.architecture_facts(session, known_architecture(name) or name)
+    if facts is not None or _torch_here():
+        return facts
+    if registered is not None:
+        raise HTTPException(409, f"{field}: registered model {name!r} has no stored parameter shapes (it was "
+                                 "registered before they were recorded) and torch is not installed in the API's "
+                                 "environment to read them: register it again (upload its checkpoint)")
+    arch = known_architecture(name) or name
+    raise HTTPException(409, f"{field}: no worker has published the shapes of {arch} yet (torch is not installed in "
+                             f"the API's environment to build it): start `prunescope worker`, or register a model "
+                             f"of it")
 
 
 @router.post("/schedules/preview", response_model=SchedulePreview)
 def preview_schedule(body: SchedulePreviewRequest, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """Walk a schedule without training: per epoch the lr, each parameter's target sparsity, thinning."""
     model = _model_ref(session, settings, {"model": body.model})
-    out = run_helper("preview_schedule", {"yaml": body.yaml, "model": model, "epochs": body.epochs, "lr": body.lr})
+    facts = _facts_or_pool(session, body.model, "model")
+    session.commit()  # hand the connection back to the pool before computing (or waiting for a helper)
+    if facts is not None:  # torch-free, in this process
+        out = preview_on_facts(body.yaml, facts, lr=body.lr, epochs=body.epochs)
+    else:
+        out = run_helper("preview_schedule", {"yaml": body.yaml, "model": model, "epochs": body.epochs,
+                                              "lr": body.lr})
     if "error" in out:
         raise HTTPException(422, out["error"] if out["error"].startswith("model:") else f"yaml: {out['error']}")
     return out
@@ -57,8 +112,12 @@ def _finished_sensitivity(session: SessionDep, job_id: int, field: str) -> Job:
 
 
 def _model_ref(session: SessionDep, settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
-    """Architecture and checkpoint path of a job's model, for the helper to build it."""
+    """Architecture and checkpoint path of a job's model, for the helper to build it; an unknown name is
+    refused here, before any helper is asked."""
     arch, checkpoint = repo.model_source(session, spec["model"], settings.data_dir)
+    if checkpoint is None and known_architecture(arch) is None:
+        raise HTTPException(422, f"model: unknown model {spec['model']!r}: neither a registered model nor an "
+                                 "architecture (e.g. digits-cnn, resnet20-cifar, resnet18)")
     return {"arch": arch, "checkpoint": checkpoint}
 
 
@@ -73,9 +132,21 @@ def _plan(session: SessionDep, settings: Settings, body: PlanRequest) -> dict[st
     )
     payload = {"points": [dict(r._mapping) for r in rows], "max_drop": body.max_drop, "metric": body.metric,
                "epochs": body.epochs, "one_shot": body.one_shot, "target_sparsity": body.target_sparsity}
-    if body.target_sparsity is not None:
+    if body.target_sparsity is None:  # torch-free: answered here, in the API's own process
+        points = [SimpleNamespace(**p) for p in payload["points"]]
+        out = plan_answer(points, max_drop=body.max_drop, metric=body.metric, epochs=body.epochs,
+                          one_shot=body.one_shot)
+    else:  # the overall sparsity weighs parameters by size: stored shapes, else by building the model
         payload["model"] = _model_ref(session, settings, job.spec)
-    out = run_helper("make_plan", payload)
+        facts = _facts_or_pool(session, job.spec["model"], "target_sparsity")
+        session.commit()  # hand the connection back to the pool before computing (or waiting for a helper)
+        if facts is not None:
+            points = [SimpleNamespace(**p) for p in payload["points"]]
+            out = plan_answer(points, max_drop=body.max_drop, target_sparsity=body.target_sparsity,
+                              metric=body.metric, epochs=body.epochs,
+                              one_shot=body.one_shot, sizes=sizes_from_shapes(facts.shapes, facts.prunable))
+        else:
+            out = run_helper("make_plan", payload)
     if "error" in out:
         raise HTTPException(422, f"{'max_drop' if body.target_sparsity is None else 'target_sparsity'}: "
                                  f"{out['error']}")

@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from pruning_core.points import POINT_FIELDS  # noqa: F401  (torch-free; the store's name for a point's fields)
+
 JOB_KINDS = ("train", "sensitivity", "prune")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
@@ -83,7 +85,27 @@ class ModelEntry(Base):
     # uploaded checkpoints are validated by a worker before use: pending | valid | invalid
     validation: Mapped[str] = mapped_column(String(16), default="valid")
     validation_error: Mapped[str | None] = mapped_column(Text)
+    # ``[[name, [dims...]], ...]`` in named_parameters order, and the names globs match: written by whoever
+    # had the model (a worker registering it, the API's torch-free upload scan), so previews and plans
+    # need no torch. None for models registered before they were recorded.
+    shapes: Mapped[list[Any] | None] = mapped_column(JSON)
+    prunable: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ArchitectureFacts(Base):
+    """What building an architecture tells (needs torch): its parameter shapes and prunable names, published
+    by workers at start and by runners that build it, so the torch-free API can preview and plan on it."""
+
+    __tablename__ = "architecture_facts"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)  # the catalogue's canonical name
+    shapes: Mapped[list[Any]] = mapped_column(JSON)  # [[name, [dims...]], ...] in named_parameters order
+    prunable: Mapped[list[Any]] = mapped_column(JSON)
+    input_shape: Mapped[list[Any]] = mapped_column(JSON)
+    num_classes: Mapped[int | None] = mapped_column(Integer)
+    torch_version: Mapped[str | None] = mapped_column(String(64))
+    published_by: Mapped[str | None] = mapped_column(String(255))
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class DatasetEntry(Base):
@@ -175,11 +197,8 @@ class SensitivityPointRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-POINT_FIELDS = (
-    "parameter", "sparsity", "top1", "top5", "loss", "samples", "nnz", "top1_low", "top1_high",
-    "top5_low", "top5_high", "macs", "params_left", "measured", "approximate", "subset", "group", "mode",
-    "latency_ms",
-)
+# POINT_FIELDS (imported above) are the columns a point fills; tests/core/test_points.py keeps the row's
+# columns equal to them, type for type.
 # Points are read in the model's parameter order (named_parameters), then sparsity; rows without a
 # position (none are written so today) come last, by name, on SQLite and PostgreSQL alike.
 POINT_ORDER = (

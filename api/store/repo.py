@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import shutil
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,6 +23,7 @@ from api.store.models import (
     ACTIVE_STATUSES,
     POINT_FIELDS,
     TERMINAL_STATUSES,
+    ArchitectureFacts,
     Artifact,
     EpochMetric,
     Job,
@@ -226,21 +228,56 @@ def finish_shard(
     return job.status
 
 
-def request_cancel(session: Session, job: Job) -> None:
-    """Cooperative cancel: the flag is read by the runner between points; queued jobs stop at once."""
+def _held(stale_s: float | None) -> Any:
+    """A shard a live worker holds: running, and (given ``stale_s``) with a heartbeat younger than that."""
+    if stale_s is None:
+        return JobShard.status == "running"
+    stale_before = utcnow() - timedelta(seconds=stale_s)
+    return and_(JobShard.status == "running", JobShard.heartbeat_at.is_not(None),
+                JobShard.heartbeat_at >= stale_before)
+
+
+def live_shards(session: Session, job_id: int, *, stale_s: float | None) -> list[JobShard]:
+    """The job's shards that a live worker holds now (``stale_s`` None: every running shard)."""
+    return list(session.scalars(
+        select(JobShard).where(JobShard.job_id == job_id, _held(stale_s)).order_by(JobShard.index)
+    ))
+
+
+def _end_cancelled(session: Session, job: Job) -> None:
+    """Settle a job as cancelled with every unfinished shard (no runner is left to do it)."""
+    now = utcnow()
     job.cancel_requested = True
-    running = session.scalar(
-        select(func.count()).where(JobShard.job_id == job.id, JobShard.status == "running")
+    job.status = "cancelled"
+    job.finished_at = now
+    session.execute(
+        update(JobShard).where(JobShard.job_id == job.id, JobShard.status.in_(ACTIVE_STATUSES))
+        .values(status="cancelled", finished_at=now)
     )
-    if job.status == "queued" or not running:
-        now = utcnow()
-        job.status = "cancelled"
-        job.finished_at = now
-        session.execute(
-            update(JobShard).where(JobShard.job_id == job.id, JobShard.status.in_(ACTIVE_STATUSES))
-            .values(status="cancelled", finished_at=now)
-        )
+
+
+def request_cancel(session: Session, job: Job, *, stale_s: float | None = None) -> None:
+    """Cooperative cancel: the flag is read by the runner between points. A job no live worker holds
+    (queued, or every running shard's heartbeat older than ``stale_s``) has nobody to read the flag,
+    so it ends cancelled at once; ``stale_s`` None counts every running shard as held."""
+    job.cancel_requested = True
+    if job.status == "queued" or not live_shards(session, job.id, stale_s=stale_s):
+        _end_cancelled(session, job)
     session.commit()
+
+
+def end_orphaned_cancels(session: Session, *, stale_s: float, all_active: bool = False) -> list[int]:
+    """End as cancelled every cancel-requested active job that no live worker holds (its runner died
+    before it read the flag, so nobody else will). ``all_active``: no shard is held by anyone (embedded
+    start-up under the data-dir lock), whatever its heartbeat says. Returns the jobs ended."""
+    cond = and_(Job.cancel_requested.is_(True), Job.status.in_(ACTIVE_STATUSES))
+    if not all_active:
+        cond = and_(cond, ~select(JobShard.index).where(JobShard.job_id == Job.id, _held(stale_s)).exists())
+    jobs = session.scalars(select(Job).where(cond).order_by(Job.id)).all()
+    for job in jobs:
+        _end_cancelled(session, job)
+    session.commit()
+    return [job.id for job in jobs]
 
 
 def shards_to_redispatch(session: Session, *, stale_s: float, all_active: bool = False) -> list[tuple[int, int]]:
@@ -290,6 +327,56 @@ def model_source(session: Session, name: str, data_dir: Path) -> tuple[str, str 
         return name, None
     artifact = session.get(Artifact, entry.artifact_id) if entry.artifact_id is not None else None
     return entry.architecture, str(data_dir / artifact.path) if artifact is not None else None
+
+
+@dataclass(frozen=True)
+class ParameterFacts:
+    """A model's parameter shapes (name -> dims, in named_parameters order) and its prunable names, as
+    stored in SQL; ``source`` says where they came from, for messages."""
+
+    shapes: dict[str, tuple[int, ...]]
+    prunable: list[str]
+    source: str
+
+
+def shapes_json(shapes: Mapping[str, Iterable[int]]) -> list[list[Any]]:
+    """The stored form of shapes: ``[[name, [dims...]], ...]`` (JSON keeps a list's order everywhere)."""
+    return [[name, [int(d) for d in dims]] for name, dims in shapes.items()]
+
+
+def _facts(shapes: list[Any] | None, prunable: list[Any] | None, source: str) -> ParameterFacts | None:
+    if not shapes or prunable is None:
+        return None
+    return ParameterFacts({str(n): tuple(int(d) for d in dims) for n, dims in shapes}, [str(n) for n in prunable],
+                          source)
+
+
+def architecture_facts(session: Session, name: str) -> ParameterFacts | None:
+    """The published facts of architecture ``name`` (canonical), or None if no worker published them yet."""
+    row = session.get(ArchitectureFacts, name)
+    return None if row is None else _facts(row.shapes, row.prunable, f"architecture {name!r} ({row.published_by})")
+
+
+def model_facts(session: Session, name: str) -> ParameterFacts | None:
+    """The shapes a registered model stored at registration, or None (not registered, or registered before
+    shapes were recorded)."""
+    entry = session.scalar(select(ModelEntry).where(ModelEntry.name == name))
+    return None if entry is None else _facts(entry.shapes, entry.prunable, f"registered model {name!r}")
+
+
+def publish_architecture(session: Session, name: str, *, shapes: Mapping[str, Iterable[int]],
+                         prunable: Iterable[str], input_shape: Iterable[int], num_classes: int | None,
+                         torch_version: str | None, published_by: str) -> None:
+    """Record (or refresh) an architecture's facts; idempotent, so every worker may publish at start."""
+    values = {"name": name, "shapes": shapes_json(shapes), "prunable": list(prunable),
+              "input_shape": [int(d) for d in input_shape], "num_classes": num_classes,
+              "torch_version": torch_version, "published_by": published_by, "published_at": utcnow()}
+    _upsert(session, ArchitectureFacts.__table__, values, ("name",))
+
+
+def published_architectures(session: Session) -> dict[str, str | None]:
+    """Architecture name -> the torch version its facts were published with."""
+    return dict(session.execute(select(ArchitectureFacts.name, ArchitectureFacts.torch_version)).tuples().all())
 
 
 def sha256_file(path: Path) -> str:

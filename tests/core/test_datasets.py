@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import re
 import struct
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from pruning_core.dataset_options import DATASETS, check_dataset_options
 from pruning_core.datasets import load_dataset, make_loader
+from pruning_core.limits import LimitError, Limits
+from pruning_core.names import DATASET_NAMES, DATASETS_WITH_ROOT
 
 
 def _tensors(bundle) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,3 +159,51 @@ def test_imagefolder(tmp_path: Path) -> None:
     bundle = load_dataset("imagefolder", "test", root=str(tmp_path), size="12")
     assert (len(bundle), bundle.num_classes, bundle.classes, bundle.input_shape) == (2, 2, ["cat", "dog"], (3, 12, 12))
     assert bundle.dataset[1][0].shape == (3, 12, 12) and bundle.dataset[1][1] == 1
+
+
+# -- declared options (issue 13): the library refuses what the API refuses, before allocating ------
+
+# (options, the option named, words of the message): each once a 201 whose job failed or allocated later
+HOSTILE_OPTIONS = [
+    ({"n": 1_000_000_000}, "n", "from 1 to 1000000 (limit max_dataset_n)"),  # an 8 GB label tensor
+    ({"n": 1e20}, "n", "whole number"),
+    ({"n": "1e20"}, "n", "whole number"),
+    ({"shape": "0x0"}, "shape", "each at least 1"),
+    ({"shape": "1x100000x100000"}, "shape", "more than the limit of 3,145,728 (max_sample_elements)"),
+    ({"shape": "1x2x3x4x5"}, "shape", "1 to 4 dimensions"),
+    ({"classes": 1e9}, "classes", "whole number"),
+    ({"classes": 10**9}, "classes", "from 1 to 100000 (limit max_classes)"),
+    ({"seed": 2**64}, "seed", "from 0 to 4294967295"),
+    ({"noise": "nan"}, "noise", "finite"),
+    ({"n": True}, "n", "boolean"),
+    ({"n": 300_000, "shape": "3x64x64"}, "n", "more than the limit of 4096 MiB (max_dataset_mb)"),
+    ({"bogus": 1}, "bogus", "its options: classes, n, noise, seed, shape"),
+]
+
+
+@pytest.mark.parametrize(("options", "field", "words"), HOSTILE_OPTIONS, ids=[str(o) for o, _, _ in HOSTILE_OPTIONS])
+def test_load_dataset_refuses_what_the_declarations_refuse(options: dict, field: str, words: str) -> None:
+    with pytest.raises(LimitError, match=re.escape(words)) as declared:
+        check_dataset_options("synthetic", options)
+    assert declared.value.field == field
+    with pytest.raises(LimitError) as loaded:  # one definition: the same check, the same message
+        load_dataset("synthetic", "test", **options)
+    assert str(loaded.value) == str(declared.value)
+
+
+def test_limits_are_a_parameter_and_the_budget_counts_the_shape() -> None:
+    small = Limits(max_dataset_n=100, max_dataset_mb=1)
+    assert len(load_dataset("synthetic", "test", n=100, shape="1x8x8", classes=2, limits=small)) == 100
+    with pytest.raises(LimitError, match="from 1 to 100"):
+        load_dataset("synthetic", "test", n=101, shape="1x8x8", limits=small)
+    with pytest.raises(LimitError, match="more than the limit of 1 MiB"):  # 100 x 3x32x32 float32 = 1.2 MiB
+        load_dataset("synthetic", "test", n=100, shape="3x32x32", limits=small)
+    with pytest.raises(LimitError, match="size=5000"):
+        load_dataset("imagefolder", "test", root="/nowhere", size=5000)
+
+
+def test_names_come_from_the_declarations() -> None:
+    assert DATASET_NAMES == tuple(DATASETS) == ("digits", "synthetic", "cifar10", "mnist", "imagefolder")
+    assert DATASETS_WITH_ROOT == ("cifar10", "mnist", "imagefolder")
+    assert check_dataset_options("synthetic", {"n": "64", "shape": "3x16x16", "seed": "7"}) == {
+        "n": 64, "shape": (3, 16, 16), "seed": 7}  # the CLI's strings, converted once

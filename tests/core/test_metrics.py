@@ -110,8 +110,10 @@ def test_sparsity_summary_rows_and_total() -> None:
     assert conv.abs_mean == pytest.approx(9 / 24)
 
     assert (fc.nnz_dense, fc.nnz_sparse) == (6, 2)
-    assert fc.rows == pytest.approx(50.0)
-    assert fc.cols == pytest.approx(100 / 3)
+    # Distiller's labels (weights_sparsity_summary, transposed): Cols (%) counts zero rows W[i, :] (1 of 2),
+    # Rows (%) zero columns W[:, j] (1 of 3)
+    assert fc.cols == pytest.approx(50.0)
+    assert fc.rows == pytest.approx(100 / 3)
     assert (fc.ch, fc.k2d, fc.k3d) == (0.0, 0.0, 0.0)
     assert fc.fine == pytest.approx(100 * 4 / 6)
     # values 0,0,0,1,0,2: mean 0.5; squared deviations sum to 3.5; unbiased variance 3.5 / 5

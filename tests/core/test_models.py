@@ -27,12 +27,15 @@ def test_torchvision_model_by_its_own_name() -> None:
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
     assert "mobilenet_v2" in list_models()
     assert model_info("inception_v3").input_shape == (3, 299, 299)
+    assert model_info("efficientnet_b3").input_shape == (3, 300, 300)  # its weights' crop, not 224
 
 
 def test_aliases_and_unknown_name() -> None:
     assert canonical_name("resnet20_cifar") == "resnet20-cifar"
     assert canonical_name("resnet56_cifar") == "resnet56-cifar"
     assert canonical_name("vgg16_cifar") == "vgg16-cifar"
+    assert canonical_name("vgg16_bn_cifar") == "vgg16-cifar"
+    assert canonical_name("resnet18") == "resnet18"
     with pytest.raises(ValueError, match="known models: digits-cnn"):
         create_model("resnet21-cifar")
 

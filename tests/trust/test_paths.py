@@ -73,9 +73,12 @@ def test_upload_over_the_limit_is_refused_by_content_length(client: TestClient) 
     assert client.get("/api/v1/models").json() == []
 
 
-def test_body_limit_stops_reading_a_stream_without_content_length() -> None:
-    """An endless chunked body: the guard must stop after ``limit`` bytes, not read everything first."""
-    settings = Settings(max_upload_mb=1)
+@pytest.mark.parametrize(("content_type", "limit_mb"), [("multipart/form-data; boundary=x", 1.0),
+                                                       ("application/json", 0.5)])
+def test_body_limit_stops_reading_a_stream_without_content_length(content_type: str, limit_mb: float) -> None:
+    """An endless chunked body: the guard must stop after ``limit`` bytes, not read everything first
+    (uploads: PRUNESCOPE_MAX_UPLOAD_MB plus slack; any other body: PRUNESCOPE_MAX_JSON_MB)."""
+    settings = Settings(max_upload_mb=1, max_json_mb=0.5)
     chunk = b"x" * 65536
     pulled = 0
     sent: list[dict] = []
@@ -93,9 +96,10 @@ def test_body_limit_stops_reading_a_stream_without_content_length() -> None:
             pass
 
     scope = {"type": "http", "method": "POST", "path": "/api/v1/models",
-             "headers": [(b"transfer-encoding", b"chunked")]}
+             "headers": [(b"transfer-encoding", b"chunked"), (b"content-type", content_type.encode())]}
     # a fresh loop in its own thread: Playwright's sync API may hold this thread's loop (browser tests)
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, BodyLimit(app, lambda: settings)(scope, receive, send)).result()
     assert sent[0]["status"] == 413
-    assert pulled * len(chunk) <= settings.max_upload_bytes + BODY_SLACK_BYTES + len(chunk)
+    allowed = settings.max_upload_bytes + BODY_SLACK_BYTES if limit_mb == 1.0 else settings.max_json_bytes
+    assert allowed < pulled * len(chunk) <= allowed + len(chunk)

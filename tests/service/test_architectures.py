@@ -1,0 +1,92 @@
+"""The API serves and accepts exactly the library's catalogue (issue 19).
+
+``GET /api/v1/architectures`` must equal what ``pruning_core`` builds, and ``POST /api/v1/jobs`` must
+accept every torchvision classification model, taken from torchvision itself rather than from the
+catalogue, so a name the catalogue forgot fails here. The app runs over a temp SQLite store with a
+dispatcher that records what it would have run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torchvision.models as tvm
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.app import create_app
+from api.settings import Settings
+from api.store.models import Job
+from pruning_core.datasets import list_datasets
+from pruning_core.models import canonical_name, list_models, model_info
+from pruning_core.names import catalogue
+
+
+class Recorder:
+    """A dispatcher that only remembers the shards it was handed."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int]] = []
+
+    def dispatch(self, job_id: int, shard: int) -> None:
+        self.sent.append((job_id, shard))
+
+    def healthy(self) -> tuple[bool, str]:
+        return True, "recording"
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'store.db'}")
+    with TestClient(create_app(settings, dispatcher=Recorder())) as c:
+        yield c
+
+
+def _sense(client: TestClient, model: str) -> dict:
+    r = client.post("/api/v1/jobs", json={"kind": "sensitivity",
+                                          "spec": {"model": model, "dataset": "synthetic", "levels": "0,0.5",
+                                                   "shards": 1}})
+    return {"status": r.status_code, "body": r.json()}
+
+
+def test_architectures_route_equals_the_librarys_catalogue(client: TestClient) -> None:
+    served = client.get("/api/v1/architectures").json()
+    assert served == catalogue()
+    # ... and what the library (with torch) resolves and builds, name by name.
+    by_name = {a["name"]: a for a in served["architectures"]}
+    assert sorted([*by_name, *served["aliases"]]) == sorted(list_models())
+    for name in list_models():
+        info = model_info(name)
+        entry = by_name[canonical_name(name)]
+        assert (entry["input_shape"], entry["num_classes"]) == (list(info.input_shape), info.num_classes), name
+    assert {alias: canonical_name(alias) for alias in served["aliases"]} == served["aliases"]
+    assert served["torchvision"] == sorted(tvm.list_models(module=tvm))
+    assert served["datasets"] == list_datasets()
+
+
+def test_every_torchvision_classification_model_is_accepted(client: TestClient) -> None:
+    names = tvm.list_models(module=tvm)
+    assert len(names) >= 80
+    refused = {name: answer for name in names if (answer := _sense(client, name))["status"] != 201}
+    assert refused == {}
+    assert len(client.app.state.dispatcher.sent) == len(names)
+    with client.app.state.session_factory() as session:
+        stored = sorted(spec["model"] for spec in session.scalars(select(Job.spec)))
+    assert stored == sorted(names)
+
+
+def test_own_architectures_and_distiller_aliases_are_accepted(client: TestClient) -> None:
+    served = client.get("/api/v1/architectures").json()
+    for name in [*served["prunescope"], *served["aliases"]]:
+        assert _sense(client, name)["status"] == 201, name
+
+
+def test_unknown_architecture_is_refused_naming_the_field(client: TestClient) -> None:
+    answer = _sense(client, "resnet21-cifar")
+    assert answer["status"] == 422
+    assert "spec.model" in answer["body"]["detail"] and "resnet21-cifar" in answer["body"]["detail"]
+    assert client.app.state.dispatcher.sent == []
