@@ -1,15 +1,16 @@
 """The FastAPI application: REST v1 under /api/v1, OpenAPI at /docs, the dashboard at /.
 
-``create_app`` migrates the store and picks the dispatcher (Celery when a broker URL is set, the
-in-process executor otherwise). Nothing here imports torch: the runner imports it lazily, in the
-executor's threads or in the Celery worker. The request guards (token, body limit, CORS) live in
+``create_app`` migrates the store and takes the dispatcher its caller chose (Celery when a broker URL is
+set; ``prunescope serve`` and ``Client.local()`` pass the embedded executor otherwise). Nothing here
+imports torch or the worker: the runner imports torch lazily, in the executor's threads or in the
+Celery worker. The request guards (token, body limit, CORS) live in
 :mod:`api.security`; the OpenAPI document is patched here to describe the errors actually sent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,13 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
+from sqlalchemy.orm import Session, sessionmaker
 
-from api.dispatch import CeleryDispatcher, Dispatcher, Reaper, redispatch_orphans
 from api.limits import ApplyLimits
 from api.options import OptionsAnswer
-from api.routes import artifacts, dashboard, datasets, experiments, health, jobs, models, planning
+from api.routes import artifacts, dashboard, datasets, events, experiments, health, jobs, models, planning, points
 from api.security import BodyLimit, TokenAuth, static_only
-from api.settings import Settings, get_settings
+from api.shared.dispatch import CeleryDispatcher, Dispatcher, Reaper, redispatch_orphans
+from api.shared.settings import Settings, get_settings
 from api.store import make_engine, make_session_factory, migrate
 from api.store.datadir_lock import DataDirLock
 from pruning_core.limits import MAX_ERRORS, MAX_MESSAGE_CHARS, QUOTE_CHARS, LimitError, clip
@@ -112,21 +114,34 @@ def _patch_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def build_dispatcher(settings: Settings, factory: Any) -> Dispatcher:
-    if settings.broker_url:
+#: What builds a dispatcher once the store exists: ``worker.executor.Executor`` (the embedded executor) is one.
+DispatcherFactory = Callable[[sessionmaker[Session], Settings], Dispatcher]
+
+
+def build_dispatcher(settings: Settings, factory: sessionmaker[Session],
+                     dispatcher: Dispatcher | DispatcherFactory | None) -> Dispatcher:
+    """The dispatcher the caller chose: given, built by the given factory, or Celery when a broker is set.
+
+    The API never imports the worker: whoever starts an app without a broker (``prunescope serve``,
+    ``Client.local()``) passes the embedded executor, so the choice is made where torch is known to be there."""
+    if dispatcher is None:
+        if not settings.broker_url:
+            raise ValueError("no executor: set PRUNESCOPE_BROKER_URL (jobs go to `prunescope worker` processes) or "
+                             "pass dispatcher=worker.executor.Executor (jobs run in this process)")
         return CeleryDispatcher(settings.broker_url, settings.visibility_timeout_s, settings.queue)
-    from worker.executor import Executor
+    if isinstance(dispatcher, type) or not hasattr(dispatcher, "dispatch"):
+        return dispatcher(factory, settings)
+    return dispatcher
 
-    return Executor(factory, settings)
 
-
-def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None,
+               dispatcher: Dispatcher | DispatcherFactory | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     migrate(engine)
     factory = make_session_factory(engine)
-    dispatcher = dispatcher or build_dispatcher(settings, factory)
+    dispatcher = build_dispatcher(settings, factory, dispatcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -171,7 +186,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(OverflowError, _unstorable)
     app.add_exception_handler(DataError, _unstorable)
-    for module in (health, jobs, models, datasets, experiments, artifacts, planning):
+    for module in (health, events, jobs, points, models, datasets, experiments, artifacts, planning):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)  # /healthz at the root too, for probes
     if FRONTEND_DIR is not None:

@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from api.compute import run_helper
-from api.settings import Settings
+from api.shared.settings import Settings
 from pruning_core.checkpoint_scan import CheckpointError, ScanLimits, ScanResult, UnsafeCheckpointError
 
 #: Anything the scan refuses (unsafe code, zip bombs, damaged or foreign files).

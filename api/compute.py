@@ -34,7 +34,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from api.settings import Settings, get_settings
+from api.shared.settings import Settings, get_settings
 
 __all__ = ["HelperPool", "RETRY_AFTER_S", "helper_command", "pool", "run_helper"]
 

@@ -12,8 +12,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
 from sqlalchemy.orm import Session
 
-from api.dispatch import Dispatcher
-from api.settings import Settings
+from api.shared.dispatch import Dispatcher
+from api.shared.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:
@@ -47,8 +47,13 @@ DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 IdPath = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
+def not_found(what: str, key: object) -> HTTPException:
+    """The 404 of a row looked up by id, worded the same wherever the lookup is made."""
+    return HTTPException(404, f"{what} {key} does not exist")
+
+
 def get_or_404(session: Session, model: type, key: object, what: str):  # noqa: ANN201 - the ORM row
     row = session.get(model, key)
     if row is None:
-        raise HTTPException(404, f"{what} {key} does not exist")
+        raise not_found(what, key)
     return row

@@ -7,30 +7,11 @@ Outside a request (the client, the CLI, tests building specs) the library defaul
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any
 
-from api.settings import Settings
-from pruning_core.limits import DEFAULT_LIMITS, Limits
-
-_CURRENT: ContextVar[Limits] = ContextVar("prunescope_request_limits", default=DEFAULT_LIMITS)
-
-
-def current_limits() -> Limits:
-    """The limits of the request being validated (the defaults outside one)."""
-    return _CURRENT.get()
-
-
-@contextmanager
-def limits_applied(limits: Limits) -> Iterator[None]:
-    """Validate with ``limits`` inside the block (per request, or around a local client call)."""
-    token = _CURRENT.set(limits)
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
+from api.shared.limits import limits_applied
+from api.shared.settings import Settings
 
 
 class ApplyLimits:

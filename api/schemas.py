@@ -1,4 +1,5 @@
-"""Request and response models of REST v1; validation here must never import torch."""
+"""Request and response models of REST v1 (the job specs themselves are :mod:`api.shared.specs`);
+validation here must never import torch."""
 
 from __future__ import annotations
 
@@ -7,24 +8,26 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.limits import current_limits
-from pruning_core.dataset_options import DATASETS, check_dataset_options
-from pruning_core.groups import SENSITIVITY_GROUPS
-from pruning_core.levels import DEFAULT_LEVELS, check_level_count, parse_levels
+from api.shared.specs import (  # noqa: F401 - the specs are part of REST v1's schemas
+    DATA_FIELDS,
+    SPECS,
+    Name,
+    OptionValue,
+    PruneSpec,
+    SensitivitySpec,
+    TrainSpec,
+    _Strict,
+    check_options,
+    field_default,
+)
 from pruning_core.limits import (
-    MAX_GLOB_CHARS,
     MAX_OPTION_CHARS,
     MAX_OPTIONS,
-    MAX_PARAMS,
-    MAX_SEED,
     LimitError,
     quote,
 )
 from pruning_core.names import DATASET_NAMES, canonical_model_name
 from pruning_core.schedule import YAML_MAX_BYTES
-
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
-OptionValue = str | int | float | bool
 
 
 def _utc(value: datetime) -> datetime:
@@ -33,153 +36,6 @@ def _utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
-
-
-class _Strict(BaseModel):
-    """Unknown fields are errors, never silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-def check_options(dataset: str, options: dict[str, OptionValue], container: str) -> None:
-    """``options`` against what ``dataset`` declares (its kind's types and ranges) and the request's
-    limits; the error names ``<container>.<option>``. Counting only: nothing is built. An unknown
-    name may be a registered dataset: each option is then checked against the built-in kind that
-    declares it, and the route checks them again against the registered kind."""
-    limits = current_limits()
-    try:
-        if dataset in DATASETS:
-            check_dataset_options(dataset, options, limits)
-            return
-        for key, value in options.items():
-            kind = next((d for d in DATASETS.values() if any(o.name == key for o in d.options)), None)
-            if kind is None:
-                known = ", ".join(sorted({o.name for d in DATASETS.values() for o in d.options}))
-                raise LimitError(f"{quote(key)} is not an option of any dataset kind; options: {known}", field=key)
-            check_dataset_options(kind.name, {key: value}, limits)
-    except LimitError as exc:
-        raise LimitError(str(exc), field=f"{container}.{exc.field}" if exc.field else container) from None
-
-
-class _DataSpec(_Strict):
-    model: Name = Field(description="architecture name or a registered model's name")
-    dataset: Name = Field(description="a built-in dataset name or a registered dataset's name")
-    dataset_options: dict[str, OptionValue] = Field(
-        default_factory=dict, max_length=MAX_OPTIONS,
-        description="the dataset kind's declared options, e.g. {\"n\": 1000} for synthetic")
-    batch_size: int = Field(default=256, ge=1, le=65536)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    @model_validator(mode="after")
-    def _options(self) -> _DataSpec:
-        check_options(self.dataset, self.dataset_options, "dataset_options")
-        return self
-
-
-#: The spec fields every kind shares (model, data, device): what a plan's prune job takes over from its sweep.
-DATA_FIELDS = frozenset(_DataSpec.model_fields)
-
-
-class _FitSpec(_DataSpec):
-    """What train and prune share with ``prunescope train/prune``: the optimizer and its seed."""
-
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: float = Field(default=1e-4, ge=0, le=1)
-    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seeds the weights' shuffle order and any randomness")
-    register_as: Name | None = Field(default=None, description="model registry name for the result")
-
-
-#: The learning rate of an adaptive optimizer (adam, adamw) when none is given; sgd takes the field's default.
-ADAPTIVE_LR = 1e-3
-
-
-class TrainSpec(_FitSpec):
-    epochs: int = Field(default=15, ge=1, le=10000)
-    lr: float = Field(default=0.1, gt=0, le=10, description="learning rate; when not given, 0.1 for sgd and "
-                                                             "1e-3 for adam and adamw")
-
-    @classmethod
-    def default_lr(cls, optimizer: str) -> float:
-        """The learning rate training starts from when the spec names none: sgd's is the field's default."""
-        return cls.model_fields["lr"].default if optimizer == "sgd" else ADAPTIVE_LR
-
-    @model_validator(mode="after")
-    def _optimizer_lr(self) -> TrainSpec:
-        if "lr" not in self.model_fields_set:
-            self.lr = self.default_lr(self.optimizer)
-        return self
-
-
-class SensitivitySpec(_DataSpec):
-    split: Literal["train", "test"] = "test"
-    group: Literal[SENSITIVITY_GROUPS] = Field(  # type: ignore[valid-type]
-        default="element", description="element, or whole filters or input channels (pruning_core.groups)")
-    levels: str | list[float] = Field(
-        default=DEFAULT_LEVELS, validate_default=True,
-        description="start:stop:step (stop excluded) or a list; stored as the list of levels. At most "
-                    "PRUNESCOPE_MAX_LEVELS levels (1000) and a step of at least PRUNESCOPE_MIN_LEVEL_STEP (1e-4)")
-    params: list[Annotated[str, Field(min_length=1, max_length=MAX_GLOB_CHARS)]] | None = Field(
-        default=None, max_length=MAX_PARAMS, description="parameter names or globs; all conv/linear weights if absent"
-    )
-    samples: int | None = Field(default=None, ge=1, description="a seeded subset of this many samples; at most "
-                                                                 "PRUNESCOPE_MAX_DATASET_N (1,000,000)")
-    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the samples subset")
-    early_stop: float | None = Field(
-        default=None, ge=0, le=100,
-        description="top1 floor (%): once a parameter falls below it, its higher levels are recorded unmeasured",
-    )
-    amp: bool = Field(default=False, description="mixed precision; points are flagged approximate")
-    coupled: bool = False
-    latency: bool = Field(default=False, description="structured groups: time each point's thinned model (ms)")
-    engine: Literal["fast", "plain"] = "fast"
-    shards: int | None = Field(default=None, ge=1, le=256, description="parallel pieces (groups of layers)")
-
-    @field_validator("levels", mode="before")
-    @classmethod
-    def _level_count(cls, value: Any) -> Any:
-        """A list is counted before pydantic converts its items (a text is measured by parse_levels)."""
-        if isinstance(value, list):
-            check_level_count(len(value), current_limits())
-        return value
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _param_count(cls, value: Any) -> Any:
-        """Counted before each item is checked, so a million-item list costs no more than a long one."""
-        if isinstance(value, list) and len(value) > MAX_PARAMS:
-            raise ValueError(f"{len(value)} parameter names or globs is more than the limit of {MAX_PARAMS}; "
-                             "use globs such as layer1.*.weight")
-        return value
-
-    @field_validator("levels")
-    @classmethod
-    def _levels(cls, value: str | list[float]) -> list[float]:
-        return parse_levels(value, current_limits())
-
-    @field_validator("samples")
-    @classmethod
-    def _samples(cls, value: int | None) -> int | None:
-        limit = current_limits().max_dataset_n
-        if value is not None and value > limit:
-            raise ValueError(f"{value:.4g} samples is more than the limit of {limit} (max_dataset_n)")
-        return value
-
-    @model_validator(mode="after")
-    def _structured_only(self) -> SensitivitySpec:
-        for flag in ("coupled", "latency"):
-            if getattr(self, flag) and self.group == "element":
-                raise ValueError(f"{flag} applies to structured groups (filter, channel), not element")
-        return self
-
-
-class PruneSpec(_FitSpec):
-    schedule: str = Field(min_length=1, max_length=YAML_MAX_BYTES, description="Distiller YAML schedule text")
-    epochs: int = Field(default=10, ge=1, le=10000)
-    lr: float = Field(default=0.01, gt=0, le=10)
-    start_epoch: int = Field(default=0, ge=0, le=10000, description="replay the schedule's first epochs untrained")
-    thin: bool = Field(default=False, description="thin the pruned model and measure size and latency")
-    latency_batch: int = Field(default=1, ge=1, le=4096, description="batch size of the thin latency measurement")
 
 
 class _JobCreateBase(_Strict):
@@ -203,12 +59,6 @@ class PruneJobCreate(_JobCreateBase):
 
 JobCreate = Annotated[TrainJobCreate | SensitivityJobCreate | PruneJobCreate, Field(discriminator="kind")]
 #: The spec model of each job kind: what the API validates with, the client and CLI build and the runners read.
-SPECS: dict[str, type[_DataSpec]] = {"train": TrainSpec, "sensitivity": SensitivitySpec, "prune": PruneSpec}
-
-
-def field_default(spec: type[BaseModel], name: str) -> Any:
-    """The value ``spec`` gives field ``name`` when a request leaves it out (the one place defaults live)."""
-    return spec.model_fields[name].get_default(call_default_factory=True)
 
 
 class ShardOut(BaseModel):

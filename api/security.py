@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.settings import Settings
+from api.shared.settings import Settings
 
 API_PREFIX = "/api/v1"
 PUBLIC_PATHS = frozenset({"/healthz", f"{API_PREFIX}/healthz", f"{API_PREFIX}/openapi.json", "/docs",

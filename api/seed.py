@@ -12,8 +12,8 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.dispatch import Dispatcher, dispatch_job
 from api.schemas import SensitivitySpec, TrainSpec
+from api.shared.dispatch import Dispatcher, dispatch_job
 from api.store import repo
 from api.store.models import TERMINAL_STATUSES, Experiment, Job
 from api.version import code_version

@@ -53,7 +53,7 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from api.settings import Settings
+    from api.shared.settings import Settings
     from api.store import make_engine, make_session_factory
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from api.schemas import PruneSpec, SensitivitySpec, TrainSpec
-from api.settings import Settings
+from api.shared.settings import Settings
 from api.store import make_engine, make_session_factory, migrate, repo
 from api.store.models import Job
 from worker import runners

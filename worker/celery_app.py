@@ -3,7 +3,7 @@
 Settings follow the known traps: late acks + reject on worker loss so a killed worker's shard is
 redelivered; prefetch 1 so one worker does not hoard shards; a visibility timeout well above a
 shard's duration so Redis does not redeliver running tasks; solo/threads pools only (CUDA and fork
-do not mix). The API imports this module only to ``send_task`` by name.
+do not mix). The configuration and the task name live in :mod:`api.shared.dispatch`, which the API sends with.
 """
 
 from __future__ import annotations
@@ -16,25 +16,7 @@ from typing import Any
 
 from celery import Celery
 
-TASK_NAME = "prunescope.run_shard"
-
-
-def make_celery(broker_url: str, visibility_timeout_s: int, queue: str = "prunescope") -> Celery:
-    app = Celery("prunescope", broker=broker_url)
-    app.conf.update(
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_ignore_result=True,
-        task_default_queue=queue,
-        broker_transport_options={"visibility_timeout": visibility_timeout_s},
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-        task_serializer="json",
-        accept_content=["json"],
-    )
-    return app
+from api.shared.dispatch import TASK_NAME, make_celery  # noqa: F401 - the worker side binds them
 
 
 @lru_cache(maxsize=1)
@@ -51,7 +33,7 @@ def register_tasks(app: Celery) -> None:
 
     @app.task(name=TASK_NAME, bind=True)
     def run_shard_task(self: Any, job_id: int, shard: int) -> str:
-        from api.settings import get_settings
+        from api.shared.settings import get_settings
         from worker.runners import run_shard
 
         settings = get_settings()

@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.settings import Settings
+from api.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -145,7 +145,7 @@ def publish_in_child(factory: sessionmaker[Session], db_url: str) -> threading.T
 
 def main() -> int:
     """Publish prunescope's own architectures into ``PRUNESCOPE_DATABASE_URL`` (the store is migrated)."""
-    from api.settings import get_settings
+    from api.shared.settings import get_settings
     from api.store import make_engine, make_session_factory
 
     engine = make_engine(get_settings().db_url)

@@ -24,9 +24,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.limits import limits_applied
-from api.schemas import SPECS, PruneSpec, SensitivitySpec, TrainSpec
-from api.settings import Settings
+from api.shared.limits import limits_applied
+from api.shared.settings import Settings
+from api.shared.specs import SPECS, PruneSpec, SensitivitySpec, TrainSpec
 from api.store import repo
 from api.store.models import DatasetEntry, Job, ModelEntry, SensitivityPointRow
 from worker import facts

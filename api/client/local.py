@@ -83,9 +83,11 @@ def local_transport(data_dir: str | Path | None) -> InProcessTransport:
     A broker or database URL from the environment is ignored: local means this process and this folder.
     """
     from api.app import create_app
-    from api.settings import Settings
+    from api.shared.settings import Settings
 
     options: dict[str, Any] = {"database_url": "", "broker_url": "", "token": ""}
     if data_dir is not None:
         options["data_dir"] = Path(data_dir)
-    return InProcessTransport(create_app(Settings(**options)))
+    from worker.executor import Executor
+
+    return InProcessTransport(create_app(Settings(**options), dispatcher=Executor))

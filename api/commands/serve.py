@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.seed import start_demo
-    from api.settings import Settings
+    from api.shared.settings import Settings
 
     if args.broker:
         os.environ["PRUNESCOPE_BROKER_URL"] = args.broker
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
           f"prunescope: store {settings.db_url}, {mode}", flush=True)
     if args.workers > 1:
         # Each worker process builds its own app from the environment; the demo runs once, here.
-        from api.dispatch import CeleryDispatcher
+        from api.shared.dispatch import CeleryDispatcher
         from api.store import make_engine, make_session_factory, migrate
 
         engine = make_engine(settings.db_url)
@@ -90,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
         uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                     log_level="warning")
         return 0
-    app = create_app(settings)
+    executor = None  # with a broker, Celery; without, this command chooses the embedded executor (the app never
+    if not settings.broker_url:  # imports the worker)
+        from worker.executor import Executor as executor  # noqa: N813 - a dispatcher factory
+    app = create_app(settings, dispatcher=executor)
     app.state.data_dir_lock = lock  # held until this process exits (the kernel frees it even on SIGKILL)
     if not args.no_demo:
         app.state.on_startup.append(lambda: start_demo(app.state.session_factory, app.state.dispatcher, base))

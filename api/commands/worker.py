@@ -7,8 +7,8 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from api.dispatch import Dispatcher
-    from api.settings import Settings
+    from api.shared.dispatch import Dispatcher
+    from api.shared.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def redispatch_at_startup(settings: Settings, dispatcher: Dispatcher | None = None) -> list[tuple[int, int]]:
     """Migrate the store, then send again the shards whose worker died while nobody was watching
     (stale heartbeat, or queued long ago with the message lost); idempotent upserts make it safe."""
-    from api.dispatch import CeleryDispatcher, redispatch_orphans
+    from api.shared.dispatch import CeleryDispatcher, redispatch_orphans
     from api.store import make_engine, make_session_factory, migrate
 
     engine = make_engine(settings.db_url)
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--concurrency must be at least 1")
     if args.broker:
         os.environ["PRUNESCOPE_BROKER_URL"] = args.broker
-    from api.settings import get_settings
+    from api.shared.settings import get_settings
     from worker.celery_app import make_celery, register_tasks
 
     settings = get_settings()

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import select
 
 from api.deps import SessionDep, SettingsDep
-from api.routes.jobs import resolve_dataset_root
+from api.jobs import resolve_dataset_root
 from api.schemas import DatasetCreate, DatasetOut
 from api.store.models import DatasetEntry
 from pruning_core.names import DATASET_NAMES, DATASETS_WITH_ROOT

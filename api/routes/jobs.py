@@ -1,137 +1,21 @@
-"""Jobs: create (validated spec), list, get, cancel, delete, points (JSON/CSV), epochs, SSE events."""
+"""Jobs: create (validated spec), list, get, cancel, delete, epochs and artifacts.
+
+The rules behind each route are job functions in :mod:`api.jobs`; points are in
+:mod:`api.routes.points`, the progress streams in :mod:`api.routes.events`."""
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import gzip
-import hashlib
-import io
-import json
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
-from fastapi.responses import StreamingResponse
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Body, Query, Response
 
-from api.deps import DispatcherDep, SessionDep, SettingsDep, get_or_404
-from api.dispatch import Dispatcher, dispatch_job
-from api.schemas import (
-    ArtifactOut,
-    EpochOut,
-    JobCreate,
-    JobDetail,
-    JobOut,
-    Page,
-    PruneJobCreate,
-    SensitivityJobCreate,
-    ShardOut,
-    known_architecture,
-)
-from api.settings import Settings
-from api.store import repo
-from api.store.models import (
-    ACTIVE_STATUSES,
-    JOB_KINDS,
-    JOB_STATUSES,
-    POINT_FIELDS,
-    POINT_ORDER,
-    TERMINAL_STATUSES,
-    Artifact,
-    DatasetEntry,
-    EpochMetric,
-    Experiment,
-    Job,
-    JobShard,
-    ModelEntry,
-    SensitivityPointRow,
-    utcnow,
-)
-from api.version import code_version
-from pruning_core.dataset_options import check_dataset_options
-from pruning_core.limits import LimitError
-from pruning_core.names import DATASET_NAMES, DATASETS_WITH_ROOT
-from pruning_core.points import CSV_HEADER, SensitivityPoint
-from pruning_core.schedule import check_schedule
+from api import jobs
+from api.deps import DispatcherDep, SessionDep, SettingsDep
+from api.jobs import ExperimentQuery, KindQuery, StatusQuery, submit_job
+from api.schemas import ArtifactOut, EpochOut, JobCreate, JobDetail, JobOut, Page
+from api.store.models import Artifact, EpochMetric, Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-
-
-def _bad(field: str, message: str) -> HTTPException:
-    return HTTPException(422, f"{field}: {message}")
-
-
-def resolve_dataset_root(settings: Settings, root: str, field: str) -> Path:
-    """A dataset path is accepted only when it resolves under a configured root (no escapes)."""
-    try:
-        path = Path(root).expanduser()
-        resolved = (path if path.is_absolute() else settings.roots[0] / path).resolve()
-    except (ValueError, OSError, RuntimeError) as exc:  # NUL byte, unknown ~user, symlink loop: 422, not 500
-        raise _bad(field, f"{root!r} is not a usable path ({exc})") from None
-    for allowed in settings.roots:
-        if resolved.is_relative_to(allowed):
-            return resolved
-    roots = ", ".join(str(r) for r in settings.roots)
-    raise _bad(field, f"{root!r} resolves outside the dataset roots ({roots}); set PRUNESCOPE_DATASET_ROOTS")
-
-
-def validate_spec_names(session: Session, settings: Settings, spec: Any) -> None:
-    """Model and dataset names must be built in or registered; roots must stay under the allowed ones."""
-    model = session.scalar(select(ModelEntry).where(ModelEntry.name == spec.model))
-    if model is None and known_architecture(spec.model) is None:
-        raise _bad("spec.model", f"unknown model {spec.model!r}: neither a registered model nor an architecture "
-                                 "(e.g. digits-cnn, resnet20-cifar, resnet18)")
-    if model is not None and model.validation != "valid":
-        raise _bad("spec.model", f"model {spec.model!r} has an unusable checkpoint ({model.validation})")
-    registered = session.scalar(select(DatasetEntry).where(DatasetEntry.name == spec.dataset))
-    if registered is None and spec.dataset not in DATASET_NAMES:
-        raise _bad("spec.dataset", f"unknown dataset {spec.dataset!r}; built in: {', '.join(DATASET_NAMES)}")
-    if registered is not None:  # the schema checked each option alone; here against the registered kind
-        try:
-            check_dataset_options(registered.kind, {**(registered.options or {}), **spec.dataset_options},
-                                  settings.limits)
-        except LimitError as exc:
-            raise _bad(".".join(("spec.dataset_options", exc.field or "")).rstrip("."), str(exc)) from None
-    root = spec.dataset_options.get("root")
-    if root is not None:
-        if not isinstance(root, str):
-            raise _bad("spec.dataset_options.root", "must be a path string")
-        resolve_dataset_root(settings, root, "spec.dataset_options.root")
-    elif registered is None and spec.dataset in DATASETS_WITH_ROOT:
-        raise _bad("spec.dataset_options.root", f"dataset {spec.dataset!r} reads files: give root=<path>")
-
-
-def submit_job(
-    session: Session, settings: Settings, dispatcher: Dispatcher, body: Any
-) -> Job:
-    """Validate, insert and dispatch one job (shared by POST /jobs and plan launches)."""
-    spec = body.spec
-    validate_spec_names(session, settings, spec)
-    if body.experiment_id is not None and session.get(Experiment, body.experiment_id) is None:
-        raise _bad("experiment_id", f"experiment {body.experiment_id} does not exist")
-    if isinstance(body, PruneJobCreate):
-        check = check_schedule(spec.schedule)  # torch-free, in this process
-        if not check["valid"]:
-            raise _bad("spec.schedule", check["error"])
-    shards = 1
-    if isinstance(body, SensitivityJobCreate):
-        shards = spec.shards or settings.sensitivity_shards
-    job = repo.create_job(
-        session, kind=body.kind, spec=spec.model_dump(mode="json"), shards=shards,
-        experiment_id=body.experiment_id, code_version=code_version(),
-    )
-    if isinstance(body, SensitivityJobCreate):
-        job.progress_total = len(spec.levels) * (len(spec.params) if spec.params else 0)
-    session.commit()
-    dispatch_job(dispatcher, job.id, shards)
-    return job
 
 
 @router.post("", status_code=201, response_model=JobOut)
@@ -139,19 +23,6 @@ def create_job(
     body: Annotated[JobCreate, Body()], session: SessionDep, settings: SettingsDep, dispatcher: DispatcherDep
 ) -> Job:
     return submit_job(session, settings, dispatcher, body)
-
-
-StatusQuery = Annotated[str | None, Query(description=f"one of {', '.join(JOB_STATUSES)}")]
-KindQuery = Annotated[str | None, Query(description=f"one of {', '.join(JOB_KINDS)}")]
-ExperimentQuery = Annotated[int | None, Query(ge=1)]
-PollQuery = Annotated[float, Query(ge=0.05, le=10, description="seconds between looks at the store")]
-
-
-def _check_filters(status: str | None, kind: str | None) -> None:
-    if status is not None and status not in JOB_STATUSES:
-        raise _bad("status (query)", f"unknown status {status!r}; one of {', '.join(JOB_STATUSES)}")
-    if kind is not None and kind not in JOB_KINDS:
-        raise _bad("kind (query)", f"unknown kind {kind!r}; one of {', '.join(JOB_KINDS)}")
 
 
 @router.get("", response_model=Page)
@@ -163,356 +34,32 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    _check_filters(status, kind)
-    query = select(Job)
-    for column, value in ((Job.status, status), (Job.kind, kind), (Job.experiment_id, experiment)):
-        if value is not None:
-            query = query.where(column == value)
-    total = session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
-    items = [JobOut.model_validate(r).model_dump(mode="json") for r in rows]
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
-
-
-# What the list stream says about a job: enough to redraw a table row (no spec, which can be large).
-_SUMMARY = (Job.id, Job.kind, Job.experiment_id, Job.status, Job.progress_done, Job.progress_total, Job.error,
-            Job.cancel_requested, Job.created_at, Job.started_at, Job.finished_at)
-
-
-def _changed_jobs(factory: Any, kind: str | None, experiment: int | None, watched: set[int],
-                  newest: int) -> list[dict[str, Any]]:
-    """Summaries of the jobs that may have changed: active ones, the ones being watched and any newer
-    than ``newest``. A finished job never changes again, so each look stays small however long the list."""
-    query = select(*_SUMMARY).where(or_(Job.status.in_(ACTIVE_STATUSES), Job.id.in_(watched), Job.id > newest))
-    for column, value in ((Job.kind, kind), (Job.experiment_id, experiment)):
-        if value is not None:
-            query = query.where(column == value)
-    with factory() as session:
-        rows = session.execute(query.order_by(Job.id)).all()
-    return [{**r._mapping, **{k: _iso(r._mapping[k]) for k in ("created_at", "started_at", "finished_at")}}
-            for r in rows]
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else repo.as_utc(value).isoformat()
-
-
-def _sse_doc(*events: str) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI answer of a stream: its events, each with a JSON ``data`` line, not a JSON body."""
-    event = {"type": "object", "required": ["event", "data"], "properties": {
-        "event": {"type": "string", "enum": list(events)}, "data": {"type": "string", "description": "JSON"}}}
-    return {200: {"description": "server-sent events", "content": {"text/event-stream": {"schema": event}}}}
-
-
-@router.get("/events", response_class=StreamingResponse, responses=_sse_doc("job", "deleted", "end"))
-async def jobs_events(
-    request: Request, session: SessionDep,
-    status: StatusQuery = None, kind: KindQuery = None, experiment: ExperimentQuery = None,
-    poll_s: PollQuery = 0.5,
-    max_s: Annotated[float | None, Query(gt=0, le=86400, description="close the stream after this long")] = None,
-) -> StreamingResponse:
-    """Server-sent events for the whole list: ``job`` with a job's summary whenever it appears or its
-    status or progress changes (first every active job, as a snapshot), ``deleted`` when a watched job
-    goes away, a comment every 15 s to keep proxies from closing the connection, and ``end`` only
-    after ``max_s``. A ``status`` filter keeps the change that takes a job out of it."""
-    _check_filters(status, kind)
-    newest = session.scalar(select(func.max(Job.id))) or 0
-    session.close()
-    factory = request.app.state.session_factory
-
-    async def stream() -> AsyncIterator[str]:
-        nonlocal newest
-        known: dict[int, dict[str, Any]] = {}  # active jobs (and new ones), by id, as last sent
-        started = last_sent = time.monotonic()
-        while True:
-            rows = await run_in_threadpool(_changed_jobs, factory, kind, experiment, set(known), newest)
-            seen = set()
-            for row in rows:
-                seen.add(row["id"])
-                newest = max(newest, row["id"])
-                before = known.get(row["id"])
-                if row != before and status in (None, row["status"], (before or {}).get("status")):
-                    yield _sse("job", row)
-                    last_sent = time.monotonic()
-                if row["status"] in TERMINAL_STATUSES:
-                    known.pop(row["id"], None)
-                else:
-                    known[row["id"]] = row
-            for gone in set(known) - seen:
-                del known[gone]
-                yield _sse("deleted", {"id": gone})
-            now = time.monotonic()
-            left = float("inf") if max_s is None else started + max_s - now
-            if left <= 0:
-                yield _sse("end", {"reason": "max_s"})
-                return
-            if now - last_sent >= 15:
-                yield ": keep-alive\n\n"
-                last_sent = now
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(min(poll_s, left))
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+    return jobs.job_page(session, status, kind, experiment, limit, offset)
 
 
 @router.get("/{job_id}", response_model=JobDetail)
 def get_job(job_id: int, session: SessionDep) -> dict[str, Any]:
-    job = get_or_404(session, Job, job_id, "job")
-    shards = session.scalars(select(JobShard).where(JobShard.job_id == job_id).order_by(JobShard.index)).all()
-    out = JobOut.model_validate(job).model_dump()
-    out["shards"] = [ShardOut.model_validate(s) for s in shards]
-    return out
+    return jobs.job_detail(session, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: int, session: SessionDep, settings: SettingsDep) -> Job:
     """Set the cancel flag; a job no live worker holds (queued, or heartbeats stale) ends at once."""
-    job = get_or_404(session, Job, job_id, "job")
-    if job.status in TERMINAL_STATUSES:
-        raise HTTPException(409, f"job {job_id} is already {job.status}; only queued or running jobs can be cancelled")
-    repo.request_cancel(session, job, stale_s=settings.heartbeat_stale_s)
-    return job
-
-
-def _held_by_live_worker(job: Job, holders: list[JobShard], stale_s: float) -> HTTPException:
-    now = utcnow()
-    held = ", ".join(f"shard {s.index} by {s.worker or 'a worker'} (heartbeat "
-                     f"{(now - repo.as_utc(s.heartbeat_at)).total_seconds():.0f} s ago)" for s in holders[:4])
-    hint = ("cancel it first (POST /api/v1/jobs/{id}/cancel) and delete it once it has stopped"
-            if not job.cancel_requested else "its cancel is requested: delete it once it has stopped")
-    return HTTPException(409, f"job {job.id} is {job.status} and a live worker holds it: {held}; "
-                              f"{hint.format(id=job.id)} (a worker counts as gone after {stale_s:g} s without "
-                              "a heartbeat, PRUNESCOPE_HEARTBEAT_STALE_S)")
+    return jobs.cancel_job(session, settings, job_id)
 
 
 @router.delete("/{job_id}", status_code=204)
 def delete_job(job_id: int, session: SessionDep, settings: SettingsDep) -> Response:
     """Delete a finished job, or an unfinished one no live worker holds (it is cancelled, then deleted)."""
-    job = get_or_404(session, Job, job_id, "job")
-    if job.status not in TERMINAL_STATUSES:
-        stale_s = settings.heartbeat_stale_s
-        if holders := repo.live_shards(session, job_id, stale_s=stale_s):
-            raise _held_by_live_worker(job, holders, stale_s)
-        repo.request_cancel(session, job, stale_s=stale_s)  # committed first: a late claim now finds it cancelled
-        if job.status not in TERMINAL_STATUSES:  # a worker claimed it in between: it will read the flag
-            raise _held_by_live_worker(job, repo.live_shards(session, job_id, stale_s=stale_s), stale_s)
-    repo.delete_job(session, job, settings.data_dir)
-    POINTS_CACHE.drop(job_id)
+    jobs.delete_job(session, settings, job_id)
     return Response(status_code=204)
-
-
-def _points(session: Session, job_id: int, parameter: str | None = None, after_id: int = 0) -> list[dict]:
-    """Plain rows (Core, no ORM objects): a result can hold tens of thousands of points."""
-    cols = [SensitivityPointRow.id, *(getattr(SensitivityPointRow, f) for f in POINT_FIELDS)]
-    query = select(*cols).where(SensitivityPointRow.job_id == job_id, SensitivityPointRow.id > after_id)
-    if parameter is not None:
-        query = query.where(SensitivityPointRow.parameter == parameter)
-    query = query.order_by(*POINT_ORDER)
-    return [dict(r._mapping) for r in session.execute(query)]
-
-
-def _sensitivity_job(session: Session, job_id: int) -> Job:
-    job = get_or_404(session, Job, job_id, "job")
-    if job.kind != "sensitivity":
-        raise HTTPException(409, f"job {job_id} is a {job.kind} job: points belong to sensitivity jobs")
-    return job
-
-
-def points_csv(rows: list[dict]) -> str:
-    """Distiller's sensitivity CSV: ``parameter,sparsity,top1,top5,loss`` (top1/top5 in percent)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for r in rows:
-        writer.writerow([r[k] for k in CSV_HEADER])
-    return buf.getvalue()
-
-
-class CachedBody(NamedTuple):
-    """A serialized points response, with its gzip form made once."""
-
-    plain: bytes
-    gzipped: bytes
-    etag: str
-    points: int  # the job's point count when serialized (part of the identity)
-
-
-class PointsCache:
-    """Serialized points of succeeded jobs. A succeeded job's points never change; only deletion
-    removes them. So a body is reused while its job is still there with the same point count; that is
-    re-checked in SQL at most every ``recheck_s`` per entry (a delete in this process drops the entry
-    at once; one made by another server process is seen within ``recheck_s``). Hot reads then touch
-    neither the database nor the thread pool."""
-
-    def __init__(self, max_entries: int = 64, recheck_s: float = 1.0) -> None:
-        self._items: OrderedDict[tuple, tuple[CachedBody, float]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.max_entries, self.recheck_s = max_entries, recheck_s
-
-    def fresh(self, key: tuple) -> CachedBody | None:
-        """The body if it was verified against the store within ``recheck_s``."""
-        with self._lock:
-            item = self._items.get(key)
-        if item is not None and time.monotonic() - item[1] < self.recheck_s:
-            return item[0]
-        return None
-
-    def get(self, key: tuple, points: int, build: Callable[[], bytes]) -> CachedBody:
-        """The body for ``points`` points (just verified by the caller), serialized on a miss."""
-        with self._lock:
-            item = self._items.get(key)
-        body = item[0] if item is not None and item[0].points == points else None
-        if body is None:
-            plain = build()
-            body = CachedBody(plain, gzip.compress(plain, compresslevel=5, mtime=0),
-                              f'"{hashlib.blake2b(plain, digest_size=12).hexdigest()}"', points)
-        with self._lock:
-            self._items[key] = (body, time.monotonic())
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
-        return body
-
-    def drop(self, job_id: int) -> None:
-        with self._lock:
-            for key in [k for k in self._items if k[0] == job_id]:
-                del self._items[key]
-
-
-POINTS_CACHE = PointsCache()
-_FORMATS = {
-    "json": ("application/json", lambda rows: json.dumps(rows).encode()),
-    "csv": ("text/csv", lambda rows: points_csv(rows).encode()),
-}
-
-
-def _cached_response(request: Request, body: CachedBody, media_type: str, headers: dict[str, str]) -> Response:
-    headers = {**headers, "ETag": body.etag, "Vary": "Accept-Encoding", "Cache-Control": "private, no-cache"}
-    if body.etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        return Response(body.gzipped, media_type=media_type, headers={**headers, "Content-Encoding": "gzip"})
-    return Response(body.plain, media_type=media_type, headers=headers)
-
-
-def _points_from_store(request: Request, job_id: int, fmt: str, parameter: str | None,
-                       headers: dict[str, str]) -> Response:
-    """The slow path (in the thread pool): check the job, then serve fresh rows or (re)fill the cache."""
-    media_type, serialize = _FORMATS[fmt]
-    with request.app.state.session_factory() as session:
-        row = session.execute(select(Job.kind, Job.status, Job.progress_done).where(Job.id == job_id)).first()
-        if row is None:
-            POINTS_CACHE.drop(job_id)
-            raise HTTPException(404, f"job {job_id} does not exist")
-        if row.kind != "sensitivity":
-            raise HTTPException(409, f"job {job_id} is a {row.kind} job: points belong to sensitivity jobs")
-        if row.status != "succeeded":  # still growing: never cached
-            body = serialize([_without_id(r) for r in _points(session, job_id, parameter)])
-            return Response(body, media_type=media_type, headers={**headers, "Cache-Control": "no-store"})
-
-        def build() -> bytes:
-            return serialize([_without_id(r) for r in _points(session, job_id, parameter)])
-
-        cached = POINTS_CACHE.get((job_id, parameter, fmt), row.progress_done, build)
-    return _cached_response(request, cached, media_type, headers)
-
-
-async def _points_response(request: Request, job_id: int, fmt: str, parameter: str | None = None,
-                           headers: dict[str, str] | None = None) -> Response:
-    headers = headers or {}
-    cached = POINTS_CACHE.fresh((job_id, parameter, fmt))
-    if cached is not None:
-        return _cached_response(request, cached, _FORMATS[fmt][0], headers)
-    return await run_in_threadpool(_points_from_store, request, job_id, fmt, parameter, headers)
-
-
-def _without_id(row: dict) -> dict:
-    row.pop("id", None)
-    return row
-
-
-@router.get("/{job_id}/points", response_model=list[SensitivityPoint])  # the schema: pruning_core.points
-async def get_points(
-    job_id: int, request: Request, parameter: Annotated[str | None, Query(max_length=300)] = None,
-) -> Response:
-    """Every field of each point, in model order then sparsity (gzip and ETag once the job succeeded)."""
-    return await _points_response(request, job_id, "json", parameter)
-
-
-@router.get("/{job_id}/points.csv", response_class=Response)
-async def get_points_csv(job_id: int, request: Request) -> Response:
-    return await _points_response(request, job_id, "csv", headers={
-        "Content-Disposition": f'attachment; filename="sensitivity-{job_id}.csv"'})
-
-
-@router.get("/{job_id}/skipped")
-def get_skipped(job_id: int, session: SessionDep) -> list[dict[str, str]]:
-    """Parameters the analysis could not measure (e.g. biases, BatchNorm, 1-D tensors) and why."""
-    job = _sensitivity_job(session, job_id)
-    return list((job.result or {}).get("skipped", []))
 
 
 @router.get("/{job_id}/epochs", response_model=list[EpochOut])
 def get_epochs(job_id: int, session: SessionDep) -> list[EpochMetric]:
-    get_or_404(session, Job, job_id, "job")
-    return list(session.scalars(select(EpochMetric).where(EpochMetric.job_id == job_id).order_by(EpochMetric.epoch)))
+    return jobs.rows_of_job(session, job_id, EpochMetric, EpochMetric.epoch)
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactOut])
 def get_job_artifacts(job_id: int, session: SessionDep) -> list[Artifact]:
-    get_or_404(session, Job, job_id, "job")
-    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)))
-
-
-def _snapshot(factory: Any, job_id: int, after_id: int, points: bool) -> tuple[dict | None, list[dict]]:
-    with factory() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return None, []
-        state = {"id": job.id, "status": job.status, "done": job.progress_done, "total": job.progress_total,
-                 "error": job.error}
-        wanted = points and job.kind == "sensitivity"
-        return state, _points(session, job_id, after_id=after_id) if wanted else []
-
-
-def _sse(event: str, data: Any) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
-
-
-# no-transform and X-Accel-Buffering keep gzip middlewares and nginx from holding events back
-_SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
-
-
-@router.get("/{job_id}/events", response_class=StreamingResponse,
-            responses=_sse_doc("point", "progress", "end"))
-async def job_events(
-    job_id: int, request: Request, session: SessionDep, poll_s: PollQuery = 0.5,
-    points: Annotated[bool, Query(description="false: progress and end only (a table needs no points)")] = True,
-) -> StreamingResponse:
-    """Server-sent events: ``progress`` on every change, ``point`` per new point, ``end`` when finished."""
-    get_or_404(session, Job, job_id, "job")
-    session.close()
-    factory = request.app.state.session_factory
-
-    async def stream() -> AsyncIterator[str]:
-        last_id, last_state = 0, None
-        while True:
-            state, new_points = await run_in_threadpool(_snapshot, factory, job_id, last_id, points)
-            if state is None:
-                yield _sse("end", {"id": job_id, "status": "deleted"})
-                return
-            for point in new_points:
-                last_id = max(last_id, point.pop("id"))
-                yield _sse("point", point)
-            if state != last_state:
-                yield _sse("progress", state)
-                last_state = state
-            if state["status"] in TERMINAL_STATUSES:
-                yield _sse("end", state)
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(poll_s)
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+    return jobs.rows_of_job(session, job_id, Artifact, Artifact.id)

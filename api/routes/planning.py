@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from api.compute import run_helper
 from api.deps import DispatcherDep, SessionDep, SettingsDep, get_or_404
-from api.routes.jobs import submit_job
+from api.jobs import submit_job, unknown_model
 from api.schemas import (
     DATA_FIELDS,
     JobOut,
@@ -32,7 +32,7 @@ from api.schemas import (
     ScheduleResult,
     known_architecture,
 )
-from api.settings import Settings
+from api.shared.settings import Settings
 from api.store import repo
 from api.store.models import POINT_ORDER, Job, ModelEntry, SensitivityPointRow
 from api.store.repo import ParameterFacts
@@ -100,12 +100,18 @@ def preview_schedule(body: SchedulePreviewRequest, session: SessionDep, settings
     return out
 
 
-def _finished_sensitivity(session: SessionDep, job_id: int, field: str) -> Job:
+def _sensitivity_job(session: SessionDep, job_id: int, field: str, missing: int = 422) -> Job:
+    """The sensitivity job a request names in ``field``: ``missing`` if it does not exist, 422 if another kind."""
     job = session.get(Job, job_id)
     if job is None:
-        raise HTTPException(422, f"{field}: job {job_id} does not exist")
+        raise HTTPException(missing, f"{field}: job {job_id} does not exist")
     if job.kind != "sensitivity":
         raise HTTPException(422, f"{field}: job {job_id} is a {job.kind} job, not a sensitivity job")
+    return job
+
+
+def _finished_sensitivity(session: SessionDep, job_id: int, field: str) -> Job:
+    job = _sensitivity_job(session, job_id, field)
     if job.status != "succeeded":
         raise HTTPException(409, f"{field}: job {job_id} is {job.status}; plan from a succeeded job")
     return job
@@ -116,8 +122,7 @@ def _model_ref(session: SessionDep, settings: Settings, spec: dict[str, Any]) ->
     refused here, before any helper is asked."""
     arch, checkpoint = repo.model_source(session, spec["model"], settings.data_dir)
     if checkpoint is None and known_architecture(arch) is None:
-        raise HTTPException(422, f"model: unknown model {spec['model']!r}: neither a registered model nor an "
-                                 "architecture (e.g. digits-cnn, resnet20-cifar, resnet18)")
+        raise HTTPException(422, f"model: {unknown_model(spec['model'])}")
     return {"arch": arch, "checkpoint": checkpoint}
 
 
@@ -182,11 +187,7 @@ def compare(
     if len(set(jobs)) != len(jobs):
         raise HTTPException(422, "jobs (query): a job is listed twice")
     for job_id in jobs:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise HTTPException(404, f"jobs (query): job {job_id} does not exist")
-        if job.kind != "sensitivity":
-            raise HTTPException(422, f"jobs (query): job {job_id} is a {job.kind} job, not a sensitivity job")
+        _sensitivity_job(session, job_id, "jobs (query)", missing=404)
     column = getattr(SensitivityPointRow, metric)
     rows = session.execute(
         select(SensitivityPointRow.job_id, SensitivityPointRow.parameter, SensitivityPointRow.sparsity, column)

@@ -376,7 +376,8 @@ def publish_architecture(session: Session, name: str, *, shapes: Mapping[str, It
 
 def published_architectures(session: Session) -> dict[str, str | None]:
     """Architecture name -> the torch version its facts were published with."""
-    return dict(session.execute(select(ArchitectureFacts.name, ArchitectureFacts.torch_version)).tuples().all())
+    rows = session.execute(select(ArchitectureFacts.name, ArchitectureFacts.torch_version))
+    return {name: version for name, version in rows}
 
 
 def sha256_file(path: Path) -> str:

@@ -47,7 +47,7 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
 @pytest.fixture(scope="package")
 def store(server: Server) -> Iterator[Any]:
     """A session factory on the live server's SQLite store, for inserting synthetic jobs and points."""
-    from api.settings import Settings
+    from api.shared.settings import Settings
     from api.store import make_engine, make_session_factory
 
     engine = make_engine(Settings(data_dir=server.data_dir).db_url)

@@ -117,7 +117,7 @@ def test_bad_filter_and_unknown_route(page) -> None:
 def test_dashboard_with_a_token(browser, tmp_path) -> None:
     """PRUNESCOPE_TOKEN set: the page asks for the token once, then fetches with a bearer header and
     streams/downloads with ?access_token= (EventSource and <a href> cannot send headers)."""
-    from api.settings import Settings
+    from api.shared.settings import Settings
     from api.store import make_engine, make_session_factory
 
     with running_server(tmp_path, PRUNESCOPE_TOKEN="s3cret") as srv:

@@ -16,7 +16,8 @@ from sqlalchemy.sql.sqltypes import Boolean, Float, Integer, String
 
 from api.client import POINT_COLUMNS
 from api.client.frames import points_frame
-from api.routes.jobs import _points, points_csv, router
+from api.jobs import point_rows, points_csv
+from api.routes.points import router
 from api.store import make_engine, make_session_factory, migrate, repo
 from api.store.models import SensitivityPointRow
 from pruning_core.points import CSV_HEADER, POINT_FIELDS, SensitivityPoint
@@ -57,7 +58,7 @@ def test_a_point_goes_through_store_rest_csv_json_and_client_unchanged(tmp_path:
         job_id = repo.create_job(s, kind="sensitivity", spec={}).id
         repo.upsert_point(s, job_id, asdict(point), shard=0, worker="w", param_index=0)
         s.commit()
-        (row,) = _points(s, job_id)
+        (row,) = point_rows(s, job_id)
     row.pop("id")
     assert tuple(row) == POINT_FIELDS  # the REST JSON: every field, in the point's order
     assert row == asdict(point)

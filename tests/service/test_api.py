@@ -10,38 +10,26 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from api.routes.jobs import POINTS_CACHE
+from api.jobs import POINTS_CACHE
+from api.shared.settings import Settings
 from api.store import repo
 from api.store.models import Base
+from tests.apps import RecordingDispatcher, make_app
 
 GOOD_SENSE = {"model": "resnet20-cifar", "dataset": "synthetic", "levels": "0,0.5"}
 
 
-class RecordingDispatcher:
-    """Stands in for Celery/the executor: remembers what would have been run."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, int]] = []
-
-    def dispatch(self, job_id: int, shard: int) -> None:
-        self.sent.append((job_id, shard))
-
-    def healthy(self) -> tuple[bool, str]:
-        return True, "recording"
-
-
 @pytest.fixture
-def client(settings):
-    app = create_app(settings, dispatcher=RecordingDispatcher())
-    with TestClient(app) as c:
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The shared ``client``, but on both stores (``settings`` follows ``db_url``)."""
+    with TestClient(make_app(settings)) as c:
         yield c
 
 
@@ -133,8 +121,9 @@ def test_api_process_never_imports_torch(settings) -> None:
         "import sys\n"
         "from fastapi.testclient import TestClient\n"
         "from api.app import create_app\n"
-        "from api.settings import Settings\n"
-        f"c = TestClient(create_app(Settings(data_dir={str(settings.data_dir)!r})))\n"
+        "from api.shared.settings import Settings\n"
+        "from worker.executor import Executor\n"
+        f"c = TestClient(create_app(Settings(data_dir={str(settings.data_dir)!r}), dispatcher=Executor))\n"
         "assert c.get('/api/v1/healthz').status_code == 200\n"
         "assert c.post('/api/v1/jobs', json={'kind': 'sensitivity', 'spec': "
         "{'model': 'resnet20-cifar', 'dataset': 'synthetic', 'levels': '0:2:1'}}).status_code == 422\n"

@@ -2,48 +2,20 @@
 
 ``GET /api/v1/architectures`` must equal what ``pruning_core`` builds, and ``POST /api/v1/jobs`` must
 accept every torchvision classification model, taken from torchvision itself rather than from the
-catalogue, so a name the catalogue forgot fails here. The app runs over a temp SQLite store with a
-dispatcher that records what it would have run.
+catalogue, so a name the catalogue forgot fails here. The app is the shared ``client`` (tests/fixtures.py):
+a temp SQLite store and a dispatcher that records what it would have run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import torchvision.models as tvm
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.app import create_app
-from api.settings import Settings
 from api.store.models import Job
 from pruning_core.datasets import list_datasets
 from pruning_core.models import canonical_name, list_models, model_info
 from pruning_core.names import catalogue
-
-
-class Recorder:
-    """A dispatcher that only remembers the shards it was handed."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, int]] = []
-
-    def dispatch(self, job_id: int, shard: int) -> None:
-        self.sent.append((job_id, shard))
-
-    def healthy(self) -> tuple[bool, str]:
-        return True, "recording"
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'store.db'}")
-    with TestClient(create_app(settings, dispatcher=Recorder())) as c:
-        yield c
 
 
 def _sense(client: TestClient, model: str) -> dict:

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import pg_schema_url
 from tests.service.stack import Stack
+from tests.services import pg_schema_url
 
 pytestmark = pytest.mark.slow
 PARAMS = ["conv1.weight", "layer1.*.conv*.weight", "layer3.2.conv2.weight", "fc.weight"]

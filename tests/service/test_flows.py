@@ -4,9 +4,7 @@ parameters as the CLI/library path; prune with a schedule; plan -> launch."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.settings import Settings
+from api.shared.settings import Settings
+from tests.service.flow import download, finished, submit
+from worker.executor import Executor
 
 pytestmark = pytest.mark.slow
 MODEL = "digits-flow"
@@ -36,36 +36,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     data = tmp_path_factory.mktemp("flows")
     settings = Settings(data_dir=data, database_url=f"sqlite:///{data / 'store.db'}", heartbeat_stale_s=10,
                         torch_threads=1)
-    with TestClient(create_app(settings), base_url="http://testserver/api/v1") as client:
+    with TestClient(create_app(settings, dispatcher=Executor), base_url="http://testserver/api/v1") as client:
         yield client
-
-
-def submit(api: TestClient, kind: str, **spec: object) -> int:
-    r = api.post("/jobs", json={"kind": kind, "spec": spec})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-def finished(api: TestClient, job_id: int, timeout: float = 50) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = api.get(f"/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            assert job["status"] == "succeeded", job
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout}s: {api.get(f'/jobs/{job_id}').json()}")
-
-
-def download(api: TestClient, artifact: dict, into: Path) -> Path:
-    """Fetch an artifact and check its bytes against the sha256 the store recorded."""
-    r = api.get(f"/artifacts/{artifact['id']}/download")
-    assert r.status_code == 200
-    digest = hashlib.sha256(r.content).hexdigest()
-    assert digest == artifact["sha256"] == r.headers["x-checksum-sha256"]
-    path = into / artifact["name"]
-    path.write_bytes(r.content)
-    return path
 
 
 @pytest.fixture(scope="module")

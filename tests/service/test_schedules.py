@@ -1,4 +1,5 @@
-"""Schedule validation and preview through the API, on Distiller's published schedules."""
+"""Schedule validation and preview through the API, on Distiller's published schedules (the shared ``client``:
+a temp SQLite store and a recording dispatcher)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from tests.service.test_api import RecordingDispatcher
-
 SCHEDULES = Path(__file__).resolve().parents[2] / ".." / "shared" / "distiller-schedules"
 RESNET20_FILTERS = SCHEDULES / "resnet20_filters.schedule_agp.yaml"
-
-
-@pytest.fixture
-def client(tmp_path):
-    from api.settings import Settings
-
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", data_dir=tmp_path)
-    with TestClient(create_app(settings, dispatcher=RecordingDispatcher())) as c:
-        yield c
 
 
 @pytest.mark.skipif(not RESNET20_FILTERS.exists(), reason=f"Distiller's schedules are not at {SCHEDULES}")

@@ -14,14 +14,15 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.routes import dashboard
-from api.settings import Settings
+from api.shared.settings import Settings
+from worker.executor import Executor
 
 GZIP = {"Accept-Encoding": "gzip"}
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as c:
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data"), dispatcher=Executor)) as c:
         yield c
 
 

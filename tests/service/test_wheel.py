@@ -1,7 +1,8 @@
 """The wheel is the product: built from the repository, installed with its base dependencies only into a
 fresh virtual environment (no torch there), it serves the API, the dashboard and the offline docs from a
 folder outside the repository, enqueues a job on Redis, and a `prunescope worker` from the full
-environment (with torch) runs it.
+environment (with torch) runs it. Without torch the API still validates schedules and plans, and once
+the worker has published its architectures' shapes, previews and plans for a target sparsity too.
 
 The API process and the worker share a data dir (its SQLite store and artifacts) and a private Celery
 queue, so nothing else on the Redis server takes the job.
@@ -13,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,13 +26,13 @@ import httpx
 import pytest
 
 from tests.live import free_port
+from tests.services import REDIS_HOST, REDIS_PORT, require_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_INPUTS = ("pyproject.toml", "README.md", "api", "worker", "pruning_core", "frontend")  # as the Dockerfile
 TORCH_ONLY = ("torch", "torchvision", "torch-pruning", "scikit-learn")
-REDIS = ("127.0.0.1", 6379)
 
 
 @dataclass
@@ -109,15 +109,6 @@ def test_cli_without_torch(base_env: BaseEnv) -> None:
         assert needle in message, (needle, message)
 
 
-def _require_redis() -> None:
-    try:
-        with socket.create_connection(REDIS, timeout=2):
-            return
-    except OSError:
-        pytest.fail(f"Redis at {REDIS[0]}:{REDIS[1]} is not reachable: start it with `redis-server --daemonize yes`",
-                    pytrace=False)
-
-
 def _wait(check: Callable[[], object], timeout: float, what: str, logs: list[Path]) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -131,8 +122,8 @@ def _wait(check: Callable[[], object], timeout: float, what: str, logs: list[Pat
 @pytest.fixture
 def distributed(base_env: BaseEnv, tmp_path: Path) -> Iterator[tuple[str, dict[str, str], list[Path]]]:
     """`prunescope serve --broker` from the base env, outside the repo; yields (url, env, log paths)."""
-    _require_redis()
-    broker = f"redis://{REDIS[0]}:{REDIS[1]}/0"
+    require_redis()
+    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
     env = clean_env(PRUNESCOPE_DATA_DIR=str(tmp_path / "data"), PRUNESCOPE_QUEUE=f"wheel-{uuid.uuid4().hex[:10]}",
                     PRUNESCOPE_BROKER_URL=broker, PRUNESCOPE_SENSITIVITY_SHARDS="1")
     port = free_port()
@@ -157,6 +148,47 @@ def distributed(base_env: BaseEnv, tmp_path: Path) -> Iterator[tuple[str, dict[s
     finally:
         proc.kill()
         proc.wait(10)
+
+
+PREVIEW_SCHEDULE = """version: 1
+pruners:
+  agp:
+    class: AutomatedGradualPruner
+    initial_sparsity: 0.05
+    final_sparsity: 0.5
+    weights: ["layer1.*.conv1.weight"]
+policies:
+  - pruner: {instance_name: agp}
+    starting_epoch: 0
+    ending_epoch: 4
+    frequency: 1
+"""
+
+
+def _planning_before_any_worker(http: httpx.Client) -> None:
+    """Torch-free answers need nothing; a preview needs shapes no worker has published yet: a 409 saying how."""
+    valid = http.post("/api/v1/schedules/validate", json={"yaml": PREVIEW_SCHEDULE})
+    assert valid.status_code == 200 and valid.json()["valid"] is True, valid.text
+    early = http.post("/api/v1/schedules/preview", json={"yaml": PREVIEW_SCHEDULE, "model": "resnet20-cifar"})
+    assert early.status_code == 409, early.text
+    for needle in ("no worker has published the shapes of resnet20-cifar", "start `prunescope worker`",
+                   "register a model"):
+        assert needle in early.json()["detail"], early.text
+
+
+def _planning_after_the_worker_published(http: httpx.Client, job_id: int, logs: list[Path]) -> None:
+    """The full-env worker publishes its architectures at start: the torch-free API previews and plans."""
+    def previewed() -> httpx.Response | None:
+        r = http.post("/api/v1/schedules/preview", json={"yaml": PREVIEW_SCHEDULE, "model": "resnet20-cifar"})
+        return r if r.status_code == 200 else None
+
+    preview = _wait(previewed, 120, "the worker to publish resnet20-cifar's shapes", logs)
+    assert preview.json()["epochs"][-1]["sparsity"]["layer1.2.conv1.weight"] == pytest.approx(0.5)
+    tolerance = http.post("/api/v1/plans", json={"sensitivity_job": job_id, "max_drop": 100})
+    assert tolerance.status_code == 200 and tolerance.json()["levels"], tolerance.text
+    target = http.post("/api/v1/plans", json={"sensitivity_job": job_id, "target_sparsity": 0.2})
+    assert target.status_code == 200, target.text
+    assert target.json()["overall_sparsity"] >= 0.2 and "AutomatedGradualPruner" in target.json()["yaml"]
 
 
 def _local_refs(html: str) -> list[str]:
@@ -194,6 +226,8 @@ def test_wheel_serves_dashboard_docs_and_runs_a_job_on_a_full_worker(distributed
     assert submitted.returncode == 0, submitted.stderr
     job_id = json.loads(submitted.stdout)["id"]
     assert httpx.get(f"{url}/api/v1/jobs/{job_id}", timeout=10).json()["status"] == "queued"
+    with httpx.Client(base_url=url, timeout=30) as http:
+        _planning_before_any_worker(http)
 
     worker_log = tmp_path / "worker.log"
     logs.append(worker_log)
@@ -212,6 +246,8 @@ def test_wheel_serves_dashboard_docs_and_runs_a_job_on_a_full_worker(distributed
         assert points and {p["sparsity"] for p in points} == {0.0, 0.5}
         status = base_env.run("status", str(job_id), "--server", url, env=env)
         assert status.returncode == 0 and "succeeded" in status.stdout, status.stdout + status.stderr
+        with httpx.Client(base_url=url, timeout=30) as http:
+            _planning_after_the_worker_published(http, job_id, logs)
     finally:
         worker.kill()
         worker.wait(10)

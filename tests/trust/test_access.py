@@ -13,8 +13,8 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from api.cli import main as cli_main
 from api.security import PUBLIC_PATHS
-from api.settings import Settings
-from tests.trust.conftest import make_app
+from api.shared.settings import Settings
+from tests.apps import make_app
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from tests.service.conftest import PG_HOST, PG_PORT, pg_schema_url, require_redis
 from tests.service.stack import Stack, free_port
+from tests.services import PG_HOST, PG_PORT, pg_schema_url
+from worker.executor import Executor
 
 pytestmark = pytest.mark.slow
 PARAMS = ["conv1.weight", "layer1.*.conv*.weight", "layer3.2.conv2.weight", "fc.weight"]  # 9 weights
@@ -140,12 +141,6 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
-@pytest.fixture
-def shared_redis_url() -> str:
-    require_redis()
-    return "redis://127.0.0.1:6379/15"
-
-
 def _some_points(stack: Stack, job_id: int, n: int = 3) -> None:
     stack.wait(lambda: len(stack.points(job_id)) >= n, 50, f"{n} points of job {job_id}")
 
@@ -188,10 +183,10 @@ def test_job_submitted_while_the_broker_is_down(pg_database: str, private_redis:
         stack.stop()
 
 
-def test_api_restarted_mid_job(pg_database: str, shared_redis_url: str, tmp_path: Path) -> None:
+def test_api_restarted_mid_job(pg_database: str, redis_url: str, tmp_path: Path) -> None:
     """The API is SIGKILLed while a worker runs the job and restarted: the job carries on; the new
     API sees the same state and every point once."""
-    stack = _stack(tmp_path, pg_schema_url(pg_database), shared_redis_url)
+    stack = _stack(tmp_path, pg_schema_url(pg_database), redis_url)
     try:
         api = stack.serve()
         stack.start("worker")
@@ -207,16 +202,16 @@ def test_api_restarted_mid_job(pg_database: str, shared_redis_url: str, tmp_path
         assert_exactly_once(stack.points(job_id))
     finally:
         stack.stop()
-        _drop_queue(shared_redis_url, stack)
+        _drop_queue(redis_url, stack)
 
 
-def test_postgres_unreachable_for_seconds(pg_database: str, shared_redis_url: str, tmp_path: Path) -> None:
+def test_postgres_unreachable_for_seconds(pg_database: str, redis_url: str, tmp_path: Path) -> None:
     """Every connection to PostgreSQL is cut and refused for 6 s (longer than the 4 s heartbeat
     staleness) mid-job: store writes retry with backoff, the pool pre-pings, the job completes."""
     proxy = PausableProxy(PG_HOST, PG_PORT)
     proxy.start()
     url = pg_schema_url(pg_database).replace(f"@{PG_HOST}:{PG_PORT}/", f"@127.0.0.1:{proxy.port}/")
-    stack = _stack(tmp_path, url, shared_redis_url)
+    stack = _stack(tmp_path, url, redis_url)
     try:
         stack.serve()
         stack.start("worker")
@@ -233,10 +228,10 @@ def test_postgres_unreachable_for_seconds(pg_database: str, shared_redis_url: st
     finally:
         stack.stop()
         proxy.stop()
-        _drop_queue(shared_redis_url, stack)
+        _drop_queue(redis_url, stack)
 
 
-def test_worker_startup_redispatches_an_orphan(pg_database: str, shared_redis_url: str, tmp_path: Path) -> None:
+def test_worker_startup_redispatches_an_orphan(pg_database: str, redis_url: str, tmp_path: Path) -> None:
     """A shard left 'running' by a worker that died with nobody watching (no API, its message gone):
     the next `prunescope worker` sends it again at startup and finishes the job."""
     from api.store import make_engine, make_session_factory, migrate, repo
@@ -255,7 +250,7 @@ def test_worker_startup_redispatches_an_orphan(pg_database: str, shared_redis_ur
         s.commit()
         job_id = job.id
     engine.dispose()
-    stack = _stack(tmp_path, db_url, shared_redis_url)
+    stack = _stack(tmp_path, db_url, redis_url)
     try:
         stack.start("worker")  # no API: only the worker's startup pass can find the orphan
         done = stack.wait(lambda: (status := _job_status(db_url, job_id)) in ("succeeded", "failed") and status,
@@ -263,7 +258,7 @@ def test_worker_startup_redispatches_an_orphan(pg_database: str, shared_redis_ur
         assert done == "succeeded"
     finally:
         stack.stop()
-        _drop_queue(shared_redis_url, stack)
+        _drop_queue(redis_url, stack)
 
 
 def _job_status(db_url: str, job_id: int) -> str | None:
@@ -309,13 +304,14 @@ def test_artifacts_disk_full_or_read_only(fault: str, pg_database: str, tmp_path
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from api.settings import Settings
+    from api.shared.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "data", database_url=pg_schema_url(pg_database), heartbeat_stale_s=10,
                         torch_threads=1)
     artifacts = settings.artifacts_dir
     spec = {"model": "digits-cnn", "dataset": "digits", "epochs": 1, "batch_size": 128}
-    with small_disk(artifacts), TestClient(create_app(settings), base_url="http://t/api/v1") as api:
+    with small_disk(artifacts), TestClient(create_app(settings, dispatcher=Executor),
+                                           base_url="http://t/api/v1") as api:
         if fault == "full":
             filler = artifacts / "filler"
             with open(filler, "wb") as fh, contextlib.suppress(OSError):

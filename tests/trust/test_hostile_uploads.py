@@ -25,7 +25,7 @@ from pruning_core.checkpoint_scan import ScanLimits
 from pruning_core.models import create_model
 from tests.live import Server, running_server
 from tests.trust.hostile import FAST_S, HealthProbe, send_hostile
-from tests.trust.test_bounded_work import GIB, ServerWatch
+from tests.trust.watch import GIB, ServerWatch
 
 MiB = 2**20
 LIMITS = ScanLimits()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from api.settings import Settings
+from api.shared.settings import Settings
 from tests.live import ROOT, running_server
-from tests.service.conftest import pg_schema_url
+from tests.services import pg_schema_url
 from tests.trust.hostile import send_hostile
 
 TRAIN = {"kind": "train", "spec": {"model": "digits-cnn", "dataset": "digits", "epochs": 1, "batch_size": 256}}

@@ -25,16 +25,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from api.app import create_app
-from api.dispatch import redispatch_orphans
-from api.settings import Settings
+from api.shared.dispatch import redispatch_orphans
+from api.shared.settings import Settings
 from api.store import make_engine, make_session_factory, migrate, repo
 from api.store.datadir_lock import LOCK_NAME, DataDirLock, DataDirLocked
 from api.store.models import Job, JobShard, utcnow
+from tests.apps import RecordingDispatcher, make_app
 from tests.live import ROOT, Server, free_port, running_server, server_command
-from tests.service.conftest import REDIS_HOST, REDIS_PORT, pg_schema_url, require_redis
 from tests.service.stack import Stack
-from tests.service.test_api import RecordingDispatcher
+from tests.services import pg_schema_url
 from tests.trust.hostile import send_hostile
+from worker.executor import Executor
 
 # A long job: 18 convolutions x 8 levels; each parameter's 8 points take seconds on one thread.
 LEVELS = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7"
@@ -66,7 +67,7 @@ def test_cancel_and_delete_follow_the_heartbeat(settings: Settings) -> None:
     """Finding 7 at the REST level: a cancel on a job whose shards are all stale ends it at once; a live
     holder keeps a job running on cancel and makes DELETE a 409 that says what to do; once its heartbeat
     is stale the job can be deleted (cancelled, then deleted)."""
-    with TestClient(create_app(settings, dispatcher=RecordingDispatcher())) as c:
+    with TestClient(make_app(settings)) as c:
         factory = c.app.state.session_factory
         orphan = _running_job(factory, stale=True)
         r = c.post(f"/api/v1/jobs/{orphan}/cancel")
@@ -121,14 +122,14 @@ def test_one_embedded_app_per_data_dir_in_process(tmp_path: Path) -> None:
     from api.client import Client
 
     cfg = Settings(data_dir=tmp_path / "data", database_url="", broker_url="", token="")
-    with TestClient(create_app(cfg)):
+    with TestClient(create_app(cfg, dispatcher=Executor)):
         assert f'"pid": {os.getpid()}' in (cfg.data_dir / LOCK_NAME).read_text()
         with pytest.raises(DataDirLocked, match=f"pid {os.getpid()} .*PRUNESCOPE_DATA_DIR"), \
-                TestClient(create_app(cfg)):
+                TestClient(create_app(cfg, dispatcher=Executor)):
             pass
         with pytest.raises(DataDirLocked, match=str(cfg.data_dir)):
             Client.local(cfg.data_dir, progress=False)
-        with TestClient(create_app(cfg, dispatcher=RecordingDispatcher())) as c:  # not the embedded executor
+        with TestClient(make_app(cfg)) as c:  # not the embedded executor
             assert c.get("/healthz").status_code == 200
     with Client.local(cfg.data_dir, progress=False) as local:  # freed when the first app shut down
         assert local.health()["broker"]["kind"] == "embedded"
@@ -219,9 +220,7 @@ def test_cancelled_then_killed_embedded_job_ends_cancelled_after_restart(tmp_pat
 
 
 @pytest.fixture
-def distributed(pg_database: str, tmp_path: Path) -> Iterator[Stack]:
-    require_redis()
-    redis_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/15"
+def distributed(pg_database: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     queue = f"prunescope-lifecycle-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PRUNESCOPE_DATABASE_URL": pg_schema_url(pg_database), "PRUNESCOPE_BROKER_URL": redis_url,
            "PRUNESCOPE_DATA_DIR": str(tmp_path / "data"), "PRUNESCOPE_HEARTBEAT_STALE_S": "3",

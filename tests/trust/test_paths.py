@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.security import BODY_SLACK_BYTES, BodyLimit
-from api.settings import Settings
+from api.shared.settings import Settings
 from api.store import repo
 
 OUTSIDE_ROOTS = ["../../etc", "/etc", "datasets/../../..", "%2e%2e/%2e%2e/etc", "..%2f..%2fetc", "~root",

@@ -24,8 +24,7 @@ from schemathesis.checks import (
     response_schema_conformance,
 )
 
-from api.settings import Settings
-from tests.trust.conftest import make_app
+from tests.apps import make_app, sqlite_settings_in
 
 pytestmark = pytest.mark.slow
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance, response_headers_conformance,
@@ -33,7 +32,7 @@ CHECKS = [not_a_server_error, response_schema_conformance, content_type_conforma
 MAX_EXAMPLES = 12  # per operation and mode: about 600 cases in all, ~30 s on a shared 2-core box
 
 _TMP = Path(tempfile.mkdtemp(prefix="prunescope-fuzz-"))
-APP = make_app(Settings(data_dir=_TMP / "data", database_url=f"sqlite:///{_TMP / 'store.db'}"))
+APP = make_app(sqlite_settings_in(_TMP))
 SCHEMA = schemathesis.openapi.from_asgi("/api/v1/openapi.json", APP)
 OPERATIONS = {op.label: op for op in (result.ok() for result in SCHEMA.get_all_operations())}
 _cases: dict[str, int] = {}

@@ -20,13 +20,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from api.settings import Settings
+from api.shared.settings import Settings
 from api.store import make_engine, make_session_factory, migrate, repo
 from api.store.models import Job, SensitivityPointRow
 from pruning_core.levels import DEFAULT_LEVELS, parse_levels
 from tests.live import Server, running_server
-from tests.service.conftest import pg_schema_url, redis_url  # noqa: F401 - fixture reused
 from tests.service.stack import Stack
+from tests.services import pg_schema_url
 from tests.trust.hostile import send_hostile
 
 JOBS = "/api/v1/jobs"
@@ -175,7 +175,7 @@ def test_the_settings_limits_apply_per_request(client: TestClient, monkeypatch: 
 
 
 @pytest.fixture
-def distributed(pg_database: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:  # noqa: F811
+def distributed(pg_database: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
     queue = f"prunescope-test-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PRUNESCOPE_DATABASE_URL": pg_schema_url(pg_database), "PRUNESCOPE_BROKER_URL": redis_url,
            "PRUNESCOPE_DATA_DIR": str(tmp_path / "data"), "PRUNESCOPE_QUEUE": queue,

@@ -7,13 +7,39 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.store import repo
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 log = logging.getLogger(__name__)
+
+
+TASK_NAME = "prunescope.run_shard"
+
+
+def make_celery(broker_url: str, visibility_timeout_s: int, queue: str = "prunescope") -> Celery:
+    """The Celery app both sides use: the API sends :data:`TASK_NAME` with it, workers bind the runner to it."""
+    from celery import Celery
+    app = Celery("prunescope", broker=broker_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=queue,
+        broker_transport_options={"visibility_timeout": visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
 
 
 class Dispatcher(Protocol):
@@ -30,14 +56,10 @@ class CeleryDispatcher:
     name = "celery"
 
     def __init__(self, broker_url: str, visibility_timeout_s: int, queue: str = "prunescope") -> None:
-        from worker.celery_app import make_celery
-
         self.broker_url = broker_url
         self.app = make_celery(broker_url, visibility_timeout_s, queue)
 
     def dispatch(self, job_id: int, shard: int) -> None:
-        from worker.celery_app import TASK_NAME
-
         self.app.send_task(TASK_NAME, args=[job_id, shard])
 
     def healthy(self) -> tuple[bool, str]:

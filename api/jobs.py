@@ -1,0 +1,379 @@
+"""Job functions behind the job routes: validate and submit, list, cancel and delete, read points and snapshots.
+
+No route is declared here (they are in :mod:`api.routes.jobs`, :mod:`api.routes.events` and
+:mod:`api.routes.points`), so the planning routes, the dataset routes and the streams share one
+definition of each rule. Errors are ``HTTPException``s that name the field and say how to fix it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NamedTuple
+
+from fastapi import HTTPException, Query, Request, Response
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import get_or_404, not_found
+from api.schemas import JobOut, PruneJobCreate, SensitivityJobCreate, ShardOut, known_architecture
+from api.shared.dispatch import Dispatcher, dispatch_job
+from api.shared.settings import Settings
+from api.store import repo
+from api.store.models import (
+    ACTIVE_STATUSES,
+    JOB_KINDS,
+    JOB_STATUSES,
+    POINT_FIELDS,
+    POINT_ORDER,
+    TERMINAL_STATUSES,
+    DatasetEntry,
+    Experiment,
+    Job,
+    JobShard,
+    ModelEntry,
+    SensitivityPointRow,
+    utcnow,
+)
+from api.version import code_version
+from pruning_core.dataset_options import check_dataset_options
+from pruning_core.limits import LimitError
+from pruning_core.names import DATASET_NAMES, DATASETS_WITH_ROOT
+from pruning_core.points import CSV_HEADER
+from pruning_core.schedule import check_schedule
+
+# Filters shared by GET /jobs and its stream GET /jobs/events.
+StatusQuery = Annotated[str | None, Query(description=f"one of {', '.join(JOB_STATUSES)}")]
+KindQuery = Annotated[str | None, Query(description=f"one of {', '.join(JOB_KINDS)}")]
+ExperimentQuery = Annotated[int | None, Query(ge=1)]
+
+
+def bad(field: str, message: str) -> HTTPException:
+    """A 422 whose message starts with the field it is about."""
+    return HTTPException(422, f"{field}: {message}")
+
+
+def unknown_model(name: str) -> str:
+    """Why a model name is refused: said the same way wherever a spec names a model."""
+    return (f"unknown model {name!r}: neither a registered model nor an architecture "
+            "(e.g. digits-cnn, resnet20-cifar, resnet18)")
+
+
+def resolve_dataset_root(settings: Settings, root: str, field: str) -> Path:
+    """A dataset path is accepted only when it resolves under a configured root (no escapes)."""
+    try:
+        path = Path(root).expanduser()
+        resolved = (path if path.is_absolute() else settings.roots[0] / path).resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # NUL byte, unknown ~user, symlink loop: 422, not 500
+        raise bad(field, f"{root!r} is not a usable path ({exc})") from None
+    for allowed in settings.roots:
+        if resolved.is_relative_to(allowed):
+            return resolved
+    roots = ", ".join(str(r) for r in settings.roots)
+    raise bad(field, f"{root!r} resolves outside the dataset roots ({roots}); set PRUNESCOPE_DATASET_ROOTS")
+
+
+def validate_spec_names(session: Session, settings: Settings, spec: Any) -> None:
+    """Model and dataset names must be built in or registered; roots must stay under the allowed ones."""
+    model = session.scalar(select(ModelEntry).where(ModelEntry.name == spec.model))
+    if model is None and known_architecture(spec.model) is None:
+        raise bad("spec.model", unknown_model(spec.model))
+    if model is not None and model.validation != "valid":
+        raise bad("spec.model", f"model {spec.model!r} has an unusable checkpoint ({model.validation})")
+    registered = session.scalar(select(DatasetEntry).where(DatasetEntry.name == spec.dataset))
+    if registered is None and spec.dataset not in DATASET_NAMES:
+        raise bad("spec.dataset", f"unknown dataset {spec.dataset!r}; built in: {', '.join(DATASET_NAMES)}")
+    if registered is not None:  # the schema checked each option alone; here against the registered kind
+        try:
+            check_dataset_options(registered.kind, {**(registered.options or {}), **spec.dataset_options},
+                                  settings.limits)
+        except LimitError as exc:
+            raise bad(".".join(("spec.dataset_options", exc.field or "")).rstrip("."), str(exc)) from None
+    root = spec.dataset_options.get("root")
+    if root is not None:
+        if not isinstance(root, str):
+            raise bad("spec.dataset_options.root", "must be a path string")
+        resolve_dataset_root(settings, root, "spec.dataset_options.root")
+    elif registered is None and spec.dataset in DATASETS_WITH_ROOT:
+        raise bad("spec.dataset_options.root", f"dataset {spec.dataset!r} reads files: give root=<path>")
+
+
+def submit_job(
+    session: Session, settings: Settings, dispatcher: Dispatcher, body: Any
+) -> Job:
+    """Validate, insert and dispatch one job (shared by POST /jobs and plan launches)."""
+    spec = body.spec
+    validate_spec_names(session, settings, spec)
+    if body.experiment_id is not None and session.get(Experiment, body.experiment_id) is None:
+        raise bad("experiment_id", f"experiment {body.experiment_id} does not exist")
+    if isinstance(body, PruneJobCreate):
+        check = check_schedule(spec.schedule)  # torch-free, in this process
+        if not check["valid"]:
+            raise bad("spec.schedule", check["error"])
+    shards = 1
+    if isinstance(body, SensitivityJobCreate):
+        shards = spec.shards or settings.sensitivity_shards
+    job = repo.create_job(
+        session, kind=body.kind, spec=spec.model_dump(mode="json"), shards=shards,
+        experiment_id=body.experiment_id, code_version=code_version(),
+    )
+    if isinstance(body, SensitivityJobCreate):
+        job.progress_total = len(spec.levels) * (len(spec.params) if spec.params else 0)
+    session.commit()
+    dispatch_job(dispatcher, job.id, shards)
+    return job
+
+
+def check_filters(status: str | None, kind: str | None) -> None:
+    """Unknown filter values are a 422 (not an empty list), so a typo does not look like "no jobs"."""
+    if status is not None and status not in JOB_STATUSES:
+        raise bad("status (query)", f"unknown status {status!r}; one of {', '.join(JOB_STATUSES)}")
+    if kind is not None and kind not in JOB_KINDS:
+        raise bad("kind (query)", f"unknown kind {kind!r}; one of {', '.join(JOB_KINDS)}")
+
+
+def job_page(session: Session, status: str | None, kind: str | None, experiment: int | None,
+             limit: int, offset: int) -> dict[str, Any]:
+    """One page of jobs, newest first, with the total the filters match."""
+    check_filters(status, kind)
+    query = select(Job)
+    for column, value in ((Job.status, status), (Job.kind, kind), (Job.experiment_id, experiment)):
+        if value is not None:
+            query = query.where(column == value)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
+    items = [JobOut.model_validate(r).model_dump(mode="json") for r in rows]
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+def job_detail(session: Session, job_id: int) -> dict[str, Any]:
+    """A job with its shards, in shard order."""
+    job = get_or_404(session, Job, job_id, "job")
+    shards = session.scalars(select(JobShard).where(JobShard.job_id == job_id).order_by(JobShard.index)).all()
+    out = JobOut.model_validate(job).model_dump()
+    out["shards"] = [ShardOut.model_validate(s) for s in shards]
+    return out
+
+
+def rows_of_job(session: Session, job_id: int, model: type, order: Any) -> list[Any]:
+    """A job's rows of one table (epochs, artifacts) in ``order``; 404 if the job does not exist."""
+    get_or_404(session, Job, job_id, "job")
+    return list(session.scalars(select(model).where(model.job_id == job_id).order_by(order)))
+
+
+def cancel_job(session: Session, settings: Settings, job_id: int) -> Job:
+    """Set the cancel flag; a job no live worker holds (queued, or heartbeats stale) ends at once."""
+    job = get_or_404(session, Job, job_id, "job")
+    if job.status in TERMINAL_STATUSES:
+        raise HTTPException(409, f"job {job_id} is already {job.status}; only queued or running jobs can be cancelled")
+    repo.request_cancel(session, job, stale_s=settings.heartbeat_stale_s)
+    return job
+
+
+def _held_by_live_worker(job: Job, holders: list[JobShard], stale_s: float) -> HTTPException:
+    now = utcnow()
+    held = ", ".join(f"shard {s.index} by {s.worker or 'a worker'} (heartbeat "
+                     f"{(now - repo.as_utc(s.heartbeat_at)).total_seconds():.0f} s ago)" for s in holders[:4])
+    hint = ("cancel it first (POST /api/v1/jobs/{id}/cancel) and delete it once it has stopped"
+            if not job.cancel_requested else "its cancel is requested: delete it once it has stopped")
+    return HTTPException(409, f"job {job.id} is {job.status} and a live worker holds it: {held}; "
+                              f"{hint.format(id=job.id)} (a worker counts as gone after {stale_s:g} s without "
+                              "a heartbeat, PRUNESCOPE_HEARTBEAT_STALE_S)")
+
+
+def delete_job(session: Session, settings: Settings, job_id: int) -> None:
+    """Delete a finished job, or an unfinished one no live worker holds (it is cancelled, then deleted)."""
+    job = get_or_404(session, Job, job_id, "job")
+    if job.status not in TERMINAL_STATUSES:
+        stale_s = settings.heartbeat_stale_s
+        if holders := repo.live_shards(session, job_id, stale_s=stale_s):
+            raise _held_by_live_worker(job, holders, stale_s)
+        repo.request_cancel(session, job, stale_s=stale_s)  # committed first: a late claim now finds it cancelled
+        if job.status not in TERMINAL_STATUSES:  # a worker claimed it in between: it will read the flag
+            raise _held_by_live_worker(job, repo.live_shards(session, job_id, stale_s=stale_s), stale_s)
+    repo.delete_job(session, job, settings.data_dir)
+    POINTS_CACHE.drop(job_id)
+
+
+# What the list stream says about a job: enough to redraw a table row (no spec, which can be large).
+_SUMMARY = (Job.id, Job.kind, Job.experiment_id, Job.status, Job.progress_done, Job.progress_total, Job.error,
+            Job.cancel_requested, Job.created_at, Job.started_at, Job.finished_at)
+
+
+def changed_jobs(factory: Any, kind: str | None, experiment: int | None, watched: set[int],
+                 newest: int) -> list[dict[str, Any]]:
+    """Summaries of the jobs that may have changed: active ones, the ones being watched and any newer
+    than ``newest``. A finished job never changes again, so each look stays small however long the list."""
+    query = select(*_SUMMARY).where(or_(Job.status.in_(ACTIVE_STATUSES), Job.id.in_(watched), Job.id > newest))
+    for column, value in ((Job.kind, kind), (Job.experiment_id, experiment)):
+        if value is not None:
+            query = query.where(column == value)
+    with factory() as session:
+        rows = session.execute(query.order_by(Job.id)).all()
+    return [{**r._mapping, **{k: _iso(r._mapping[k]) for k in ("created_at", "started_at", "finished_at")}}
+            for r in rows]
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else repo.as_utc(value).isoformat()
+
+
+def newest_job_id(session: Session) -> int:
+    """The highest job id now (0 with no jobs): the list stream reports every job above it as new."""
+    return session.scalar(select(func.max(Job.id))) or 0
+
+
+def snapshot(factory: Any, job_id: int, after_id: int, points: bool) -> tuple[dict | None, list[dict]]:
+    """A job's progress state and its points after ``after_id`` (None, [] once the job is deleted)."""
+    with factory() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return None, []
+        state = {"id": job.id, "status": job.status, "done": job.progress_done, "total": job.progress_total,
+                 "error": job.error}
+        wanted = points and job.kind == "sensitivity"
+        return state, point_rows(session, job_id, after_id=after_id) if wanted else []
+
+
+def point_rows(session: Session, job_id: int, parameter: str | None = None, after_id: int = 0) -> list[dict]:
+    """Plain rows (Core, no ORM objects): a result can hold tens of thousands of points."""
+    cols = [SensitivityPointRow.id, *(getattr(SensitivityPointRow, f) for f in POINT_FIELDS)]
+    query = select(*cols).where(SensitivityPointRow.job_id == job_id, SensitivityPointRow.id > after_id)
+    if parameter is not None:
+        query = query.where(SensitivityPointRow.parameter == parameter)
+    query = query.order_by(*POINT_ORDER)
+    return [dict(r._mapping) for r in session.execute(query)]
+
+
+def require_sensitivity(job_id: int, kind: str) -> None:
+    """Points and skipped parameters belong to sensitivity jobs: asking another kind is a 409."""
+    if kind != "sensitivity":
+        raise HTTPException(409, f"job {job_id} is a {kind} job: points belong to sensitivity jobs")
+
+
+def sensitivity_job(session: Session, job_id: int) -> Job:
+    """The job, if it exists (404) and is a sensitivity job (409)."""
+    job = get_or_404(session, Job, job_id, "job")
+    require_sensitivity(job_id, job.kind)
+    return job
+
+
+def points_csv(rows: list[dict]) -> str:
+    """Distiller's sensitivity CSV: ``parameter,sparsity,top1,top5,loss`` (top1/top5 in percent)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for r in rows:
+        writer.writerow([r[k] for k in CSV_HEADER])
+    return buf.getvalue()
+
+
+class CachedBody(NamedTuple):
+    """A serialized points response, with its gzip form made once."""
+
+    plain: bytes
+    gzipped: bytes
+    etag: str
+    points: int  # the job's point count when serialized (part of the identity)
+
+
+class PointsCache:
+    """Serialized points of succeeded jobs. A succeeded job's points never change; only deletion
+    removes them. So a body is reused while its job is still there with the same point count; that is
+    re-checked in SQL at most every ``recheck_s`` per entry (a delete in this process drops the entry
+    at once; one made by another server process is seen within ``recheck_s``). Hot reads then touch
+    neither the database nor the thread pool."""
+
+    def __init__(self, max_entries: int = 64, recheck_s: float = 1.0) -> None:
+        self._items: OrderedDict[tuple, tuple[CachedBody, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_entries, self.recheck_s = max_entries, recheck_s
+
+    def fresh(self, key: tuple) -> CachedBody | None:
+        """The body if it was verified against the store within ``recheck_s``."""
+        with self._lock:
+            item = self._items.get(key)
+        if item is not None and time.monotonic() - item[1] < self.recheck_s:
+            return item[0]
+        return None
+
+    def get(self, key: tuple, points: int, build: Callable[[], bytes]) -> CachedBody:
+        """The body for ``points`` points (just verified by the caller), serialized on a miss."""
+        with self._lock:
+            item = self._items.get(key)
+        body = item[0] if item is not None and item[0].points == points else None
+        if body is None:
+            plain = build()
+            body = CachedBody(plain, gzip.compress(plain, compresslevel=5, mtime=0),
+                              f'"{hashlib.blake2b(plain, digest_size=12).hexdigest()}"', points)
+        with self._lock:
+            self._items[key] = (body, time.monotonic())
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+        return body
+
+    def drop(self, job_id: int) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == job_id]:
+                del self._items[key]
+
+
+POINTS_CACHE = PointsCache()
+_FORMATS = {
+    "json": ("application/json", lambda rows: json.dumps(rows).encode()),
+    "csv": ("text/csv", lambda rows: points_csv(rows).encode()),
+}
+
+
+def _cached_response(request: Request, body: CachedBody, media_type: str, headers: dict[str, str]) -> Response:
+    headers = {**headers, "ETag": body.etag, "Vary": "Accept-Encoding", "Cache-Control": "private, no-cache"}
+    if body.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(body.gzipped, media_type=media_type, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(body.plain, media_type=media_type, headers=headers)
+
+
+def _points_from_store(request: Request, job_id: int, fmt: str, parameter: str | None,
+                       headers: dict[str, str]) -> Response:
+    """The slow path (in the thread pool): check the job, then serve fresh rows or (re)fill the cache."""
+    media_type, serialize = _FORMATS[fmt]
+    with request.app.state.session_factory() as session:
+        row = session.execute(select(Job.kind, Job.status, Job.progress_done).where(Job.id == job_id)).first()
+        if row is None:
+            POINTS_CACHE.drop(job_id)
+            raise not_found("job", job_id)
+        require_sensitivity(job_id, row.kind)
+
+        def build() -> bytes:
+            return serialize([_without_id(r) for r in point_rows(session, job_id, parameter)])
+
+        if row.status != "succeeded":  # still growing: never cached
+            return Response(build(), media_type=media_type, headers={**headers, "Cache-Control": "no-store"})
+        cached = POINTS_CACHE.get((job_id, parameter, fmt), row.progress_done, build)
+    return _cached_response(request, cached, media_type, headers)
+
+
+async def points_response(request: Request, job_id: int, fmt: str, parameter: str | None = None,
+                          headers: dict[str, str] | None = None) -> Response:
+    """A job's points as ``fmt`` (json or csv): from the cache while it is fresh, else from the store."""
+    headers = headers or {}
+    cached = POINTS_CACHE.fresh((job_id, parameter, fmt))
+    if cached is not None:
+        return _cached_response(request, cached, _FORMATS[fmt][0], headers)
+    return await run_in_threadpool(_points_from_store, request, job_id, fmt, parameter, headers)
+
+
+def _without_id(row: dict) -> dict:
+    row.pop("id", None)
+    return row
