@@ -17,12 +17,12 @@ from torch import nn
 
 from .declarations import agp_sparsity
 from .masks import MaskSet
-from .pruners import _RankedStructures, _RulePruner, _weight_rules, level_mask
+from .pruners import RankedStructures, RulePruner, level_mask, weight_rules
 
 __all__ = ["AutomatedGradualPruner", "L1RankedStructureParameterPruner_AGP", "agp_sparsity"]
 
 
-class AutomatedGradualPruner(_RulePruner[bool]):
+class AutomatedGradualPruner(RulePruner[bool]):
     """Element-wise AGP: at each scheduled epoch, prune ``int(s_t * n)`` smallest-|w| weights.
 
     Call :meth:`set_epoch` (the scheduler does) before :meth:`prune`; ``weights`` are names or globs.
@@ -32,7 +32,7 @@ class AutomatedGradualPruner(_RulePruner[bool]):
         if not 0.0 <= initial_sparsity < final_sparsity < 1.0:
             raise ValueError(f"AGP needs 0 <= initial_sparsity < final_sparsity < 1, "
                              f"got {initial_sparsity} and {final_sparsity}")
-        super().__init__(_weight_rules(weights, True))
+        super().__init__(weight_rules(weights, True))
         self.initial_sparsity = initial_sparsity
         self.final_sparsity = final_sparsity
         self.level = initial_sparsity
@@ -51,7 +51,7 @@ class AutomatedGradualPruner(_RulePruner[bool]):
         return level_mask(tensor, self.level)
 
 
-class L1RankedStructureParameterPruner_AGP(_RankedStructures, AutomatedGradualPruner):  # noqa: N801 (Distiller's name)
+class L1RankedStructureParameterPruner_AGP(RankedStructures, AutomatedGradualPruner):  # noqa: N801 (Distiller's name)
     """Structured AGP: prune ``int(s_t * count)`` whole structures of smallest L1 norm.
 
     Group types as :class:`~pruning_core.pruners.L1RankedStructureParameterPruner` (Filters, Channels,

@@ -8,6 +8,7 @@ schedules, which name parameters, apply to our models unchanged.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -224,6 +225,9 @@ class VGGCifar(nn.Module):
 
 # How to build prunescope's own architectures: ``build(num_classes, input_shape)``; most ignore the
 # shape. Their names, shapes, class counts and aliases are in the catalogue (``names.py``).
+#: Serialises seeded builds (see create_model).
+_SEEDED_BUILD = threading.Lock()
+
 _BUILDERS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
     "digits-cnn": lambda n, s: DigitsCNN(n),
     # An MLP takes any image size: its first layer follows the input shape (digits: 64 inputs).
@@ -290,6 +294,8 @@ def create_model(
 
     if seed is None:
         return build()
-    with torch.random.fork_rng(devices=[]):
+    # The generator is process-wide: two threads building seeded models at once (a worker's runner and
+    # its facts publisher) would interleave their draws, and neither model would be the seed's.
+    with _SEEDED_BUILD, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()

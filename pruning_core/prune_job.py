@@ -23,7 +23,7 @@ from .metrics import SummaryRow, model_sparsity, sparsity_summary
 from .schedule import PRUNER_CLASSES, Schedule, check_extensions
 from .scheduler import CompressionScheduler
 from .thinning import ThinningReport, mask_dependents
-from .training import EpochMetrics, EvalResult, _make_optimizer, evaluate, resolve_device, train
+from .training import EpochMetrics, EvalResult, evaluate, make_optimizer, resolve_device, train
 
 
 @dataclass
@@ -144,7 +144,7 @@ def run_prune(
     after_prune = None
     if follow_dependencies:
         after_prune = functools.partial(_mask_dependents_on, model=model, example=example)
-    opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
+    opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
     notes = _check_epochs(schedule, epochs, start_epoch)
     if schedule.extensions:
         if arch is not None and dataset is not None:

@@ -203,7 +203,7 @@ def random_mask(t: torch.Tensor, level: float, generator: torch.Generator | None
 _is_glob = is_glob
 
 
-class _RulePruner(Generic[V]):
+class RulePruner(Generic[V]):
     """Maps parameter names to a setting; subclasses turn (tensor, setting) into a mask.
 
     Matching: an exact name wins and may name any parameter (a bias too); otherwise the first glob
@@ -264,12 +264,13 @@ class _RulePruner(Generic[V]):
         return {name: sparsity(params[name]) for name in new}
 
 
-def _weight_rules(weights: Sequence[str] | str, setting: V) -> dict[str, V]:
+def weight_rules(weights: Sequence[str] | str, setting: V) -> dict[str, V]:
+    """Distiller's ``weights:`` list (or one name) as rules that all carry one setting."""
     names = [weights] if isinstance(weights, str) else list(weights)
     return dict.fromkeys(names, setting)
 
 
-class MagnitudeParameterPruner(_RulePruner[float]):
+class MagnitudeParameterPruner(RulePruner[float]):
     """Prune ``|w| <= threshold``; ``thresholds`` maps names/globs to a threshold, ``'*'`` = default."""
 
     def __init__(self, thresholds: Mapping[str, float]) -> None:
@@ -279,7 +280,7 @@ class MagnitudeParameterPruner(_RulePruner[float]):
         return threshold_mask(tensor, setting)
 
 
-class SparsityLevelParameterPruner(_RulePruner[float]):
+class SparsityLevelParameterPruner(RulePruner[float]):
     """Prune exactly ``int(level * n)`` smallest-|w| elements per parameter (``'*'`` = default)."""
 
     def __init__(self, levels: Mapping[str, float]) -> None:
@@ -289,7 +290,7 @@ class SparsityLevelParameterPruner(_RulePruner[float]):
         return level_mask(tensor, setting)
 
 
-class SensitivityPruner(_RulePruner[float]):
+class SensitivityPruner(RulePruner[float]):
     """Han et al.'s rule: prune ``|w| <= s * std(w)``, with ``s`` per name (``'*'`` = default).
 
     ``std`` is torch's default (unbiased) over the whole tensor, zeros included, like Distiller."""
@@ -302,7 +303,7 @@ class SensitivityPruner(_RulePruner[float]):
         return threshold_mask(tensor, setting * std)
 
 
-class _RankedStructures:
+class RankedStructures:
     """Distiller's ranked-structure options shared by the one-shot and AGP structure pruners.
 
     ``group_type``: Filters/3D, Channels, Rows (Distiller's ranked "Rows" are the columns of a
@@ -346,7 +347,7 @@ class _RankedStructures:
             self._leader_keep = group_keep(tensor, level, self.group_type, self.block_shape)
 
 
-class L1RankedStructureParameterPruner(_RankedStructures, _RulePruner[float]):
+class L1RankedStructureParameterPruner(RankedStructures, RulePruner[float]):
     """Prune ``int(desired_sparsity * count)`` whole filters or channels of smallest L1 norm in
     each of ``weights`` (names or globs); also Distiller's Rows and Blocks, and Leader dependency."""
 
@@ -354,7 +355,7 @@ class L1RankedStructureParameterPruner(_RankedStructures, _RulePruner[float]):
                  group_dependency: str | None = None, kwargs: Mapping | None = None) -> None:
         self._init_ranked(group_type, group_dependency, kwargs)
         _count(desired_sparsity, 0)
-        super().__init__(_weight_rules(weights, desired_sparsity))
+        super().__init__(weight_rules(weights, desired_sparsity))
 
     def _level(self, name: str) -> float:
         return float(self.rules[name]) if name in self.rules else float(next(iter(self.rules.values())))
@@ -402,7 +403,7 @@ class RandomLevelStructureParameterPruner(L1RankedStructureParameterPruner):
         return self._ranked_mask(tensor, level)
 
 
-class SplicingPruner(_RulePruner[float]):
+class SplicingPruner(RulePruner[float]):
     """Dynamic network surgery (Guo et al. 2016), as Distiller's SplicingPruner.
 
     With ``t = mean|w| + sensitivity * std|w|`` (both taken once, the first time a parameter is seen,
@@ -447,18 +448,18 @@ class SplicingPruner(_RulePruner[float]):
         return keep
 
 
-class NMStructuredPruner(_RulePruner[tuple[int, int]]):
+class NMStructuredPruner(RulePruner[tuple[int, int]]):
     """N:M fine-grained structured sparsity (e.g. 2:4) on each of ``weights`` (names or globs)."""
 
     def __init__(self, n: int, m: int, weights: Sequence[str] | str) -> None:
         _check_nm(n, m)
-        super().__init__(_weight_rules(weights, (n, m)))
+        super().__init__(weight_rules(weights, (n, m)))
 
     def _mask(self, tensor: torch.Tensor, setting: tuple[int, int], name: str) -> torch.Tensor:
         return nm_mask(tensor, *setting)
 
 
-class RandomPruner(_RulePruner[float]):
+class RandomPruner(RulePruner[float]):
     """Prune ``int(level * n)`` random elements of each of ``weights``: a baseline.
 
     Each parameter gets its own generator seeded from ``seed`` and its name (CRC32, stable across
@@ -466,7 +467,7 @@ class RandomPruner(_RulePruner[float]):
 
     def __init__(self, level: float, weights: Sequence[str] | str, seed: int = 0) -> None:
         _count(level, 0)
-        super().__init__(_weight_rules(weights, level))
+        super().__init__(weight_rules(weights, level))
         self.seed = seed
 
     def _mask(self, tensor: torch.Tensor, setting: float, name: str) -> torch.Tensor:

@@ -113,9 +113,10 @@ def _model_device(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def _make_optimizer(
+def make_optimizer(
     model: nn.Module, optimizer: str | torch.optim.Optimizer, lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
+    """The optimizer a job names ('sgd', 'adam', 'adamw') over ``model``'s parameters, or the given instance."""
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
     params = [p for p in model.parameters() if p.requires_grad]
@@ -187,7 +188,7 @@ def train(
         set_seed(seed)
         _reseed_loader(train_loader, seed)
     model.to(dev)
-    opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
+    opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
     sched = _make_scheduler(scheduler, opt, epochs)
     plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
     history: list[EpochMetrics] = []

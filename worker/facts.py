@@ -80,13 +80,19 @@ def publish_from_runner(factory: sessionmaker[Session], arch: str, checkpoint: s
 
 
 def publish_architectures(factory: sessionmaker[Session], names: Iterable[str] = MODEL_NAMES) -> list[str]:
-    """Build each architecture once (fresh weights, on the CPU) and publish its facts; architectures
-    already published with this torch version are skipped. Returns the names published."""
+    """Build each architecture once and publish its facts; architectures already published with this
+    torch version are skipped. Returns the names published.
+
+    Built on the meta device without a seed: only names and shapes are wanted, and this runs beside the
+    runners, so it must neither allocate weights nor touch the process-wide random generator."""
+    import torch
+
     from pruning_core.models import create_model
 
     done = []
     for name in missing_architectures(factory, names):
-        model = create_model(name)
+        with torch.device("meta"):
+            model = create_model(name, seed=None)
         with factory() as s:
             publish_built(s, name, model)
             s.commit()
