@@ -23,7 +23,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.limits import ApplyLimits
 from api.options import OptionsAnswer
-from api.routes import artifacts, dashboard, datasets, events, experiments, health, jobs, models, planning, points
+from api.routes import (
+    artifacts,
+    dashboard,
+    datasets,
+    events,
+    experiments,
+    health,
+    imports,
+    jobs,
+    models,
+    planning,
+    points,
+)
 from api.security import BodyLimit, TokenAuth, static_only
 from api.shared.dispatch import CeleryDispatcher, Dispatcher, Reaper, redispatch_orphans
 from api.shared.settings import Settings, get_settings
@@ -186,7 +198,7 @@ def create_app(settings: Settings | None = None,
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(OverflowError, _unstorable)
     app.add_exception_handler(DataError, _unstorable)
-    for module in (health, events, jobs, points, models, datasets, experiments, artifacts, planning):
+    for module in (health, events, imports, jobs, points, models, datasets, experiments, artifacts, planning):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)  # /healthz at the root too, for probes
     if FRONTEND_DIR is not None:

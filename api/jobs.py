@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_or_404, not_found
-from api.schemas import JobOut, PruneJobCreate, SensitivityJobCreate, ShardOut, known_architecture
+from api.schemas import DATA_FIELDS, JobOut, PruneJobCreate, SensitivityJobCreate, ShardOut, known_architecture
 from api.shared.dispatch import Dispatcher, dispatch_job
 from api.shared.settings import Settings
 from api.store import repo
@@ -47,7 +47,7 @@ from api.store.models import (
 from api.version import code_version
 from pruning_core.dataset_options import check_dataset_options
 from pruning_core.limits import LimitError
-from pruning_core.names import DATASET_NAMES, DATASETS_WITH_ROOT
+from pruning_core.names import DATASET_NAMES, DATASETS_WITH_ROOT, PLUGIN_GROUP, TIMM_PREFIX
 from pruning_core.points import CSV_HEADER
 from pruning_core.schedule import check_schedule
 
@@ -82,11 +82,24 @@ def resolve_dataset_root(settings: Settings, root: str, field: str) -> Path:
     raise bad(field, f"{root!r} resolves outside the dataset roots ({roots}); set PRUNESCOPE_DATASET_ROOTS")
 
 
+def unbuildable_model(name: str, live_workers: int, stale_s: float) -> str:
+    """Why a name that is neither registered nor built in is refused: no live worker publishes it."""
+    how = (f"install the package that declares it ({PLUGIN_GROUP} entry point) on a worker"
+           if not name.startswith(TIMM_PREFIX) else "install timm on a worker (pip install 'prunescope[timm]')")
+    return (f"{unknown_model(name)}, and none of the {live_workers} live worker(s) publishes it as one it can "
+            f"build: {how}, or check the name in GET /api/v1/architectures (\"published\"); a worker counts as "
+            f"live while it refreshed what it builds within {stale_s:g} s (PRUNESCOPE_HEARTBEAT_STALE_S)")
+
+
 def validate_spec_names(session: Session, settings: Settings, spec: Any) -> None:
-    """Model and dataset names must be built in or registered; roots must stay under the allowed ones."""
+    """Model and dataset names must be built in, registered, or published by a live worker (plugins, timm);
+    roots must stay under the allowed ones."""
     model = session.scalar(select(ModelEntry).where(ModelEntry.name == spec.model))
     if model is None and known_architecture(spec.model) is None:
-        raise bad("spec.model", unknown_model(spec.model))
+        stale_s = settings.heartbeat_stale_s
+        if not repo.workers_publishing(session, spec.model, stale_s=stale_s):
+            live = len(repo.live_capabilities(session, stale_s=stale_s))
+            raise bad("spec.model", unbuildable_model(spec.model, live, stale_s))
     if model is not None and model.validation != "valid":
         raise bad("spec.model", f"model {spec.model!r} has an unusable checkpoint ({model.validation})")
     registered = session.scalar(select(DatasetEntry).where(DatasetEntry.name == spec.dataset))
@@ -131,6 +144,48 @@ def submit_job(
     session.commit()
     dispatch_job(dispatcher, job.id, shards)
     return job
+
+
+def import_job(session: Session, body: Any, points: list[dict[str, Any]], group: str, *, source: str,
+               skipped: list[dict[str, str]]) -> Job:
+    """Store an analysis that ran elsewhere as a succeeded sensitivity job (nothing is dispatched).
+
+    ``body`` is a validated import (model, dataset and their options, experiment_id); ``points`` are checked
+    rows, unique per (parameter, sparsity), in the order the analysis gave them: that order becomes each
+    parameter's position, as a runner's named_parameters order does. The points go through the runners'
+    upsert; the spec says ``imported: true`` so the dashboard can say so, and plans check the model then."""
+    if body.experiment_id is not None and session.get(Experiment, body.experiment_id) is None:
+        raise bad("experiment_id", f"experiment {body.experiment_id} does not exist")
+    levels = sorted({round(float(p["sparsity"]), 10) for p in points})
+    spec = {**body.model_dump(mode="json", include=set(DATA_FIELDS)), "imported": True, "group": group,
+            "levels": levels}
+    job = repo.create_job(session, kind="sensitivity", spec=spec, shards=1, experiment_id=body.experiment_id)
+    positions: dict[str, int] = {}
+    repo.upsert_points(session, job.id, ((p, positions.setdefault(p["parameter"], len(positions))) for p in points),
+                       shard=0, worker=None)
+    now = utcnow()
+    shard = session.get(JobShard, (job.id, 0))
+    shard.status, shard.started_at, shard.finished_at, shard.points_total = "succeeded", now, now, len(points)
+    job.status, job.started_at, job.finished_at = "succeeded", now, now
+    job.progress_done = job.progress_total = len(points)
+    job.result = {"skipped": skipped, "imported": {"source": source, "points": len(points)}}
+    session.commit()
+    return job
+
+
+def check_plannable(session: Session, job: Job) -> None:
+    """An imported job plans only on a model this server knows (a registered model, a catalogue architecture
+    or one a worker published): otherwise a 409 that names the model and says how to make it known. A launch
+    then checks, as every job does, that a live worker can build it."""
+    name = (job.spec or {}).get("model", "")
+    if not (job.spec or {}).get("imported") or known_architecture(name) is not None:
+        return
+    if session.scalar(select(ModelEntry.id).where(ModelEntry.name == name)) is None and \
+            name not in repo.published_architectures(session):
+        raise HTTPException(409, f"sensitivity_job: job {job.id} was imported for model {name!r}, which this "
+                                 "server does not know (neither a registered model nor an architecture): "
+                                 "register it (POST /api/v1/models) or import the analysis under the name of "
+                                 "a known model to plan from it")
 
 
 def check_filters(status: str | None, kind: str | None) -> None:

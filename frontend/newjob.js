@@ -2,8 +2,6 @@
 // they name, and nothing is created on bad input.
 import { api, ApiError, h, hashQuery, toast } from "./util.js";
 
-const FALLBACK_ARCHS = ["digits-cnn", "lenet-300-100", "lenet5", "resnet20-cifar", "resnet56-cifar", "vgg16-cifar"];
-
 /** Load what the menus need; each part is optional so the form still works with a partial service. */
 async function loadChoices() {
   const safe = (p, dflt) => api(p).catch(() => dflt);
@@ -11,7 +9,8 @@ async function loadChoices() {
     safe("models", []), safe("datasets", []), safe("experiments", []), safe("architectures", null),
     safe("jobs?kind=sensitivity&status=succeeded&limit=200", { items: [] }),
   ]);
-  const architectures = archs ? [...archs.prunescope, ...archs.torchvision] : FALLBACK_ARCHS;
+  // the catalogue is the server's (GET /architectures); no copy of it lives here
+  const architectures = archs ? [...archs.prunescope, ...archs.torchvision] : [];
   return { models, datasets, experiments, architectures, sensitivity: sens.items || [] };
 }
 

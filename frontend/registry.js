@@ -11,7 +11,7 @@ function field(label, name, control) {
 export async function registryPage(view, tab) {
   const safe = (p) => api(p).catch(() => []);
   const [models, datasets, experiments, archs] = await Promise.all([safe("models"), safe("datasets"), safe("experiments"), api("architectures").catch(() => null)]);
-  const architectures = archs ? [...archs.prunescope, ...archs.torchvision] : ["digits-cnn", "lenet-300-100", "lenet5", "resnet20-cifar", "resnet56-cifar", "vgg16-cifar"];
+  const architectures = archs ? [...archs.prunescope, ...archs.torchvision] : [];  // the server's catalogue only
   const kinds = archs ? archs.datasets : ["digits", "synthetic", "cifar10", "mnist", "imagefolder"];
 
   const tabs = h("div.tabs", [["models", "Models"], ["datasets", "Datasets"]].map(([k, label]) =>

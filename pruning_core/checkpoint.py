@@ -4,7 +4,10 @@ Loading always uses ``torch.load(weights_only=True)``: a checkpoint is data, and
 would import or call anything (the classic "checkpoint runs code" attack) is refused before any of
 it runs. A zip checkpoint is first scanned statically (:mod:`pruning_core.checkpoint_scan`, the same
 scan the API runs at upload), so zip bombs and huge declared tensors are refused before torch
-allocates anything. A bare ``state_dict`` file (what most training scripts save) is accepted too.
+allocates anything. A bare ``state_dict`` file (what most training scripts save) is accepted too,
+and so is a safetensors file (told apart by content), checked by
+:mod:`pruning_core.safetensors_scan` before ``safetensors.torch.load_file`` reads it; its string
+``__metadata__`` may name the architecture under ``arch``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from pruning_core.checkpoint_scan import ZIP_MAGIC, CheckpointError, ScanLimits, UnsafeCheckpointError, scan_archive
+from pruning_core.checkpoint_scan import (
+    FORMAT_SAFETENSORS,
+    ZIP_MAGIC,
+    CheckpointError,
+    ScanLimits,
+    UnsafeCheckpointError,
+    detect_format,
+    scan_archive,
+)
 from pruning_core.models import canonical_name, create_model
 
 if TYPE_CHECKING:
@@ -194,11 +205,32 @@ def _scan_plain_pickle(path: Path) -> str | None:
     return names[0] if names else f"objects ({found[0]} opcode)"
 
 
-def load_checkpoint(path: PathLike, limits: ScanLimits | None = None) -> Checkpoint:
-    """Read a prunescope checkpoint, or a bare/wrapped state_dict (``{'state_dict': ...}``).
+def _load_safetensors(path: Path, limits: ScanLimits) -> Checkpoint:
+    """A safetensors file, scanned first (the upload's check), then read by the ``safetensors`` package.
+    It holds tensors and string metadata only: no masks; ``arch`` may be named in its metadata."""
+    from safetensors.torch import load_file
 
-    ``limits`` bounds what a zip checkpoint may declare (sizes, tensor storages) before it is read."""
+    from pruning_core.safetensors_scan import scan_safetensors
+
+    try:
+        scanned = scan_safetensors(path, limits)
+        state = load_file(path, device="cpu")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the package raises its own errors for files the scan let through
+        raise CheckpointError(f"{path}: not a safetensors file that loads ({_first_line(exc)})") from None
+    arch = scanned.metadata.get("arch")
+    return Checkpoint(arch=arch or None, state_dict=_strip_module_prefix(state),
+                      metadata={"safetensors_metadata": dict(scanned.metadata)})
+
+
+def load_checkpoint(path: PathLike, limits: ScanLimits | None = None) -> Checkpoint:
+    """Read a prunescope checkpoint, a bare/wrapped state_dict (``{'state_dict': ...}``) or a safetensors file.
+
+    ``limits`` bounds what a zip or safetensors file may declare (sizes, tensor storages) before it is read."""
     p = Path(path)
+    if p.is_file() and detect_format(p) == FORMAT_SAFETENSORS:
+        return _load_safetensors(p, limits or ScanLimits())
     obj = _read(p, limits or ScanLimits())
     if _is_state_dict(obj):
         return Checkpoint(arch=None, state_dict=_strip_module_prefix(obj))

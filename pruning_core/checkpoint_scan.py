@@ -39,7 +39,10 @@ __all__ = [
     "ZIP_MAGIC",
     "check_pickle",
     "check_top_object",
+    "detect_format",
+    "drop_module_prefix",
     "scan_archive",
+    "scan_checkpoint",
 ]
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -252,10 +255,14 @@ class ScanResult:
     thinned: bool = False
 
 
+def drop_module_prefix(shapes: Mapping[str, Any]) -> dict[str, Any]:
+    """The loader's rule: DataParallel (and Distiller) prefix every key with ``module.``, which is dropped."""
+    strip = bool(shapes) and all(n.startswith("module.") for n in shapes)
+    return {(n[len("module."):] if strip else n): v for n, v in shapes.items()}
+
+
 def _shapes(state: Mapping[str, _TensorStandIn]) -> dict[str, tuple[int, ...] | None]:
-    names = list(state)
-    strip = bool(names) and all(n.startswith("module.") for n in names)
-    return {(n[len("module."):] if strip else n): t.shape for n, t in state.items()}
+    return drop_module_prefix({n: t.shape for n, t in state.items()})
 
 
 def check_top_object(data: bytes) -> ScanResult:
@@ -336,8 +343,9 @@ def _scan(fh: BinaryIO, limits: ScanLimits, verify: bool) -> ScanResult:
     fh.seek(start)
     if head != ZIP_MAGIC:
         kind = "a raw pickle" if head[:1] == b"\x80" else "empty" if not head else "not a zip archive"
-        raise CheckpointError(f"not a PyTorch zip checkpoint ({kind}); legacy or foreign files are refused: "
-                              "re-save with torch.save in its default format")
+        raise CheckpointError(f"not a PyTorch zip checkpoint ({kind}) nor a safetensors file; legacy or foreign "
+                              "files are refused: re-save with torch.save in its default format, or with "
+                              "safetensors.torch.save_file")
     try:
         archive = zipfile.ZipFile(fh)
     except Exception as exc:  # noqa: BLE001 - BadZipFile, OSError, struct errors on damaged files
@@ -410,6 +418,10 @@ def _check_layout(infos: list[zipfile.ZipInfo], limits: ScanLimits) -> None:
     if f"{prefix}/constants.pkl" in seen or any(n.startswith(f"{prefix}/code/") for n in seen):
         raise CheckpointError("a TorchScript archive (it carries code), not a weights checkpoint: "
                               "save model.state_dict() with torch.save")
+    if f"{prefix}/archive_format" in seen or any(n.startswith(f"{prefix}/models/") for n in seen):
+        raise CheckpointError("a torch.export program (.pt2), not a weights checkpoint: .pt2 programs are not "
+                              "accepted yet (none of it was read or run); upload the model's state_dict, saved "
+                              "with torch.save or safetensors.torch.save_file, with its architecture")
     if f"{prefix}/data.pkl" not in seen:
         raise CheckpointError("the archive has no data.pkl: not a torch.save checkpoint")
     nested = [n for n in seen if n != f"{prefix}/data.pkl" and n.lower().endswith(_NESTED_SUFFIXES)]
@@ -435,3 +447,36 @@ def _check_storage(kind: str, key: str, numel: int, stored: int | None, limits: 
 def scan_bytes(data: bytes, limits: ScanLimits = ScanLimits()) -> ScanResult:
     """:func:`scan_archive` for an in-memory file (tests, small uploads)."""
     return scan_archive(io.BytesIO(data), limits)
+
+
+#: What :func:`detect_format` tells apart, by content: a ``torch.save`` zip, or a safetensors file.
+FORMAT_ZIP = "torch-zip"
+FORMAT_SAFETENSORS = "safetensors"
+
+
+def detect_format(source: BinaryIO | str | os.PathLike[str]) -> str | None:
+    """:data:`FORMAT_ZIP` (the zip magic), :data:`FORMAT_SAFETENSORS` (a plausible safetensors header) or
+    None, from the file's first bytes, never its name (an upload's name is the client's word)."""
+    from pruning_core.safetensors_scan import looks_like_safetensors
+
+    fh, owned = _open(source)
+    try:
+        start = fh.tell()
+        head = fh.read(9)
+        fh.seek(start)
+    finally:
+        if owned:
+            fh.close()
+    if head[:4] == ZIP_MAGIC:
+        return FORMAT_ZIP
+    return FORMAT_SAFETENSORS if looks_like_safetensors(head) else None
+
+
+def scan_checkpoint(source: BinaryIO | str | os.PathLike[str], limits: ScanLimits = ScanLimits()) -> ScanResult:
+    """The upload and load check of any accepted format: :func:`pruning_core.safetensors_scan.scan_safetensors`
+    for a safetensors file, else :func:`scan_archive` (which refuses anything that is not a torch.save zip)."""
+    if detect_format(source) == FORMAT_SAFETENSORS:
+        from pruning_core.safetensors_scan import scan_safetensors
+
+        return scan_safetensors(source, limits)
+    return scan_archive(source, limits)

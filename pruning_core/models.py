@@ -1,4 +1,5 @@
-"""Models by name: small built-in networks, Distiller's CIFAR networks, and torchvision classifiers.
+"""Models by name: small built-in networks, Distiller's CIFAR networks, torchvision classifiers, and what the
+operator installs: ``prunescope.models`` entry points (plugins) and, when timm is installed, ``timm/<name>``.
 
 The CIFAR ResNets and VGG keep Distiller's module and parameter names exactly (``layer1.0.conv1``,
 ``layer2.0.downsample.0``, ``features.0``, ``classifier``) so that Distiller sensitivity CSVs and
@@ -7,15 +8,34 @@ schedules, which name parameters, apply to our models unchanged.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint
+from typing import Any
 
 import torch
 from torch import nn
 
-from pruning_core.names import ARCHITECTURES, MODEL_ALIASES, MODEL_NAMES, TORCHVISION_MODEL_NAMES, canonical_model_name
+from pruning_core.limits import MAX_SHAPE_DIMS
+from pruning_core.names import (
+    ARCHITECTURES,
+    IMAGENET_CLASSES,
+    IMAGENET_SIDE,
+    MODEL_ALIASES,
+    MODEL_NAMES,
+    PLUGIN_GROUP,
+    TIMM_PREFIX,
+    TORCHVISION_MODEL_NAMES,
+    canonical_model_name,
+    plugin_entry_points,
+    plugin_models,
+)
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ModelInfo",
@@ -23,6 +43,10 @@ __all__ = [
     "create_model",
     "list_models",
     "model_info",
+    "PLUGIN_GROUP",
+    "plugin_models",
+    "plugin_architectures",
+    "timm_models",
     "BasicBlock",
     "ResNetCifar",
     "VGGCifar",
@@ -34,11 +58,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a model expects: one input sample's shape (C, H, W) and its number of classes."""
+    """What a model expects: one input sample's shape (C, H, W) and its number of classes; ``source`` says
+    who builds it (``prunescope``, ``torchvision``, ``plugin`` or ``timm``)."""
 
     name: str
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     num_classes: int
+    source: str = "prunescope"
+
+    def as_json(self) -> dict[str, Any]:
+        """The form workers publish to the store (lists, not tuples)."""
+        return {"name": self.name, "source": self.source, "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes}
 
 
 class DigitsCNN(nn.Module):
@@ -241,22 +272,128 @@ assert set(_BUILDERS) == set(MODEL_NAMES), "every prunescope architecture in the
 
 
 def list_models() -> list[str]:
-    """Every accepted name: built-ins first, then Distiller aliases, then torchvision's classifiers."""
+    """Every built-in name (the catalogue): prunescope's own, then Distiller aliases, then torchvision's
+    classifiers. What installed packages add is in :func:`plugin_models` and :func:`timm_models`."""
     return [*MODEL_NAMES, *MODEL_ALIASES, *TORCHVISION_MODEL_NAMES]
+
+
+# -- architectures from code the operator installs -----------------------------------------------
+
+# A ``PLUGIN_GROUP`` entry names a factory: it takes ``num_classes`` as a keyword and may carry
+# ``input_shape`` and ``num_classes`` attributes (the defaults below otherwise).
+#: What a plugin factory is taken to expect when it carries no ``input_shape`` / ``num_classes``.
+PLUGIN_DEFAULT_INPUT_SHAPE: tuple[int, int, int] = (3, IMAGENET_SIDE, IMAGENET_SIDE)
+PLUGIN_DEFAULT_CLASSES = IMAGENET_CLASSES
+
+
+def _plugin_factory(ep: EntryPoint) -> Callable[..., nn.Module]:
+    factory = ep.load()
+    if not callable(factory):
+        raise TypeError(f"{PLUGIN_GROUP} entry {ep.name!r} ({ep.value}) is not callable: "
+                        "point it at a function or class that returns an nn.Module")
+    return factory
+
+
+def _plugin_info(ep: EntryPoint, factory: Any) -> ModelInfo:
+    """A factory's declared ``input_shape`` and ``num_classes`` (or the defaults), checked."""
+    shape = getattr(factory, "input_shape", PLUGIN_DEFAULT_INPUT_SHAPE)
+    classes = getattr(factory, "num_classes", PLUGIN_DEFAULT_CLASSES)
+    where = f"{PLUGIN_GROUP} entry {ep.name!r} ({ep.value})"
+    if (not isinstance(shape, Sequence) or not 1 <= len(shape) <= MAX_SHAPE_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+        raise ValueError(f"{where}: input_shape must be 1 to {MAX_SHAPE_DIMS} positive ints such as (3, 224, 224), "
+                         f"not {shape!r}")
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        raise ValueError(f"{where}: num_classes must be a positive int such as 1000, not {classes!r}")
+    return ModelInfo(ep.name, tuple(shape), classes, "plugin")
+
+
+def plugin_architectures() -> list[ModelInfo]:
+    """Every installed plugin architecture with its shape and class count (imports each plugin's module).
+    A plugin that fails to import or declares bad attributes is left out with a warning, so one broken
+    package does not hide the others."""
+    out = []
+    for name, ep in sorted(plugin_entry_points().items()):
+        try:
+            out.append(_plugin_info(ep, _plugin_factory(ep)))
+        except Exception:  # noqa: BLE001 - an operator's code may raise anything on import
+            log.warning("skipping %s entry %r (%s): it cannot be loaded", PLUGIN_GROUP, name, ep.value, exc_info=True)
+    return out
+
+
+def timm_installed() -> bool:
+    """Whether timm can be imported here (checked without importing it)."""
+    return importlib.util.find_spec("timm") is not None
+
+
+def timm_models() -> list[str]:
+    """Every timm architecture as ``timm/<name>`` (empty without timm)."""
+    if not timm_installed():
+        return []
+    import timm
+
+    return [TIMM_PREFIX + name for name in timm.list_models()]
+
+
+def _timm_base(name: str) -> str | None:
+    """timm's own name for ``timm/<name>`` if timm is installed and knows it, else None."""
+    if not name.startswith(TIMM_PREFIX) or not timm_installed():
+        return None
+    import timm
+
+    base = name[len(TIMM_PREFIX):]
+    return base if timm.is_model(base) else None
+
+
+def _timm_info(name: str, base: str) -> ModelInfo:
+    """Input size and class count from timm's default configuration (a head-less model: ImageNet's 1000)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(base)
+    shape = tuple(int(d) for d in cfg.input_size) if cfg is not None and cfg.input_size else PLUGIN_DEFAULT_INPUT_SHAPE
+    classes = int(cfg.num_classes) if cfg is not None and cfg.num_classes else IMAGENET_CLASSES
+    return ModelInfo(name, shape, classes, "timm")
+
+
+def _build_timm(base: str, num_classes: int, shape: tuple[int, ...], default: tuple[int, ...]) -> nn.Module:
+    """A timm model with random weights: ``pretrained=False``, so nothing is ever downloaded."""
+    import timm
+
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": num_classes}
+    if shape[0] != default[0]:
+        kwargs["in_chans"] = shape[0]
+    if len(shape) == 3 and tuple(shape[1:]) != tuple(default[1:]):
+        try:  # transformers fix their patch grid at build time; convolutional models take any size as they are
+            return timm.create_model(base, img_size=tuple(shape[1:]), **kwargs)
+        except TypeError:
+            pass
+    return timm.create_model(base, **kwargs)
 
 
 def canonical_name(name: str) -> str:
     """The name a model is stored under (Distiller aliases resolved); ValueError if unknown."""
     canonical = canonical_model_name(name)
-    if canonical is None:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return canonical
+    if canonical is not None:
+        return canonical
+    if name in plugin_entry_points() or _timm_base(name) is not None:
+        return name
+    plugins = plugin_models()
+    extra = f"; plugins ({PLUGIN_GROUP}): {', '.join(plugins)}" if plugins else ""
+    timm = (f"; and {TIMM_PREFIX}<name> for timm's models" if timm_installed()
+            else f"; {TIMM_PREFIX}<name> needs timm installed (pip install 'prunescope[timm]')")
+    raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}{extra}{timm}")
 
 
 def model_info(name: str) -> ModelInfo:
-    """Input shape and class count of a model by name, without building it."""
-    entry = ARCHITECTURES[canonical_name(name)]
-    return ModelInfo(entry.name, entry.input_shape, entry.num_classes)
+    """Input shape and class count of a model by name, without building it (a plugin's module is imported)."""
+    canonical = canonical_name(name)
+    entry = ARCHITECTURES.get(canonical)
+    if entry is not None:
+        return ModelInfo(entry.name, entry.input_shape, entry.num_classes, entry.source)
+    ep = plugin_entry_points().get(canonical)
+    if ep is not None:
+        return _plugin_info(ep, _plugin_factory(ep))
+    return _timm_info(canonical, canonical[len(TIMM_PREFIX):])
 
 
 def _build_torchvision(name: str, num_classes: int) -> nn.Module:
@@ -267,6 +404,19 @@ def _build_torchvision(name: str, num_classes: int) -> nn.Module:
         # Auxiliary heads make training return tuples and add weights nobody prunes.
         kwargs.update(aux_logits=False, init_weights=True)
     return tvm.get_model(name, **kwargs)
+
+
+def _builder(info: ModelInfo) -> Callable[[int, tuple[int, ...]], nn.Module]:
+    """How to build ``info``'s architecture: ``build(num_classes, input_shape)``."""
+    if info.name in _BUILDERS:
+        return _BUILDERS[info.name]
+    if info.source == "torchvision":
+        return lambda n, s: _build_torchvision(info.name, n)
+    if info.source == "plugin":
+        factory = _plugin_factory(plugin_entry_points()[info.name])
+        return lambda n, s: factory(num_classes=n)
+    base = info.name[len(TIMM_PREFIX):]
+    return lambda n, s: _build_timm(base, n, s, info.input_shape)
 
 
 def create_model(
@@ -280,15 +430,20 @@ def create_model(
     ``seed`` makes the initial weights reproducible (the same name and seed give the same weights)
     without touching the global RNG; ``None`` draws from the global RNG instead. ``input_shape``
     (C, H, W) sizes models whose layers depend on it (lenet-300-100 on 8x8 digits); the model
-    keeps it as ``model.input_shape`` so checkpoints can rebuild it.
+    keeps it as ``model.input_shape`` so checkpoints can rebuild it. Plugin factories are called with
+    ``num_classes=``; timm models are built with ``pretrained=False`` (and ``img_size`` / ``in_chans`` for
+    another input shape).
     """
     info = model_info(name)
     classes = info.num_classes if num_classes is None else int(num_classes)
     shape = tuple(int(d) for d in input_shape) if input_shape is not None else info.input_shape
-    builder = _BUILDERS.get(info.name)
+    builder = _builder(info)
 
     def build() -> nn.Module:
-        model = builder(classes, shape) if builder is not None else _build_torchvision(info.name, classes)
+        model = builder(classes, shape)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model {info.name!r} ({info.source}): its factory returned {type(model).__name__}, "
+                            "not an nn.Module")
         model.input_shape = shape
         return model
 

@@ -14,10 +14,15 @@ size of torchvision's weights.
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
 
 from pruning_core.dataset_options import DATASETS
+
+log = logging.getLogger(__name__)
 
 Source = Literal["prunescope", "torchvision"]
 
@@ -104,6 +109,17 @@ TORCHVISION_MODEL_NAMES: tuple[str, ...] = tuple(a.name for a in ARCHITECTURES.v
 #: other spellings (Distiller's) -> canonical name.
 MODEL_ALIASES: dict[str, str] = {alias: a.name for a in ARCHITECTURES.values() for alias in a.aliases}
 
+#: The entry-point group operators' packages declare architectures in (``my-net = "mypkg.nets:build"``);
+#: :mod:`pruning_core.models` builds them. Not listed here: the API learns them from what workers publish.
+PLUGIN_GROUP = "prunescope.models"
+#: timm's models (when timm is installed where jobs run) are named ``timm/<timm's own name>``.
+TIMM_PREFIX = "timm/"
+_PLAIN_NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+#: What an operator's plugin architecture (a ``prunescope.models`` entry point) may be called.
+PLUGIN_NAME_PATTERN = rf"^{_PLAIN_NAME}$"
+#: What a spec's ``model`` may be: a plain name (built in, plugin, registered model) or ``timm/<name>``.
+MODEL_NAME_PATTERN = rf"^(?:{TIMM_PREFIX})?{_PLAIN_NAME}$"
+
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 #: datasets that read files and therefore need a ``root`` option.
 DATASETS_WITH_ROOT: tuple[str, ...] = tuple(name for name, d in DATASETS.items() if d.needs_root)
@@ -135,3 +151,31 @@ def catalogue() -> dict[str, Any]:
         "datasets": list(DATASET_NAMES),
         "architectures": [a.as_json() for a in ARCHITECTURES.values()],
     }
+
+
+# -- operators' architectures: discovered here (metadata only, torch-free), built by models.py ----------
+
+def plugin_entry_points() -> dict[str, EntryPoint]:
+    """The usable ``prunescope.models`` entries by name, read from installed metadata (nothing imported).
+
+    Read afresh on each call, so a package installed while a worker runs is seen at its next refresh.
+    An entry that is not a plain name, or that is named like a built-in architecture or alias, is skipped
+    with a warning: a plugin never changes what a built-in name means. The first of duplicates wins."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if not re.fullmatch(PLUGIN_NAME_PATTERN, ep.name) or len(ep.name) > 100:
+            log.warning("skipping %s entry %r: a name is 1-100 letters, digits, '_', '.', '-'", PLUGIN_GROUP, ep.name)
+        elif canonical_model_name(ep.name) is not None:
+            log.warning("skipping %s entry %r (%s): a built-in architecture has that name", PLUGIN_GROUP, ep.name,
+                        ep.value)
+        elif ep.name in found:
+            log.warning("skipping %s entry %r (%s): %s declares it already", PLUGIN_GROUP, ep.name, ep.value,
+                        found[ep.name].value)
+        else:
+            found[ep.name] = ep
+    return found
+
+
+def plugin_models() -> list[str]:
+    """The names of the installed plugin architectures, sorted."""
+    return sorted(plugin_entry_points())

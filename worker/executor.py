@@ -23,11 +23,12 @@ class Executor:
         self.factory, self.settings = factory, settings
         self.worker_name = f"embedded@{socket.gethostname()}:{os.getpid()}"
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prunescope-exec")
-        # What this server could build, for torch-free previews and plans: published from a child
-        # process (this one is the API's and must not import torch), in the background.
-        from worker.facts import publish_in_child
+        # What this server can build (shape facts for torch-free previews and plans; plugin and timm
+        # architectures for job validation), learnt from a child process (this one is the API's and must not
+        # import torch) in the background, and refreshed from here like any worker's.
+        from worker.facts import publish_embedded
 
-        publish_in_child(factory, settings.db_url)
+        self.publisher = publish_embedded(factory, settings.db_url, self.worker_name, settings.heartbeat_stale_s)
 
     def dispatch(self, job_id: int, shard: int) -> Future:
         return self._pool.submit(self._run, job_id, shard)
@@ -45,3 +46,4 @@ class Executor:
 
     def shutdown(self, wait: bool = False) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        self.publisher.stop()

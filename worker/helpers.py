@@ -72,17 +72,28 @@ def preview_schedule(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def scan_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
-    """The upload check of the file at ``path`` (torch-free): if it passes, ``shapes`` (``[[name, dims or
-    null], ...]``, the state_dict's declared tensor sizes) and ``thinned``; else ``error`` (the reason) and
-    ``unsafe`` (it carries code). ``limits`` are :class:`ScanLimits` fields."""
-    from pruning_core.checkpoint_scan import CheckpointError, ScanLimits, UnsafeCheckpointError, scan_archive
+    """The upload check of the file at ``path`` (torch-free), a torch.save zip or a safetensors file (told
+    apart by content): if it passes, ``format``, ``shapes`` (``[[name, dims or null], ...]``, the state_dict's
+    declared tensor sizes), ``thinned`` and ``metadata`` (a safetensors file's strings); else ``error`` (the
+    reason) and ``unsafe`` (it carries code). ``limits`` are :class:`ScanLimits` fields."""
+    from pruning_core.checkpoint_scan import (
+        FORMAT_ZIP,
+        CheckpointError,
+        ScanLimits,
+        UnsafeCheckpointError,
+        detect_format,
+        scan_checkpoint,
+    )
+    from pruning_core.safetensors_scan import SafetensorsScan
 
     try:
-        scanned = scan_archive(payload["path"], ScanLimits(**payload.get("limits", {})))
+        scanned = scan_checkpoint(payload["path"], ScanLimits(**payload.get("limits", {})))
     except CheckpointError as exc:
         return {"error": str(exc), "unsafe": isinstance(exc, UnsafeCheckpointError)}
-    return {"shapes": [[n, None if d is None else list(d)] for n, d in scanned.shapes.items()],
-            "thinned": scanned.thinned}
+    return {"format": detect_format(payload["path"]) or FORMAT_ZIP,
+            "shapes": [[n, None if d is None else list(d)] for n, d in scanned.shapes.items()],
+            "thinned": scanned.thinned,
+            "metadata": scanned.metadata if isinstance(scanned, SafetensorsScan) else {}}
 
 
 HELPERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

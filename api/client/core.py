@@ -345,6 +345,28 @@ class Client:
         return compare_frame(self._json("GET", "/compare",
                                         params={"jobs": [_job_id(j) for j in jobs], "metric": metric}))
 
+    def log_sensitivity(self, result: Any, *, model: str, dataset: str,
+                        experiment: int | Experiment | None = None, group: str | None = None,
+                        dataset_options: DatasetOptions = None) -> Job:
+        """Track an analysis that ran in this process (``pruning_core.sensitivity.analyze``'s result, a list of
+        SensitivityPoint, or a ``points()``-style DataFrame): ``POST /jobs/import`` makes it a succeeded
+        sensitivity job, compared, planned and shown like any other. Name a model the server knows (an
+        architecture or a registered model) to launch plans from it; ``group`` defaults to the result's."""
+        from pruning_core.points import POINT_FIELDS
+
+        skipped = [{"parameter": s.parameter, "reason": s.reason} for s in getattr(result, "skipped", None) or []]
+        if group is None and isinstance(getattr(result, "info", None), Mapping):
+            group = result.info.get("group")
+        points = getattr(result, "points", result)
+        if hasattr(points, "to_dict") and hasattr(points, "columns"):  # a DataFrame
+            rows: list[Any] = points.to_dict("records")
+        else:
+            rows = [p if isinstance(p, Mapping) else p.to_dict() for p in points]
+        body = {**self._data_spec(model, dataset, None, dataset_options),
+                "points": [_point_json(r, POINT_FIELDS) for r in rows], "skipped": skipped,
+                **_given(group=group, experiment_id=_experiment_id(experiment))}
+        return self._job(self._json("POST", "/jobs/import", json=body))
+
     # -- artifacts -------------------------------------------------------------------------------
 
     def artifacts(self, job: JobRef) -> list[Artifact]:
@@ -461,6 +483,21 @@ class Client:
 def _given(**fields: Any) -> dict[str, Any]:
     """The fields a caller gave: one left None is left out, and the server's model gives its default."""
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _point_json(row: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """A point as the import route takes it: its known fields, plain Python values, unknowns (None, NaN) left out."""
+    out = {}
+    for key in fields:
+        value = row.get(key)
+        value = value.item() if hasattr(value, "item") else value  # numpy scalars from a DataFrame
+        try:
+            known = value is not None and bool(value == value)  # NaN != NaN: a DataFrame's missing value
+        except TypeError:  # pandas.NA cannot be a bool: missing too
+            known = False
+        if known:
+            out[key] = value
+    return out
 
 
 def _plan_body(job: JobRef, max_drop: float | None, target_sparsity: float | None, **fields: Any) -> dict[str, Any]:

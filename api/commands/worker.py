@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from api.shared.dispatch import Dispatcher
     from api.shared.settings import Settings
+    from worker.facts import CapabilityPublisher
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,13 +36,16 @@ def redispatch_at_startup(settings: Settings, dispatcher: Dispatcher | None = No
         engine.dispose()
 
 
-def _publish_facts(settings: Settings) -> None:
-    """Publish the parameter shapes of prunescope's architectures (this process has torch) from a
-    background thread, so the torch-free API can preview and plan on them; the worker starts at once."""
+def _publish_facts(settings: Settings) -> CapabilityPublisher:
+    """Publish what this worker can build (devices, plugin and timm architectures, refreshed every
+    heartbeat_stale_s / 3) and the parameter shapes of the built-in and plugin architectures (this process
+    has torch) from a background thread, so the torch-free API validates, previews and plans on them; the
+    worker starts at once."""
     from api.store import make_engine, make_session_factory
-    from worker.facts import publish_in_background
+    from worker.facts import publish_worker, publisher_name
 
-    publish_in_background(make_session_factory(make_engine(settings.db_url)))
+    factory = make_session_factory(make_engine(settings.db_url))
+    return publish_worker(factory, publisher_name(), settings.heartbeat_stale_s)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,13 +60,16 @@ def run(args: argparse.Namespace) -> int:
     if not settings.broker_url:
         raise ValueError("no broker: pass --broker redis://host:6379/0 or set PRUNESCOPE_BROKER_URL")
     redispatch_at_startup(settings)
-    _publish_facts(settings)
+    publisher = _publish_facts(settings)
     app = make_celery(settings.broker_url, settings.visibility_timeout_s, settings.queue)
     register_tasks(app)
     # solo/threads only: the parent must never fork after touching CUDA.
     pool = "solo" if args.concurrency == 1 else "threads"
-    app.worker_main([
-        "worker", f"--pool={pool}", f"--concurrency={args.concurrency}", f"--loglevel={args.loglevel}",
-        "-Q", settings.queue, "-n", f"prunescope-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
-    ])
+    try:
+        app.worker_main([
+            "worker", f"--pool={pool}", f"--concurrency={args.concurrency}", f"--loglevel={args.loglevel}",
+            "-Q", settings.queue, "-n", f"prunescope-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+        ])
+    finally:  # a worker that stops says so: the API refuses its plugins' jobs at once, not after the stale bound
+        publisher.stop()
     return 0

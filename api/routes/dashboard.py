@@ -35,6 +35,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from api.deps import SessionDep, SettingsDep
 from pruning_core.names import catalogue
 
 API_PREFIX = "/api/v1"
@@ -220,10 +221,13 @@ def redoc(request: Request) -> HTMLResponse:
 
 
 @api_router.get("/architectures")
-def architectures() -> dict[str, Any]:
-    """The catalogue: every architecture a job may name (prunescope's own, torchvision's, Distiller's
-    aliases) with its input shape and class count, and the dataset names; torch-free."""
-    return catalogue()
+def architectures(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """The catalogue: every built-in architecture a job may name (prunescope's own, torchvision's,
+    Distiller's aliases) with its input shape and class count, and the dataset names; plus ``published``,
+    what live workers can build beyond it (plugin architectures, ``timm/<name>``, and the workers); torch-free."""
+    from api.store.repo import published_models
+
+    return {**catalogue(), "published": published_models(session, stale_s=settings.heartbeat_stale_s)}
 
 
 def install(app: FastAPI) -> None:

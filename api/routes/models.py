@@ -1,5 +1,8 @@
 """The model registry: list, get, upload a checkpoint (size-limited, statically checked, no torch).
 
+A checkpoint is a ``torch.save`` zip or a safetensors file, told apart by content (never by its name); the
+stored artifact is the uploaded file as it came, named with its format's suffix.
+
 An upload is a plain (threaded) route: copying and scanning a file of up to the upload limit must
 never run on the event loop, and the scan itself runs in the bounded helper pool (api.compute). The
 scan also reads the tensors' declared shapes (torch-free), which are checked against the architecture's
@@ -24,7 +27,7 @@ from api.schemas import ModelOut, Name, known_architecture
 from api.store import repo
 from api.store.models import ModelEntry
 from api.store.repo import ParameterFacts
-from pruning_core.checkpoint_scan import ScanResult
+from pruning_core.checkpoint_scan import FORMAT_SAFETENSORS, ScanResult
 from pruning_core.preview import default_prunable
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -47,10 +50,14 @@ def get_model(name: str, session: SessionDep) -> ModelEntry:
     return _model(session, name)
 
 
-def _file_name(given: str | None, model: str) -> str:
-    """The client's file name reduced to a safe basename: it becomes part of a path on our disk."""
+def _file_name(given: str | None, model: str, fmt: str | None = None) -> str:
+    """The client's file name reduced to a safe basename: it becomes part of a path on our disk. A safetensors
+    file's name ends in ``.safetensors`` whatever the client called it, so the artifact says its format."""
     base = re.sub(r"[^A-Za-z0-9._-]", "_", (given or "").replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".")
-    return base[:100] or f"{model}.pt"
+    base = base[:100] or f"{model}.pt"
+    if fmt == FORMAT_SAFETENSORS and not base.endswith(".safetensors"):
+        base = f"{base.rsplit('.', 1)[0] if '.' in base else base}.safetensors"
+    return base
 
 
 #: state_dict entries that are buffers, not parameters, in torch's own layers (BatchNorm's statistics).
@@ -102,7 +109,8 @@ def upload_model(
     settings: SettingsDep,
     name: Annotated[Name, Form()],
     architecture: Annotated[str, Form(min_length=1, max_length=100)],
-    checkpoint: Annotated[UploadFile, File(description="a torch.save checkpoint (zip format)")],
+    checkpoint: Annotated[UploadFile, File(description="a torch.save checkpoint (zip format) or a safetensors "
+                                                       "file of the architecture's state_dict")],
 ) -> ModelEntry:
     arch = known_architecture(architecture)
     if arch is None:
@@ -130,11 +138,15 @@ def upload_model(
             scanned = check_checkpoint(Path(tmp.name), settings)
         except UnsafeCheckpoint as exc:
             raise HTTPException(422, f"checkpoint: {exc}") from None
+        named = scanned.metadata.get("arch")
+        if named is not None and known_architecture(named) != arch:
+            raise HTTPException(422, f"checkpoint: its safetensors metadata names architecture {named[:80]!r}, not "
+                                     f"{arch!r}; upload it with the architecture it was saved as")
         if facts is not None and (why := misfit(arch, scanned, facts)) is not None:
             raise HTTPException(422, why)
         tmp.seek(0)
         artifact = repo.store_artifact(session, settings.data_dir, kind="checkpoint",
-                                       name=_file_name(checkpoint.filename, name), source=tmp)
+                                       name=_file_name(checkpoint.filename, name, scanned.format), source=tmp)
     shapes, prunable = stored_shapes(scanned, facts)
     model = ModelEntry(name=name, architecture=arch, artifact_id=artifact.id, checkpoint_sha256=artifact.sha256,
                        metrics={}, validation="valid", shapes=shapes, prunable=prunable)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from api.compute import run_helper
 from api.deps import DispatcherDep, SessionDep, SettingsDep, get_or_404
-from api.jobs import submit_job, unknown_model
+from api.jobs import check_plannable, submit_job, unknown_model
 from api.schemas import (
     DATA_FIELDS,
     JobOut,
@@ -114,6 +114,7 @@ def _finished_sensitivity(session: SessionDep, job_id: int, field: str) -> Job:
     job = _sensitivity_job(session, job_id, field)
     if job.status != "succeeded":
         raise HTTPException(409, f"{field}: job {job_id} is {job.status}; plan from a succeeded job")
+    check_plannable(session, job)  # an imported job: only on a model this server knows
     return job
 
 

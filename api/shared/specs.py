@@ -23,9 +23,11 @@ from pruning_core.limits import (
     LimitError,
     quote,
 )
+from pruning_core.names import MODEL_NAME_PATTERN
 from pruning_core.schedule import YAML_MAX_BYTES
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=MODEL_NAME_PATTERN)]
 OptionValue = str | int | float | bool
 
 
@@ -56,7 +58,7 @@ def check_options(dataset: str, options: dict[str, OptionValue], container: str)
 
 
 class _DataSpec(_Strict):
-    model: Name = Field(description="architecture name or a registered model's name")
+    model: ModelName = Field(description="architecture name (timm/<name> for timm's) or a registered model's name")
     dataset: Name = Field(description="a built-in dataset name or a registered dataset's name")
     dataset_options: dict[str, OptionValue] = Field(
         default_factory=dict, max_length=MAX_OPTIONS,

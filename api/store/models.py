@@ -108,6 +108,26 @@ class ArchitectureFacts(Base):
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class WorkerCapabilities(Base):
+    """What one worker process can build, published by it at start and refreshed periodically: its devices,
+    torch/timm versions, plugin architectures (``[{name, source, input_shape, num_classes}]``) and timm names
+    (as jobs spell them, ``timm/<name>``). Live while ``refreshed_at`` is younger than the heartbeat bound."""
+
+    __tablename__ = "worker_capabilities"
+    worker: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # host, versions and entry points hashed: an embedded server reuses a dead predecessor's row by it
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    devices: Mapped[list[Any]] = mapped_column(JSON)  # ["cpu", "cuda:0", ...]
+    torch_version: Mapped[str | None] = mapped_column(String(64))
+    timm_version: Mapped[str | None] = mapped_column(String(64))
+    architectures: Mapped[list[Any]] = mapped_column(JSON)
+    timm_models: Mapped[list[Any]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # set when the worker stops: not live any more, but kept a day as its fingerprint's capabilities
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class DatasetEntry(Base):
     __tablename__ = "datasets"
     __table_args__ = NO_REUSE

@@ -10,7 +10,8 @@ import contextlib
 import hashlib
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,8 +31,10 @@ from api.store.models import (
     JobShard,
     ModelEntry,
     SensitivityPointRow,
+    WorkerCapabilities,
     utcnow,
 )
+from pruning_core.points import SensitivityPoint
 
 EPOCH_COLUMNS = ("train_loss", "top1", "top5", "loss", "lr", "sparsity")
 
@@ -56,15 +59,49 @@ def _upsert(session: Session, table: Any, values: Mapping[str, Any], keys: tuple
     session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates))
 
 
+POINT_KEY = ("job_id", "parameter", "sparsity")
+POINT_DEFAULTS = {f.name: f.default for f in dataclass_fields(SensitivityPoint) if f.default is not MISSING}
+#: Rows per multi-row upsert: ~25 columns each stays far below SQLite's 32,766 bound variables.
+UPSERT_BATCH = 500
+
+
+def _point_values(job_id: int, point: Mapping[str, Any], shard: int | None, worker: str | None,
+                  param_index: int | None) -> dict[str, Any]:
+    """Every column of a point's row: a field the point leaves out takes the point dataclass's default."""
+    values = {k: point.get(k, POINT_DEFAULTS.get(k)) for k in POINT_FIELDS}
+    values["sparsity"] = round(float(values["sparsity"]), 10)
+    values.update(job_id=job_id, shard=shard, worker=worker, param_index=param_index, created_at=utcnow())
+    return values
+
+
 def upsert_point(
     session: Session, job_id: int, point: Mapping[str, Any], *, shard: int | None, worker: str | None,
     param_index: int | None = None,
 ) -> None:
     """Store one sensitivity point; a redelivered shard overwrites instead of duplicating."""
-    values = {k: point.get(k) for k in POINT_FIELDS if k in point}
-    values["sparsity"] = round(float(values["sparsity"]), 10)
-    values.update(job_id=job_id, shard=shard, worker=worker, param_index=param_index, created_at=utcnow())
-    _upsert(session, SensitivityPointRow.__table__, values, ("job_id", "parameter", "sparsity"))
+    values = {k: v for k, v in _point_values(job_id, point, shard, worker, param_index).items()
+              if k in point or k not in POINT_FIELDS}
+    _upsert(session, SensitivityPointRow.__table__, values, POINT_KEY)
+
+
+def upsert_points(session: Session, job_id: int, points: Iterable[tuple[Mapping[str, Any], int | None]], *,
+                  shard: int | None, worker: str | None) -> int:
+    """Store many (point, param_index) pairs with the same idempotent upsert, ``UPSERT_BATCH`` rows per
+    statement (an import of 100,000 points is 200 statements, not 100,000). Returns how many were stored."""
+    table, count, batch = SensitivityPointRow.__table__, 0, []
+    for point, index in points:
+        batch.append(_point_values(job_id, point, shard, worker, index))
+        if len(batch) == UPSERT_BATCH:
+            count += _upsert_many(session, table, batch)
+            batch = []
+    return count + (_upsert_many(session, table, batch) if batch else 0)
+
+
+def _upsert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> int:
+    stmt = _insert(session, table).values(rows)
+    updates = {k: stmt.excluded[k] for k in rows[0] if k not in POINT_KEY}
+    session.execute(stmt.on_conflict_do_update(index_elements=list(POINT_KEY), set_=updates))
+    return len(rows)
 
 
 def upsert_epoch(session: Session, job_id: int, epoch: int, metrics: Mapping[str, Any]) -> None:
@@ -378,6 +415,81 @@ def published_architectures(session: Session) -> dict[str, str | None]:
     """Architecture name -> the torch version its facts were published with."""
     rows = session.execute(select(ArchitectureFacts.name, ArchitectureFacts.torch_version))
     return {name: version for name, version in rows}
+
+
+# -- what workers can build (worker_capabilities) ------------------------------------------------
+
+def publish_capabilities(session: Session, worker: str, *, fingerprint: str, devices: Iterable[str],
+                         torch_version: str | None, timm_version: str | None,
+                         architectures: Iterable[Mapping[str, Any]], timm_models: Iterable[str]) -> None:
+    """Record (or replace) what ``worker`` can build, refreshed now; its ``started_at`` is kept on a replace."""
+    now = utcnow()
+    values = {"worker": worker, "fingerprint": fingerprint, "devices": list(devices),
+              "torch_version": torch_version, "timm_version": timm_version,
+              "architectures": [dict(a) for a in architectures], "timm_models": list(timm_models),
+              "started_at": now, "refreshed_at": now, "stopped_at": None}
+    stmt = _insert(session, WorkerCapabilities.__table__).values(**values)
+    updates = {k: stmt.excluded[k] for k in values if k not in ("worker", "started_at")}
+    session.execute(stmt.on_conflict_do_update(index_elements=["worker"], set_=updates))
+
+
+def refresh_capabilities(session: Session, worker: str) -> bool:
+    """Mark ``worker``'s published capabilities as current; False if it has none (publish them again)."""
+    result = session.execute(update(WorkerCapabilities).where(WorkerCapabilities.worker == worker,
+                                                              WorkerCapabilities.stopped_at.is_(None))
+                             .values(refreshed_at=utcnow()))
+    return bool(result.rowcount)
+
+
+def withdraw_capabilities(session: Session, worker: str) -> None:
+    """A worker that stops says so at once, rather than staying "live" until its refresh goes stale; the row
+    stays (not live) so a successor with the same fingerprint can reuse it."""
+    session.execute(update(WorkerCapabilities).where(WorkerCapabilities.worker == worker)
+                    .values(stopped_at=utcnow()))
+
+
+def live_capabilities(session: Session, *, stale_s: float) -> list[WorkerCapabilities]:
+    """The capabilities of the workers that refreshed them within ``stale_s`` seconds, by worker name."""
+    fresh = WorkerCapabilities.refreshed_at >= utcnow() - timedelta(seconds=stale_s)
+    return list(session.scalars(select(WorkerCapabilities).where(fresh, WorkerCapabilities.stopped_at.is_(None))
+                                .order_by(WorkerCapabilities.worker)))
+
+
+def capabilities_by_fingerprint(session: Session, fingerprint: str) -> WorkerCapabilities | None:
+    """The latest capabilities published with ``fingerprint`` (same host, versions and entry points), if any."""
+    return session.scalar(select(WorkerCapabilities).where(WorkerCapabilities.fingerprint == fingerprint)
+                          .order_by(WorkerCapabilities.refreshed_at.desc()).limit(1))
+
+
+def forget_stale_capabilities(session: Session, *, stale_s: float, keep: str) -> int:
+    """Delete the rows of workers gone for ``stale_s`` seconds (``keep`` excepted); returns how many."""
+    stale = WorkerCapabilities.refreshed_at < utcnow() - timedelta(seconds=stale_s)
+    result = session.execute(delete(WorkerCapabilities).where(stale, WorkerCapabilities.worker != keep))
+    return int(result.rowcount or 0)
+
+
+def workers_publishing(session: Session, name: str, *, stale_s: float) -> list[str]:
+    """The live workers that can build architecture ``name`` (a plugin's name or ``timm/<name>``)."""
+    return [row.worker for row in live_capabilities(session, stale_s=stale_s)
+            if name in row.timm_models or any(a.get("name") == name for a in row.architectures)]
+
+
+def published_models(session: Session, *, stale_s: float) -> dict[str, Any]:
+    """What live workers publish beyond the built-in catalogue, as ``GET /api/v1/architectures`` shows it:
+    ``architectures`` (plugins, each with the workers that build it), ``timm`` (every name any live worker
+    builds) and ``workers`` (each live worker's devices, versions and counts)."""
+    plugins: dict[str, dict[str, Any]] = {}
+    timm: set[str] = set()
+    workers = []
+    for row in live_capabilities(session, stale_s=stale_s):
+        for arch in row.architectures:
+            entry = plugins.setdefault(arch["name"], {**arch, "workers": []})
+            entry["workers"].append(row.worker)
+        timm.update(row.timm_models)
+        workers.append({"worker": row.worker, "devices": list(row.devices), "torch_version": row.torch_version,
+                        "timm_version": row.timm_version, "architectures": [a["name"] for a in row.architectures],
+                        "timm_models": len(row.timm_models), "refreshed_at": as_utc(row.refreshed_at).isoformat()})
+    return {"architectures": [plugins[n] for n in sorted(plugins)], "timm": sorted(timm), "workers": workers}
 
 
 def sha256_file(path: Path) -> str:
