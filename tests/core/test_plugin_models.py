@@ -8,7 +8,6 @@ does for a pip-installed package. timm is a dev extra; its models are built with
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -25,31 +24,9 @@ from pruning_core.models import (
     plugin_architectures,
     timm_models,
 )
+from tests.plugins import TINY_NET, write_plugin
 
-PLUGIN = '''
-from torch import nn
-
-
-class TinyNet(nn.Module):
-    """A network no catalogue knows: a conv, a ReLU and a linear head, for 1x8x8 samples."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.head = nn.Linear(4 * 8 * 8, num_classes)
-
-    def forward(self, x):
-        return self.head(self.relu(self.conv(x)).flatten(1))
-
-
-def build(num_classes: int = 3) -> nn.Module:
-    return TinyNet(num_classes)
-
-
-build.input_shape = (1, 8, 8)
-build.num_classes = 3
-
+PLUGIN = TINY_NET + '''
 
 def plain(num_classes: int = 1000) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 224 * 224, num_classes))
@@ -80,13 +57,7 @@ bad/name = myplug:build
 @pytest.fixture
 def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The plugin package on sys.path (as a pip install into site-packages would put it), removed afterwards."""
-    (tmp_path / "myplug").mkdir()
-    (tmp_path / "myplug" / "__init__.py").write_text(textwrap.dedent(PLUGIN))
-    info = tmp_path / "myplug-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(write_plugin(tmp_path, PLUGIN, ENTRY_POINTS)))
     yield tmp_path
     sys.modules.pop("myplug", None)
 

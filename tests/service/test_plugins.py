@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,54 +28,25 @@ from api.store import repo
 from api.store.models import WorkerCapabilities, utcnow
 from pruning_core.names import catalogue
 from tests.live import ROOT, running_server
+from tests.plugins import TINY_NET, write_plugin
 from tests.service.stack import Stack
 from tests.services import REDIS_URL, pg_schema_url, require_redis
 from tests.trust.hostile import send_hostile
 from worker.facts import CapabilityPublisher, capabilities
 
-PLUGIN = '''
-from torch import nn
-
-
-class TinyNet(nn.Module):
-    """In no catalogue: a conv, a ReLU and a linear head for 1x8x8 samples."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.head = nn.Linear(4 * 8 * 8, num_classes)
-
-    def forward(self, x):
-        return self.head(self.relu(self.conv(x)).flatten(1))
-
-
-def build(num_classes: int = 3) -> nn.Module:
-    return TinyNet(num_classes)
-
-
-build.input_shape = (1, 8, 8)
-build.num_classes = 3
-'''
 PLUG = "tiny-plug"
 SPEC = {"model": PLUG, "dataset": "synthetic", "dataset_options": {"n": 16}, "levels": "0,0.5", "batch_size": 16,
         "shards": 1}
 
 
-def write_plugin(root: Path) -> Path:
-    """A pip-installed-looking package under ``root``: importable, with its entry point in its metadata."""
-    (root / "myplug").mkdir(parents=True)
-    (root / "myplug" / "__init__.py").write_text(textwrap.dedent(PLUGIN))
-    info = root / "myplug-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[prunescope.models]\n{PLUG} = myplug:build\n")
-    return root
+def write_tiny_plugin(root: Path) -> Path:
+    """The plugin declaring one architecture, PLUG (TinyNet)."""
+    return write_plugin(root, TINY_NET, f"[prunescope.models]\n{PLUG} = myplug:build\n")
 
 
 @pytest.fixture
 def plugin_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.syspath_prepend(str(write_plugin(tmp_path / "plugin")))
+    monkeypatch.syspath_prepend(str(write_tiny_plugin(tmp_path / "plugin")))
     yield tmp_path / "plugin"
     sys.modules.pop("myplug", None)
 
@@ -192,7 +162,7 @@ def plugged(pg_database: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """The API (without the plugin) on PostgreSQL + Redis and one worker with the plugin on its PYTHONPATH."""
     require_redis()
     tmp = tmp_path_factory.mktemp("plugged")
-    plugin = write_plugin(tmp / "plugin")
+    plugin = write_tiny_plugin(tmp / "plugin")
     queue = f"prunescope-test-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PRUNESCOPE_DATABASE_URL": pg_schema_url(pg_database), "PRUNESCOPE_BROKER_URL": REDIS_URL,
            "PRUNESCOPE_DATA_DIR": str(tmp / "data"), "PRUNESCOPE_HEARTBEAT_STALE_S": STALE_S,
@@ -282,7 +252,7 @@ def test_a_stopping_worker_withdraws_what_it_published(plugged: tuple[Stack, Pat
 def test_embedded_server_publishes_what_it_can_build_the_same_way(tmp_path: Path) -> None:
     """The embedded executor learns its capabilities from a child process (the API process imports no torch)
     and refreshes them itself: its plugin is listed, a job on it runs, and a restart publishes again."""
-    plugin = write_plugin(tmp_path / "plugin")
+    plugin = write_tiny_plugin(tmp_path / "plugin")
     path = os.pathsep.join((str(ROOT), str(plugin)))
     for attempt in range(2):
         with running_server(tmp_path / "data", PYTHONPATH=path, PRUNESCOPE_HEARTBEAT_STALE_S=STALE_S) as server:
