@@ -31,6 +31,9 @@ class UploadScan(ScanResult):
 
     format: str = FORMAT_ZIP
     metadata: dict[str, str] = field(default_factory=dict)
+    #: a torch.export program's: ``{"fine_tuning": None or why it cannot be fine-tuned}`` where a helper with
+    #: torch loaded it; empty where none could (the worker checks it when a prune or train job loads it)
+    program: dict[str, str | None] = field(default_factory=dict)
 
 
 def limits_for(settings: Settings) -> ScanLimits:
@@ -41,10 +44,12 @@ def limits_for(settings: Settings) -> ScanLimits:
 
 def check_checkpoint(path: Path, settings: Settings) -> UploadScan:
     """Raise UnsafeCheckpoint with the reason unless the file at ``path`` is a plain torch.save zip holding a
-    state_dict, or a well-formed safetensors file, within limits; HTTPException 503 if the pool is full or the
-    scan broke its budget. Returns the tensors' declared shapes and the file's format."""
+    state_dict, a well-formed safetensors file, or a torch.export program of ATen operators, within limits;
+    HTTPException 503 if the pool is full or the scan broke its budget. Returns the tensors' declared shapes
+    and the file's format."""
     out = run_helper("scan_checkpoint", {"path": str(path), "limits": dataclasses.asdict(limits_for(settings))})
     if "error" in out:
         raise (UnsafeCheckpointError if out.get("unsafe") else CheckpointError)(out["error"])
     return UploadScan({n: None if d is None else tuple(d) for n, d in out.get("shapes", [])},
-                      bool(out.get("thinned")), out.get("format") or FORMAT_ZIP, dict(out.get("metadata") or {}))
+                      bool(out.get("thinned")), out.get("format") or FORMAT_ZIP, dict(out.get("metadata") or {}),
+                      {"fine_tuning": out["fine_tuning"]} if "fine_tuning" in out else {})

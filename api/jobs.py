@@ -45,9 +45,17 @@ from api.store.models import (
     utcnow,
 )
 from api.version import code_version
-from pruning_core.dataset_options import check_dataset_options
+from pruning_core.dataset_options import check_dataset_options, dataset_task
 from pruning_core.limits import LimitError
-from pruning_core.names import DATASET_NAMES, DATASETS_WITH_ROOT, PLUGIN_GROUP, TIMM_PREFIX
+from pruning_core.names import (
+    DATASET_NAMES,
+    DATASET_PLUGIN_GROUP,
+    DATASETS_WITH_ROOT,
+    EXPORTED_ARCHITECTURE,
+    PLUGIN_GROUP,
+    TIMM_PREFIX,
+    architecture,
+)
 from pruning_core.points import CSV_HEADER
 from pruning_core.schedule import check_schedule
 
@@ -102,9 +110,13 @@ def validate_spec_names(session: Session, settings: Settings, spec: Any) -> None
             raise bad("spec.model", unbuildable_model(spec.model, live, stale_s))
     if model is not None and model.validation != "valid":
         raise bad("spec.model", f"model {spec.model!r} has an unusable checkpoint ({model.validation})")
+    check_task(spec, model.architecture if model is not None else known_architecture(spec.model))
     registered = session.scalar(select(DatasetEntry).where(DatasetEntry.name == spec.dataset))
-    if registered is None and spec.dataset not in DATASET_NAMES:
-        raise bad("spec.dataset", f"unknown dataset {spec.dataset!r}; built in: {', '.join(DATASET_NAMES)}")
+    if registered is None and spec.dataset not in DATASET_NAMES and \
+            not repo.workers_loading(session, spec.dataset, stale_s=settings.heartbeat_stale_s):
+        raise bad("spec.dataset", f"unknown dataset {spec.dataset!r}: built in are {', '.join(DATASET_NAMES)}; "
+                                  f"no registered dataset has that name and no live worker publishes it (install the "
+                                  f"package that declares it as a {DATASET_PLUGIN_GROUP} entry point on a worker)")
     if registered is not None:  # the schema checked each option alone; here against the registered kind
         try:
             check_dataset_options(registered.kind, {**(registered.options or {}), **spec.dataset_options},
@@ -120,12 +132,38 @@ def validate_spec_names(session: Session, settings: Settings, spec: Any) -> None
         raise bad("spec.dataset_options.root", f"dataset {spec.dataset!r} reads files: give root=<path>")
 
 
+def check_task(spec: Any, arch: str | None) -> None:
+    """A catalogue architecture's task must be its dataset's (a language model reads token ids, an image
+    classifier images); plugins and registered programs are checked where they run."""
+    entry = architecture(arch) if arch is not None else None
+    if entry is None or spec.dataset not in DATASET_NAMES:
+        return
+    wanted = dataset_task(spec.dataset)
+    if entry.task != wanted:
+        fitting = ", ".join(n for n in DATASET_NAMES if dataset_task(n) == entry.task)
+        raise bad("spec.dataset", f"{spec.dataset!r} is a {wanted} dataset and {entry.name!r} a {entry.task} "
+                                  f"model; use one of: {fitting}")
+
+
+def check_fine_tuning(session: Session, body: Any) -> None:
+    """A train or prune job fine-tunes its model: a registered torch.export program that its upload check
+    found untrainable is refused now, saying why and what works on it."""
+    if body.kind not in ("train", "prune"):
+        return
+    model = session.scalar(select(ModelEntry).where(ModelEntry.name == body.spec.model))
+    why = (model.metrics or {}).get("fine_tuning") if model is not None else None
+    if model is not None and model.architecture == EXPORTED_ARCHITECTURE and why:
+        raise bad("spec.model", f"model {body.spec.model!r} is a torch.export program that cannot be fine-tuned "
+                                f"({why}); a {body.kind} job fine-tunes, a sensitivity job works on it")
+
+
 def submit_job(
     session: Session, settings: Settings, dispatcher: Dispatcher, body: Any
 ) -> Job:
     """Validate, insert and dispatch one job (shared by POST /jobs and plan launches)."""
     spec = body.spec
     validate_spec_names(session, settings, spec)
+    check_fine_tuning(session, body)
     if body.experiment_id is not None and session.get(Experiment, body.experiment_id) is None:
         raise bad("experiment_id", f"experiment {body.experiment_id} does not exist")
     if isinstance(body, PruneJobCreate):
@@ -323,7 +361,9 @@ def sensitivity_job(session: Session, job_id: int) -> Job:
 
 
 def points_csv(rows: list[dict]) -> str:
-    """Distiller's sensitivity CSV: ``parameter,sparsity,top1,top5,loss`` (top1/top5 in percent)."""
+    """Distiller's sensitivity CSV: ``parameter,sparsity,top1,top5,loss`` (top1/top5 in percent). A metric the
+    points lack (top1/top5 of a language model, every metric of an unmeasured level) is an empty cell, as in
+    :func:`pruning_core.sensitivity_io.write_csv`; ``metrics`` (perplexity, custom) are in the JSON only."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_HEADER)

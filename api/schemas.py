@@ -27,6 +27,7 @@ from pruning_core.limits import (
     quote,
 )
 from pruning_core.names import DATASET_NAMES, canonical_model_name
+from pruning_core.points import METRIC_NAME_PATTERN, higher_is_better
 from pruning_core.schedule import YAML_MAX_BYTES
 
 
@@ -171,6 +172,8 @@ class DatasetOut(BaseModel):
     root: str | None
     options: dict[str, Any]
     builtin: bool = False
+    task: str = "classification"  # what its samples are for (classification, language-model)
+    published_by: list[str] | None = None  # a plugin dataset's live workers (prunescope.datasets entry points)
 
 
 class ExperimentCreate(_Strict):
@@ -218,11 +221,15 @@ class ScheduleResult(BaseModel):
 
 class PlanRequest(_Strict):
     sensitivity_job: int = Field(ge=1)
-    max_drop: float | None = Field(default=None, gt=0, le=100,
-                                   description="tolerated top1 drop (points) or loss rise")
+    max_drop: float | None = Field(default=None, gt=0, le=1e9, allow_inf_nan=False,
+                                   description="tolerated damage in the metric's units: its drop where higher is "
+                                               "better (top1, in points), its rise where lower is (loss, perplexity)")
     target_sparsity: float | None = Field(default=None, gt=0, lt=1, description="instead of max_drop: the "
                                           "overall weight sparsity to reach with the least damage")
-    metric: Literal["top1", "loss"] = "top1"
+    metric: str = Field(default="top1", pattern=METRIC_NAME_PATTERN,
+                        description="any metric the job's points have (top1, top5, loss, perplexity, a custom one)")
+    higher_is_better: bool | None = Field(default=None, description="the metric's direction: known for top1, top5, "
+                                          "loss and perplexity; needed for a custom metric")
     epochs: int = Field(default=10, ge=1, le=10000, description="epochs of the schedule (AGP needs 3)")
     one_shot: bool = Field(default=False, description="prune everything at epoch 0, then fine-tune")
 
@@ -232,6 +239,10 @@ class PlanRequest(_Strict):
             raise ValueError("max_drop: give exactly one of max_drop and target_sparsity")
         if not self.one_shot and self.epochs < 3:
             raise ValueError("epochs: an AGP schedule needs at least 3 epochs (or one_shot)")
+        try:
+            higher_is_better(self.metric, self.higher_is_better)
+        except ValueError as exc:
+            raise ValueError(f"higher_is_better: {exc}") from None
         return self
 
 

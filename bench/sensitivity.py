@@ -21,13 +21,12 @@ import copy
 import json
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from rows import Row, same_rows, timed  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -37,8 +36,6 @@ from pruning_core.levels import parse_levels  # noqa: E402
 from pruning_core.models import create_model  # noqa: E402
 from pruning_core.sensitivity import analyze, select_parameters  # noqa: E402
 from pruning_core.training import evaluate  # noqa: E402
-
-Row = tuple[str, float, float, float, float]  # parameter, sparsity, top1, top5, loss
 
 
 def distiller_loop(model: nn.Module, loader: DataLoader, names: list[str], levels: list[float], group: str,
@@ -58,22 +55,6 @@ def distiller_loop(model: nn.Module, loader: DataLoader, names: list[str], level
             r = evaluate(pruned, loader, device=device)
             rows.append((name, level, r.top1, r.top5, r.loss))
     return rows
-
-
-def same_rows(a: list[Row], b: list[Row]) -> None:
-    """Raise unless the two runs measured the same points."""
-    assert len(a) == len(b), (len(a), len(b))
-    for p, q in zip(a, b, strict=True):
-        assert p[:4] == q[:4], (p, q)
-        assert abs(p[4] - q[4]) <= 1e-5 * abs(p[4]), (p, q)
-
-
-def timed(fn: Callable[[], list[Row]], device: str) -> tuple[float, list[Row]]:
-    start = time.perf_counter()
-    rows = fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, rows
 
 
 def main() -> None:

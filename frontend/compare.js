@@ -1,6 +1,6 @@
 // Compare: overlay the curves of several sensitivity jobs (#/compare?jobs=1,2) and tabulate the
 // metric side by side (GET /compare).
-import { curvesOf, curveTraces, curveLayout } from "./sensitivity.js";
+import { curvesOf, curveTraces, curveLayout, metricButtons, metricsOf, pickMetric } from "./sensitivity.js";
 import { api, esc, fmtNum, h, hashQuery, loadPlotly, PALETTE } from "./util.js";
 
 const DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"];
@@ -18,9 +18,9 @@ export async function comparePage(view) {
       sync();
     } }), ` #${j.id} ${j.spec.model} · ${j.spec.group || "element"} · ${j.status}`)));
   if (!jobs.length) picker.append(h("p.muted", "No sensitivity jobs yet."));
-  const metricSwitch = h("div.segmented#compare-metric", ["top1", "top5", "loss"].map((m) => h("button", {
-    type: "button", "data-metric": m, class: m === state.metric ? "active" : "", onclick: () => { state.metric = m; sync(); },
-  }, m)));
+  // one button per metric the chosen jobs' points have (rebuilt as jobs are picked)
+  const metricSwitch = h("div.segmented#compare-metric");
+  const pickM = (m) => { state.metric = m; sync(); };
   const filterIn = h("input#compare-filter", { type: "search", placeholder: "filter parameters (substring)", oninput: (e) => { state.filter = e.target.value; draw(); } });
   const colorSel = h("select#compare-color", { onchange: (e) => { state.colorBy = e.target.value; draw(); } },
     h("option", { value: "parameter" }, "color by parameter, dash by job"), h("option", { value: "job" }, "color by job"));
@@ -42,9 +42,11 @@ export async function comparePage(view) {
   }
 
   async function sync() {
-    for (const b of metricSwitch.children) b.classList.toggle("active", b.dataset.metric === state.metric);
     const ids = [...chosen].sort((a, b) => a - b);
-    history.replaceState(null, "", `#/compare?jobs=${ids.join(",")}${state.metric !== "top1" ? `&metric=${state.metric}` : ""}`);
+    const names = metricsOf((await Promise.all(ids.map(pointsOf))).flat());
+    state.metric = pickMetric(names, state.metric); // jobs without top1 (language models): their first metric
+    metricButtons(metricSwitch, names, state.metric, pickM);
+    history.replaceState(null, "", `#/compare?jobs=${ids.join(",")}${state.metric !== "top1" ? `&metric=${encodeURIComponent(state.metric)}` : ""}`);
     await draw();
     await drawTable(ids);
   }
@@ -61,7 +63,7 @@ export async function comparePage(view) {
     const paramColor = new Map();
     const traces = [];
     for (const [k, id] of ids.entries()) {
-      const curves = curvesOf(await pointsOf(id));
+      const curves = curvesOf(await pointsOf(id), state.metric);
       const f = state.filter.trim();
       if (f) for (const name of [...curves.keys()]) if (!name.includes(f)) curves.delete(name);
       for (const name of curves.keys()) if (!paramColor.has(name)) paramColor.set(name, PALETTE[paramColor.size % PALETTE.length]);
@@ -76,8 +78,8 @@ export async function comparePage(view) {
   async function drawTable(ids) {
     if (ids.length < 2) { table.innerHTML = ""; return; }
     try {
-      const r = await api(`compare?${ids.map((i) => `jobs=${i}`).join("&")}&metric=${state.metric}`);
-      const head = `<thead><tr><th>parameter</th><th>sparsity</th>${ids.map((i) => `<th>#${i} ${state.metric}</th>`).join("")}<th>spread</th></tr></thead>`;
+      const r = await api(`compare?${ids.map((i) => `jobs=${i}`).join("&")}&metric=${encodeURIComponent(state.metric)}`);
+      const head = `<thead><tr><th>parameter</th><th>sparsity</th>${ids.map((i) => `<th>#${i} ${esc(state.metric)}</th>`).join("")}<th>spread</th></tr></thead>`;
       const rows = r.rows.map((row) => {
         const vals = ids.map((i) => row.values[String(i)]);
         const present = vals.filter((v) => v !== null && v !== undefined);

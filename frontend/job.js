@@ -1,7 +1,7 @@
 // One job's page: header with live status/progress, then per kind the sensitivity figures or the
 // per-epoch history and the prune result.
 import { buildReport } from "./report.js";
-import { curvesOf, drawCurves, drawHeatmap, hasMacs, pointsTableHtml } from "./sensitivity.js";
+import { curvesOf, drawCurves, drawHeatmap, hasMacs, metricButtons, metricsOf, pickMetric, pointsTableHtml } from "./sensitivity.js";
 import {
   ACTIVE, api, downloadText, fmtDuration, fmtInt, fmtNum, fmtSi, fmtTime, h, loadPlotly, onLeave, progressBar, statusBadge,
   toast, updateProgressBar, withToken,
@@ -122,15 +122,16 @@ async function sensitivitySection(view, job, setOnPoint, setOnEnd) {
   // bands by default only while they stay readable (and cheap): one filled trace per parameter
   const state = { metric: "top1", xAxis: "sparsity", bands: new Set([...store.values()].map((p) => p.parameter)).size <= 12 };
   const structured = (job.spec.group || "element") !== "element";
-  const metricSwitch = h("div.segmented#metric-switch", ["top1", "top5", "loss"].map((m) => h("button", {
-    type: "button", "data-metric": m, class: m === state.metric ? "active" : "", onclick: () => { state.metric = m; syncSwitch(); render(); },
-  }, m)));
+  // one button per metric the points have (top1/top5/loss, a language model's loss/perplexity, a custom one)
+  const metricSwitch = h("div.segmented#metric-switch");
+  const pick = (m) => { state.metric = m; syncSwitch(); render(); };
   const xSwitch = h("div.segmented#x-switch", { hidden: true }, [["sparsity", "vs sparsity"], ["macs", "vs MACs"]].map(([k, label]) => h("button", {
     type: "button", "data-x": k, class: k === state.xAxis ? "active" : "", onclick: () => { state.xAxis = k; syncSwitch(); render(); },
   }, label)));
   const bandToggle = h("label.check", h("input#bands-toggle", { type: "checkbox", checked: state.bands, onchange: (e) => { state.bands = e.target.checked; render(); } }), " 95% bands");
+  let metricNames = [];
   function syncSwitch() {
-    for (const b of metricSwitch.children) b.classList.toggle("active", b.dataset.metric === state.metric);
+    metricButtons(metricSwitch, metricNames, state.metric, pick);
     for (const b of xSwitch.children) b.classList.toggle("active", b.dataset.x === state.xAxis);
   }
   const curvesEl = h("div.chart#curves");
@@ -164,7 +165,10 @@ async function sensitivitySection(view, job, setOnPoint, setOnEnd) {
   async function render() {
     const t0 = performance.now();
     const points = [...store.values()];
-    const curves = curvesOf(points);
+    metricNames = metricsOf(points);
+    state.metric = pickMetric(metricNames, state.metric); // an LM has no top1: its first metric then
+    syncSwitch();
+    const curves = curvesOf(points, state.metric);
     const macs = structured && hasMacs(points);
     xSwitch.hidden = !macs;
     if (!macs && state.xAxis === "macs") { state.xAxis = "sparsity"; syncSwitch(); }
@@ -179,11 +183,11 @@ async function sensitivitySection(view, job, setOnPoint, setOnEnd) {
       t.heatmap = performance.now() - t1;
     }
     const t2 = performance.now();
-    const ordered = [...curves.values()].flat();
+    const ordered = [...curvesOf(points).values()].flat();
     const unmeasured = points.filter((p) => p.measured === false);
     table.innerHTML = pointsTableHtml([...ordered, ...unmeasured], { structured });
     t.table = performance.now() - t2;
-    pointCount.textContent = `${points.length} points · ${curves.size} parameters`;
+    pointCount.textContent = `${points.length} points · ${new Set(points.map((p) => p.parameter)).size} parameters`;
     const ms = performance.now() - t0;
     ps.renderHistory = [...(ps.renderHistory || []).slice(-200), { points: points.length, status: job.status }];
     ps.lastRender = { ms, parts: t, points: points.length, parameters: curves.size, traces: curvesEl.data ? curvesEl.data.filter((t) => t.meta === "curve").length : 0 };

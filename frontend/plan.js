@@ -3,12 +3,17 @@
 // rule as pruning_core.plan); "Launch" asks the service to plan and run it (/plans/launch).
 import { api, esc, fmtNum, fmtSi, h, loadPlotly, toast } from "./util.js";
 import { showErrors, clearErrors } from "./newjob.js";
+import { metricInfo, metricsOf, metricValue, pickMetric } from "./sensitivity.js";
 
-/** parameter -> [{sparsity, damage, point}] (needs each parameter's 0.0 row), like plan._curves. */
-export function damageCurves(points, metric) {
+/** What the tolerance measures (pruning_core.plan.damage_unit): a drop where higher is better, else a rise. */
+export const damageUnit = (metric, higher) => (metric === "top1" ? "top1 drop (points)" : `${metric} ${higher ? "drop" : "rise"}`);
+
+/** parameter -> [{sparsity, damage, point}] (needs each parameter's 0.0 row), like plan._curves: the damage
+ * is the metric's drop where `higher` is better (top1), its rise where lower is (loss, perplexity). */
+export function damageCurves(points, metric, higher = metricInfo(metric).goodHigh !== false) {
   const by = new Map();
   for (const p of points) {
-    if (p.measured === false || p[metric] === null || p[metric] === undefined) continue;
+    if (p.measured === false || metricValue(p, metric) === null) continue;
     if (!by.has(p.parameter)) by.set(p.parameter, []);
     by.get(p.parameter).push(p);
   }
@@ -17,8 +22,9 @@ export function damageCurves(points, metric) {
   for (const [name, rows] of by) {
     const base = rows.find((r) => r.sparsity === 0);
     if (!base) { missing.push(name); continue; }
+    const b0 = metricValue(base, metric);
     out.set(name, rows.map((r) => ({ sparsity: r.sparsity, point: r,
-      damage: metric === "top1" ? base.top1 - r.top1 : r.loss - base.loss })).sort((a, b) => a.sparsity - b.sparsity));
+      damage: higher ? b0 - metricValue(r, metric) : metricValue(r, metric) - b0 })).sort((a, b) => a.sparsity - b.sparsity));
   }
   return { curves: out, missing };
 }
@@ -112,13 +118,23 @@ export async function planPage(view, id) {
   const [job, points, Plotly] = await Promise.all([api(`jobs/${id}`), api(`jobs/${id}/points`), loadPlotly()]);
   if (job.kind !== "sensitivity") throw new Error(`job ${id} is a ${job.kind} job: plans start from a sensitivity job`);
   const group = job.spec.group || "element";
-  const state = { metric: "top1", tolerance: 1.0, epochs: 10 };
+  const names = metricsOf(points);
+  // an LM's points have no top1: its first metric; a custom metric's direction is asked (goodHigh null)
+  const state = { metric: pickMetric(names, "top1"), higher: true, tolerance: 1.0, epochs: 10 };
+  const known = (m) => metricInfo(m).goodHigh !== null;
+  const higherOf = (m) => (known(m) ? metricInfo(m).goodHigh : state.higher);
   let data = null;
 
   const slider = h("input#tolerance", { type: "range", min: "0", max: "10", step: "0.05", value: String(state.tolerance) });
   const tolInput = h("input#tolerance-value", { type: "number", min: "0", step: "0.05", value: String(state.tolerance), "data-field": "max_drop" });
   const unit = h("span.muted#tolerance-unit");
-  const metricSel = h("select#plan-metric", { "data-field": "metric" }, h("option", { value: "top1" }, "top1 drop (points)"), h("option", { value: "loss" }, "loss rise"));
+  const metricSel = h("select#plan-metric", { "data-field": "metric" }, names.map((m) =>
+    h("option", { value: m, selected: m === state.metric }, known(m) ? damageUnit(m, metricInfo(m).goodHigh) : m)));
+  const directionSel = h("select#plan-direction", { "data-field": "higher_is_better", title: "a custom metric: which way is better" },
+    h("option", { value: "true" }, "higher is better"), h("option", { value: "false" }, "lower is better"));
+  const direction = h("div.field#plan-direction-field", h("label", { for: "plan-direction" }, "Direction"), directionSel,
+    h("div.field-error", { "data-error-for": "higher_is_better" }));
+  metricSel.value = state.metric;
   const epochsIn = h("input#plan-epochs", { type: "number", min: "3", value: "10", "data-field": "epochs" });
   const lrIn = h("input#plan-lr", { type: "text", value: "0.01", "data-field": "lr" });
   const regIn = h("input#plan-register", { type: "text", placeholder: "optional model name", "data-field": "register_as" });
@@ -134,6 +150,7 @@ export async function planPage(view, id) {
     h("div.plan-controls",
       h("div.field.grow", h("label", { for: "tolerance" }, "Tolerance"), h("div.slider-row", slider, tolInput, unit), h("div.field-error", { "data-error-for": "max_drop" })),
       h("div.field", h("label", { for: "plan-metric" }, "Metric"), metricSel, h("div.field-error", { "data-error-for": "metric" })),
+      direction,
       h("div.field", h("label", { for: "plan-epochs" }, "Epochs"), epochsIn, h("div.field-error", { "data-error-for": "epochs" })),
       h("div.field", h("label", { for: "plan-lr" }, "LR"), lrIn, h("div.field-error", { "data-error-for": "lr" })),
       h("div.field", h("label", { for: "plan-register" }, "Register as"), regIn, h("div.field-error", { "data-error-for": "register_as" })),
@@ -162,6 +179,7 @@ export async function planPage(view, id) {
 
   function body(withLaunch) {
     const b = { sensitivity_job: id, max_drop: Number(tolInput.value), metric: state.metric, epochs: Number(epochsIn.value) };
+    if (!known(state.metric)) b.higher_is_better = state.higher;
     if (withLaunch) {
       const lr = Number(lrIn.value);
       b.lr = Number.isFinite(lr) && lrIn.value.trim() ? lr : lrIn.value;
@@ -172,7 +190,8 @@ export async function planPage(view, id) {
   }
 
   function prepare() {
-    data = damageCurves(points, state.metric);
+    direction.hidden = known(state.metric);
+    data = damageCurves(points, state.metric, higherOf(state.metric));
     data.sizes = sizesOf(data.curves);
     const damages = [...data.curves.values()].flat().map((c) => c.damage).filter((d) => d > 0);
     const top = damages.length ? Math.max(...damages) : 1;
@@ -180,11 +199,11 @@ export async function planPage(view, id) {
     slider.max = String(Math.max(step, Math.ceil(top / step) * step));
     slider.step = String(step);
     tolInput.step = String(step);
-    unit.textContent = state.metric === "top1" ? "points of top1" : "loss";
+    unit.textContent = state.metric === "top1" ? "points of top1" : state.metric;
     // the trade-off: expected overall sparsity at every tolerance where the choice changes
     const steps = [0, ...new Set(damages)].sort((a, b) => a - b);
     const ys = steps.map((t) => computePlan(data.curves, data.sizes, t, group, 10, { withYaml: false }).overall);
-    const label = state.metric === "top1" ? "tolerated top1 drop (points)" : "tolerated loss rise";
+    const label = `tolerated ${damageUnit(state.metric, higherOf(state.metric))}`;
     Plotly.react(tradeoff, [{ type: "scatter", mode: "lines", line: { shape: "hv", color: "#2f6fde" }, x: [...steps, Number(slider.max)],
       y: [...ys, ys[ys.length - 1]].map((v) => (v === null ? null : 100 * v)), hovertemplate: "tolerance %{x:.3f}<br>overall sparsity %{y:.2f}%<extra></extra>" }], {
       margin: { l: 50, r: 10, t: 6, b: 36 }, height: 170, xaxis: { title: { text: label }, range: [0, Number(slider.max)] },
@@ -222,6 +241,11 @@ export async function planPage(view, id) {
   slider.addEventListener("input", () => { tolInput.value = slider.value; update(); });
   tolInput.addEventListener("input", () => { slider.value = tolInput.value; update(); });
   epochsIn.addEventListener("input", update);
+  directionSel.addEventListener("change", () => {
+    state.higher = directionSel.value === "true";
+    prepare();
+    update();
+  });
   metricSel.addEventListener("change", () => {
     state.metric = metricSel.value;
     prepare();
@@ -244,5 +268,6 @@ export async function planPage(view, id) {
 
   if (!points.length) throw new Error(`job ${id} has no points yet`);
   prepare();
+  if (state.metric !== "top1") { slider.value = slider.step; tolInput.value = slider.step; } // as on a switch
   update();
 }

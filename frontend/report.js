@@ -1,17 +1,17 @@
 // A self-contained HTML report of a sensitivity job, built in the browser: plotly.js inlined (read from
-// the service's /static/plotly.min.js), the curves for top1/top5/loss with a metric menu, the points
+// the service's /static/plotly.min.js), the curves of every metric the points have with a metric menu, the points
 // table. It opens offline. Used when the service stores no HTML report artifact of its own.
-import { curvesOf, curveLayout, curveTraces, pointsTableHtml } from "./sensitivity.js";
+import { curvesOf, curveLayout, curveTraces, metricsOf, pointsTableHtml } from "./sensitivity.js";
 import { esc } from "./util.js";
 
 export async function buildReport(job, points) {
   const plotly = await (await fetch("/static/plotly.min.js")).text();
   const curves = curvesOf(points);
-  const metrics = ["top1", "top5", "loss"];
+  const metrics = metricsOf(points); // top1/top5/loss, or a language model's loss/perplexity, custom ones
   const traces = [];
   const visible = [];
   for (const [k, metric] of metrics.entries()) {
-    const t = curveTraces(curves, metric, { bands: curves.size <= 12 });
+    const t = curveTraces(curvesOf(points, metric), metric, { bands: curves.size <= 12 });
     for (const tr of t) tr.visible = k === 0;
     traces.push(...t);
     visible.push(t.length);
@@ -21,7 +21,7 @@ export async function buildReport(job, points) {
     metrics.forEach((_, j) => { for (let i = 0; i < visible[j]; i += 1) mask.push(j === k); });
     return { label: metric, method: "update", args: [{ visible: mask }, { "yaxis.title.text": curveLayout(metric).yaxis.title.text }] };
   });
-  const layout = { ...curveLayout("top1", { title: `Sensitivity job #${job.id}: ${job.spec.model} on ${job.spec.dataset} (${job.spec.group})`, n: curves.size }),
+  const layout = { ...curveLayout(metrics[0] || "top1", { title: `Sensitivity job #${job.id}: ${job.spec.model} on ${job.spec.dataset} (${job.spec.group})`, n: curves.size }),
     updatemenus: [{ type: "buttons", direction: "right", x: 0, y: 1.12, xanchor: "left", buttons }], height: 560 };
   const safe = (obj) => JSON.stringify(obj).replace(/</g, "\\u003c");
   const structured = (job.spec.group || "element") !== "element";

@@ -1,22 +1,66 @@
 // Sensitivity figures: curves per parameter (with 95% bands), the layer x level heatmap, the points table.
 import { esc, hexToRgba, loadPlotly, PALETTE } from "./util.js";
 
+/** The known metrics (pruning_core.points: COLUMN_METRICS, HIGHER_IS_BETTER, LOWER_IS_BETTER) and their axis titles. */
 export const METRICS = {
   top1: { label: "top1 (%)", low: "top1_low", high: "top1_high", goodHigh: true },
   top5: { label: "top5 (%)", low: "top5_low", high: "top5_high", goodHigh: true },
   loss: { label: "loss (cross-entropy)", low: null, high: null, goodHigh: false },
+  perplexity: { label: "perplexity", low: null, high: null, goodHigh: false },
 };
+/** Metrics kept as a point's own fields; any other is a key of its `metrics`. */
+export const COLUMN_METRICS = ["top1", "top5", "loss"];
+
+/** A metric's axis title, band fields and direction (goodHigh null: a custom metric, direction unknown). */
+export function metricInfo(name) {
+  return METRICS[name] || { label: name, low: null, high: null, goodHigh: null };
+}
+
+/** The value of metric `name` on a point (a field, or a key of its `metrics`), null where it has none. */
+export function metricValue(p, name) {
+  const v = COLUMN_METRICS.includes(name) ? p[name] : (p.metrics || {})[name];
+  return v === null || v === undefined ? null : Number(v);
+}
+
+/** The metrics the points have (pruning_core.points.metric_names): top1, top5, loss where some point has a
+ * value, then the keys of their `metrics` as first seen. */
+export function metricsOf(points) {
+  const names = COLUMN_METRICS.filter((m) => points.some((p) => metricValue(p, m) !== null));
+  for (const p of points) for (const k of Object.keys(p.metrics || {})) if (!names.includes(k)) names.push(k);
+  return names;
+}
+
+/** The metric to show: `wanted` where the points have it, else their first (an LM has no top1). */
+export const pickMetric = (names, wanted) => (names.includes(wanted) || !names.length ? wanted : names[0]);
+
+/** Segmented buttons (data-metric) for `names`, `current` active; `onpick(name)` on a click. */
+export function metricButtons(box, names, current, onpick) {
+  const same = box.children.length === names.length && [...box.children].every((b, i) => b.dataset.metric === names[i]);
+  if (!same) {
+    box.replaceChildren(...names.map((m) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.dataset.metric = m;
+      b.textContent = m;
+      b.addEventListener("click", () => onpick(m));
+      return b;
+    }));
+  }
+  for (const b of box.children) b.classList.toggle("active", b.dataset.metric === current);
+  return box;
+}
 
 /** Red (bad) - yellow - green (good), as ColorBrewer RdYlGn; plotly.js has no such named scale. */
 const RDYLGN = [[0, "#d73027"], [0.25, "#fc8d59"], [0.5, "#fee08b"], [0.75, "#91cf60"], [1, "#1a9850"]];
 
 const CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 
-/** parameter -> points sorted by sparsity, parameters in first-seen (model) order. */
-export function curvesOf(points) {
+/** parameter -> points sorted by sparsity, parameters in first-seen (model) order; with `metric`, only the
+ * points that have it. */
+export function curvesOf(points, metric = null) {
   const by = new Map();
   for (const p of points) {
-    if (p.measured === false) continue;
+    if (p.measured === false || (metric && metricValue(p, metric) === null)) continue;
     if (!by.has(p.parameter)) by.set(p.parameter, []);
     by.get(p.parameter).push(p);
   }
@@ -27,27 +71,31 @@ export function curvesOf(points) {
 /** True when the points carry MACs (structured groups): accuracy vs MACs is offered then. */
 export const hasMacs = (points) => points.some((p) => p.macs !== null && p.macs !== undefined);
 
-/** Plotly traces: one line per parameter (meta "curve") and, for top1/top5, one band per parameter. */
+const HOVER = { top1: ":.3f}%", top5: ":.3f}%", loss: ":.5f}" };
+
+/** Plotly traces: one line per parameter (meta "curve") and, for top1/top5, one band per parameter. The
+ * hover lists every metric the points have (a language model's loss and perplexity, a custom one). */
 export function curveTraces(curves, metric, { xAxis = "sparsity", bands = true, prefix = "", colorOf, dash } = {}) {
-  const m = METRICS[metric];
+  const m = metricInfo(metric);
+  const names = metricsOf([...curves.values()].flat());
   const lines = [];
   const fills = [];
   const markers = curves.size <= 20; // hundreds of SVG markers cost more than they show
+  const hover = names.map((n, k) => `<br>${esc(n)} %{customdata[${4 + k}]${HOVER[n] || ":.4g}"}`).join("");
   let i = 0;
   for (const [name, pts] of curves) {
     const color = colorOf ? colorOf(name, i) : PALETTE[i % PALETTE.length];
     const x = pts.map((p) => (xAxis === "macs" ? p.macs : p.sparsity));
-    const y = pts.map((p) => p[metric]);
+    const y = pts.map((p) => metricValue(p, metric));
     const group = `${prefix}${name}`;
-    const custom = pts.map((p) => [p.sparsity, p.top1, p.top5, p.loss, m.low ? p[m.low] : null, m.high ? p[m.high] : null, p.macs, p.nnz]);
+    const custom = pts.map((p) => [p.sparsity, m.low ? p[m.low] : null, m.high ? p[m.high] : null, p.macs, ...names.map((n) => metricValue(p, n))]);
     lines.push({
       type: "scatter", mode: markers ? "lines+markers" : "lines", name: `${prefix}${name}`, legendgroup: group, meta: "curve", x, y,
       line: { color, width: 1.6, dash }, marker: { size: 4, color },
       customdata: custom,
-      hovertemplate: `<b>${esc(prefix + name)}</b><br>sparsity %{customdata[0]:.4f}<br>top1 %{customdata[1]:.3f}%` +
-        "<br>top5 %{customdata[2]:.3f}%<br>loss %{customdata[3]:.5f}" +
-        (m.low ? `<br>${metric} 95% CI [%{customdata[4]:.2f}, %{customdata[5]:.2f}]` : "") +
-        (xAxis === "macs" ? "<br>MACs %{customdata[6]:,}" : "") + "<extra></extra>",
+      hovertemplate: `<b>${esc(prefix + name)}</b><br>sparsity %{customdata[0]:.4f}${hover}` +
+        (m.low ? `<br>${metric} 95% CI [%{customdata[1]:.2f}, %{customdata[2]:.2f}]` : "") +
+        (xAxis === "macs" ? "<br>MACs %{customdata[3]:,}" : "") + "<extra></extra>",
     });
     if (bands && m.low) {
       const withBand = pts.filter((p) => p[m.low] !== null && p[m.low] !== undefined && p[m.high] !== null && p[m.high] !== undefined);
@@ -73,7 +121,7 @@ export function curveLayout(metric, { xAxis = "sparsity", title = "", n = 0 } = 
     xaxis: xAxis === "macs"
       ? { title: { text: "MACs left (per sample)" }, tickformat: "~s", zeroline: false }
       : { title: { text: "sparsity" }, tickformat: ".0%", range: [-0.02, 1.0], zeroline: false },
-    yaxis: { title: { text: METRICS[metric].label }, zeroline: false },
+    yaxis: { title: { text: metricInfo(metric).label }, zeroline: false },
     hovermode: "closest",
     legend: { font: { size: 11 }, itemclick: "toggle", itemdoubleclick: "toggleothers", ...(n > 12 ? { y: 1, yanchor: "top" } : {}) },
     uirevision: `${metric}-${xAxis}`,
@@ -96,15 +144,17 @@ export async function drawHeatmap(el, curves, metric) {
   const names = [...curves.keys()];
   const z = names.map((n) => {
     const r = new Array(levels.length).fill(null);
-    for (const p of curves.get(n)) r[col.get(p.sparsity)] = p[metric];
+    for (const p of curves.get(n)) r[col.get(p.sparsity)] = metricValue(p, metric);
     return r;
   });
-  const m = METRICS[metric];
+  const m = metricInfo(metric);
   el.style.height = `${Math.max(260, 90 + 16 * names.length)}px`;
+  // red for bad where the direction is known; a custom metric's (unknown) gets a scale that judges nothing
+  const scale = m.goodHigh === null ? { colorscale: "Viridis" } : { colorscale: RDYLGN, reversescale: !m.goodHigh };
   return Plotly.react(el, [{
     type: "heatmap", z, x: levels.map((l) => l.toFixed(3).replace(/0+$/, "").replace(/\.$/, "")), y: names,
-    colorscale: RDYLGN, reversescale: !m.goodHigh, colorbar: { title: { text: metric }, thickness: 12 },
-    hovertemplate: "%{y}<br>sparsity %{x}<br>" + metric + " %{z:.3f}<extra></extra>", xgap: 1, ygap: 1,
+    ...scale, colorbar: { title: { text: esc(metric) }, thickness: 12 },
+    hovertemplate: "%{y}<br>sparsity %{x}<br>" + esc(metric) + " %{z:.4g}<extra></extra>", xgap: 1, ygap: 1,
   }], {
     margin: { l: Math.min(260, 12 + 7 * Math.max(...names.map((n) => n.length), 4)), r: 10, t: 10, b: 48 },
     xaxis: { title: { text: "sparsity" }, type: "category" },
@@ -116,14 +166,17 @@ export async function drawHeatmap(el, curves, metric) {
 
 const f = (v, d) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
 
-/** The points table as one innerHTML string (fast for thousands of rows). */
+/** The points table as one innerHTML string (fast for thousands of rows); a column per metric beyond
+ * top1/top5/loss (perplexity, a custom one). */
 export function pointsTableHtml(points, { structured = false } = {}) {
-  const head = ["parameter", "sparsity", "top1", "top1 95% CI", "top5", "loss", "nnz", ...(structured ? ["MACs", "params left"] : []), "samples", "notes"];
+  const extra = metricsOf(points).filter((m) => !COLUMN_METRICS.includes(m));
+  const head = ["parameter", "sparsity", "top1", "top1 95% CI", "top5", "loss", ...extra.map(esc), "nnz", ...(structured ? ["MACs", "params left"] : []), "samples", "notes"];
   const rows = points.map((p) => {
     const notes = [p.measured === false ? "not measured" : "", p.approximate ? "approx." : "", p.subset ? "subset" : "", p.mode && p.mode !== "independent" ? p.mode : ""].filter(Boolean).join(", ");
     const ci = p.top1_low !== null && p.top1_low !== undefined ? `[${f(p.top1_low, 2)}, ${f(p.top1_high, 2)}]` : "–";
     return `<tr><td class="mono">${esc(p.parameter)}</td><td class="num">${f(p.sparsity, 4)}</td><td class="num">${f(p.top1, 3)}</td>` +
       `<td class="num muted">${ci}</td><td class="num">${f(p.top5, 3)}</td><td class="num">${f(p.loss, 5)}</td>` +
+      extra.map((m) => `<td class="num">${f(metricValue(p, m), 5)}</td>`).join("") +
       `<td class="num">${p.nnz ?? "–"}</td>` + (structured ? `<td class="num">${p.macs ?? "–"}</td><td class="num">${p.params_left ?? "–"}</td>` : "") +
       `<td class="num">${p.samples ?? "–"}</td><td class="muted">${esc(notes)}</td></tr>`;
   });

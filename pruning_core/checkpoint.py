@@ -35,6 +35,7 @@ from pruning_core.checkpoint_scan import (
     scan_archive,
 )
 from pruning_core.models import canonical_name, create_model
+from pruning_core.names import EXPORTED_ARCHITECTURE
 
 if TYPE_CHECKING:
     from pruning_core.masks import MaskSet
@@ -332,3 +333,18 @@ def load_model(
 ) -> nn.Module:
     """The model ``arch`` with the checkpoint's weights and masks applied (fresh weights if no path)."""
     return load_model_and_masks(path_or_none, arch, num_classes, input_shape)[0]
+
+
+def load_for_dataset(path_or_none: PathLike | None, arch: str, bundle: Any) -> nn.Module:
+    """What a job or the CLI runs on a dataset: ``arch`` with the checkpoint's weights, sized for the
+    dataset's input where the architecture depends on it (lenet-300-100 on 8x8 digits; a language model's
+    vocabulary is the dataset's); a registered torch.export program (``arch`` ``torch-export``) is loaded
+    from its file after the static scan, running no code from it."""
+    if arch == EXPORTED_ARCHITECTURE:
+        from pruning_core.exported import load_program
+
+        if path_or_none is None:
+            raise ValueError(f"architecture {arch!r} is a registered program's: name the registered model or its file")
+        return load_program(path_or_none)
+    vocab = bundle.num_classes if getattr(bundle, "task", None) == "language-model" else None
+    return load_model(path_or_none, arch, num_classes=vocab, input_shape=bundle.input_shape)

@@ -19,10 +19,12 @@ the same messages. Why each rule exists:
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import pickletools
 import posixpath
+import re
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -30,9 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .names import EXPORTED_ARCHITECTURE
+
 __all__ = [
     "ALLOWED_GLOBALS",
     "CheckpointError",
+    "FORMAT_PROGRAM",
+    "ProgramScan",
     "ScanLimits",
     "ScanResult",
     "UnsafeCheckpointError",
@@ -41,8 +47,10 @@ __all__ = [
     "check_top_object",
     "detect_format",
     "drop_module_prefix",
+    "is_program",
     "scan_archive",
     "scan_checkpoint",
+    "scan_program",
 ]
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -101,6 +109,8 @@ class ScanLimits:
     # torch.save stores members uncompressed; a member (or the archive) inflating more than this is a
     # zip bomb, checked for every member whatever its size (beyond a few KiB of slack).
     max_ratio: float = 200.0
+    # a torch.export program's graph JSON (models/model.json): ~2 KB per node, so ~15,000 nodes
+    max_program_bytes: int = 32 * 2**20
 
 
 def _code_refusal(offender: str) -> UnsafeCheckpointError:
@@ -377,8 +387,9 @@ def _scan(fh: BinaryIO, limits: ScanLimits, verify: bool) -> ScanResult:
 _RATIO_SLACK = 4096  # a few KiB any member may inflate by, whatever its ratio
 
 
-def _check_layout(infos: list[zipfile.ZipInfo], limits: ScanLimits) -> None:
-    """Names, declared sizes and structure, from the central directory alone (nothing is read)."""
+def _check_members(infos: list[zipfile.ZipInfo], limits: ScanLimits) -> None:
+    """What every accepted zip (a checkpoint, a ``.pt2`` program, the archives nested in one) must be,
+    from the central directory alone: member count, names, declared sizes and ratios (nothing is read)."""
     if not infos:
         raise CheckpointError("the zip archive is empty: not a torch.save checkpoint")
     if len(infos) > limits.max_members:
@@ -410,6 +421,12 @@ def _check_layout(infos: list[zipfile.ZipInfo], limits: ScanLimits) -> None:
     if total > limits.max_ratio * packed + _RATIO_SLACK:
         raise CheckpointError(f"the archive's {len(infos):,} members inflate {total:,} bytes from {packed:,} (over the "
                               f"{limits.max_ratio:g}x ratio limit; a zip bomb): refused before reading")
+
+
+def _check_layout(infos: list[zipfile.ZipInfo], limits: ScanLimits) -> None:
+    """A ``torch.save`` checkpoint's layout: :func:`_check_members`, then one root holding data.pkl."""
+    _check_members(infos, limits)
+    seen = {i.filename for i in infos}
     roots = {i.filename.split("/", 1)[0] for i in infos}
     if len(roots) != 1 or any("/" not in i.filename for i in infos):
         raise CheckpointError(f"the archive has {len(roots)} top-level entries ({', '.join(sorted(roots)[:3])}); "
@@ -419,9 +436,9 @@ def _check_layout(infos: list[zipfile.ZipInfo], limits: ScanLimits) -> None:
         raise CheckpointError("a TorchScript archive (it carries code), not a weights checkpoint: "
                               "save model.state_dict() with torch.save")
     if f"{prefix}/archive_format" in seen or any(n.startswith(f"{prefix}/models/") for n in seen):
-        raise CheckpointError("a torch.export program (.pt2), not a weights checkpoint: .pt2 programs are not "
-                              "accepted yet (none of it was read or run); upload the model's state_dict, saved "
-                              "with torch.save or safetensors.torch.save_file, with its architecture")
+        raise CheckpointError("a torch.export program (.pt2), not a weights checkpoint (none of it was read or "
+                              "run): register it without an architecture (POST /api/v1/models), or load it with "
+                              "pruning_core.exported.load_program")
     if f"{prefix}/data.pkl" not in seen:
         raise CheckpointError("the archive has no data.pkl: not a torch.save checkpoint")
     nested = [n for n in seen if n != f"{prefix}/data.pkl" and n.lower().endswith(_NESTED_SUFFIXES)]
@@ -480,3 +497,347 @@ def scan_checkpoint(source: BinaryIO | str | os.PathLike[str], limits: ScanLimit
 
         return scan_safetensors(source, limits)
     return scan_archive(source, limits)
+
+
+# -- torch.export programs (.pt2) -------------------------------------------------------------------------------
+#
+# ``torch.export.load`` is not safe on its own (torch 2.14, torch/export/pt2_archive/_package.py and
+# torch/_export/serde/serialize.py): it unpickles tensor subclasses and the sample inputs with
+# ``weights_only=False`` as a fallback, unpickles custom objects (``pickle.loads``, TorchBind), loads compiled
+# AOTInductor libraries, ``exec`` s the program's ``guards_code``, ``sympy.sympify`` s (``eval``) every symbolic
+# shape expression, and resolves node targets by walking attributes from ``torch``/``operator`` (so a target can
+# name any reachable function, run when the graph runs). The scan below admits only what a plain exported
+# network needs: raw tensor records, allowlisted pickles, ATen operators, and shape expressions made of
+# allowlisted sympy names; so what torch then does with the file runs no code from it.
+
+FORMAT_PROGRAM = EXPORTED_ARCHITECTURE  # a registered program's architecture is its format
+
+#: Bytes per element of each dtype code of torch.export's schema (``torch/_export/serde/schema.py``, ScalarType).
+_PROGRAM_ITEMSIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 2, 7: 4, 8: 8, 9: 4, 10: 8, 11: 16, 12: 1, 13: 2, 28: 2,
+                     29: 1, 30: 1, 31: 1, 32: 1, 33: 1, 34: 4, 35: 8}
+#: Python operators an exported graph may call on sizes and tuples (``_operator.getitem`` for multi-output ops).
+_PYTHON_OPS = frozenset({"getitem", "add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pow", "eq", "ne",
+                         "lt", "le", "gt", "ge", "and_", "or_", "not_"})
+_ATEN_TARGET = re.compile(r"torch\.ops\.aten\.[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
+_FQN = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+_SYMBOL = re.compile(r"[a-z]+[0-9]+")
+_EXPR_TOKEN = re.compile(r"\s+|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<str>'[^']*')|[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?"
+                         r"|\*\*|==|!=|<=|>=|[-+*/%(),=<>]")
+#: The names a symbolic shape expression may use (sympy's and torch.utils._sympy's), besides symbols like ``s0``.
+_EXPR_NAMES = frozenset({
+    "Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", "Mod", "Abs", "Max", "Min", "Eq", "Ne", "Lt", "Le",
+    "Gt", "Ge", "And", "Or", "Not", "True", "False", "oo", "floor", "ceiling", "FloorDiv", "CeilDiv", "CleanDiv",
+    "ModularIndexing", "PythonMod", "IntTrueDiv", "FloatTrueDiv", "TruncToInt", "TruncToFloat", "RoundToInt",
+    "RoundDecimal", "ToFloat", "FloorToInt", "CeilToInt", "Where", "Identity", "positive", "negative", "nonnegative",
+    "nonpositive", "integer", "real", "finite", "zero"})
+_FIXED_MEMBERS = ("archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id",
+                  "models/model.json", "data/weights/model_weights_config.json",
+                  "data/constants/model_constants_config.json", "data/sample_inputs/model.pt")
+_REQUIRED_MEMBERS = ("archive_format", "models/model.json", "data/weights/model_weights_config.json",
+                     "data/constants/model_constants_config.json", "data/sample_inputs/model.pt")
+_LEGACY_MEMBERS = ("serialized_exported_program.json", "serialized_state_dict.pt", "serialized_constants.pt",
+                   "serialized_example_inputs.pt", "version", "byteorder")
+_NOT_RUN = "; none of it was run"
+
+
+@dataclass(frozen=True)
+class ProgramScan:
+    """A passing ``.pt2`` scan: the weights' declared shapes (parameters and buffers, by the exported module's
+    names), the operators the graph calls, and the archive layout (``pt2`` since torch 2.7, ``legacy`` before)."""
+
+    shapes: dict[str, tuple[int, ...] | None]
+    ops: tuple[str, ...]
+    layout: str
+
+
+def _code(what: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(f"refused: the torch.export program {what}, so loading or running it could run "
+                                 f"code from the file{_NOT_RUN}. Export a network of standard PyTorch layers "
+                                 "(plain ATen operators and tensors only)")
+
+
+def _check_target(target: Any) -> str:
+    """A node's operator: an ATen op overload, or a Python operator on sizes; anything else could be any code."""
+    if isinstance(target, str) and "__" not in target:
+        if _ATEN_TARGET.fullmatch(target):
+            return target
+        if target.startswith("_operator.") and target[len("_operator."):] in _PYTHON_OPS:
+            return target
+    if isinstance(target, str) and target.startswith("torch.ops.") and target.count(".") >= 2:
+        namespace = target.split(".")[2]
+        raise _code(f"calls {target[:120]!r}, an operator of the {namespace!r} namespace, not a plain ATen op "
+                    "(it needs that library's code)")
+    if isinstance(target, str) and target.startswith("#"):
+        raise _code(f"calls {target[:120]!r}, an operator of a serialization extension, not a plain ATen op")
+    raise _code(f"calls {str(target)[:120]!r}, which is not a plain ATen operator")
+
+
+def _check_expr(expr: Any) -> None:
+    """Symbolic shapes are parsed by ``sympy.sympify`` (``eval``): only allowlisted names and symbol literals."""
+    if not isinstance(expr, str) or len(expr) > 10_000:
+        raise _code("holds a shape expression that is not a short string")
+    pos = 0
+    while pos < len(expr):
+        match = _EXPR_TOKEN.match(expr, pos)
+        name, literal = (match.group("name"), match.group("str")) if match else (None, None)
+        if (match is None or match.end() == pos or (name is not None and name not in _EXPR_NAMES
+                                                    and not _SYMBOL.fullmatch(name))
+                or (literal is not None and not _SYMBOL.fullmatch(literal[1:-1]))):
+            raise _code(f"holds the shape expression {expr[:120]!r}, which is not a plain size formula "
+                        "(it is evaluated by sympy)")
+        pos = match.end()
+
+
+def _check_fqn(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not _FQN.fullmatch(name) or any(p.startswith("__") for p in name.split(".")):
+        raise CheckpointError(f"the program names a {what} {str(name)[:120]!r}, which is not a module path: refused")
+    return name
+
+
+def _json(data: bytes, what: str, limits: ScanLimits) -> Any:
+    if len(data) > limits.max_program_bytes:
+        raise CheckpointError(f"{what} is {len(data):,} bytes (limit {limits.max_program_bytes:,}): refused")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise CheckpointError(f"{what} nests too deeply: refused") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(f"{what} is not JSON ({str(exc)[:120]}): refused") from None
+
+
+def _control_chars(text: str) -> bool:
+    """Generated graph code carries strings from the file in comments: a CR would end the comment."""
+    return any(ord(c) < 32 and c not in "\n\t" for c in text)
+
+
+def _check_program(doc: Any) -> tuple[str, ...]:
+    """Walk the program JSON (iteratively: its depth is the file's choice) and refuse what could run code."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("graph_module"), dict):
+        raise CheckpointError("the program JSON has no graph_module: not a torch.export program")
+    ops: set[str] = set()
+    stack: list[Any] = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if _control_chars(value):
+                raise _code("holds a string with control characters (they could break out of generated code)")
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            if "target" in value and "inputs" in value and "outputs" in value:
+                ops.add(_check_target(value["target"]))
+            for key, item in value.items():
+                stack.append(key)
+                if key == "expr_str":
+                    _check_expr(item)
+                elif key == "as_operator":
+                    ops.add(_check_target(item))
+                elif key in ("as_graph", "as_graphs") and item:
+                    raise _code("holds a subgraph (a higher-order operator such as cond or a grad-mode wrapper)")
+                elif key in ("as_custom_obj", "custom_obj", "custom_obj_values", "as_opaque_obj") and item:
+                    raise _code("holds a custom (TorchBind or Python) object, which is unpickled")
+                elif key == "guards_code" and item:
+                    raise _code("carries guards code, which torch executes as Python")
+                elif key in ("parameter_name", "buffer_name", "tensor_constant_name"):
+                    _check_fqn(item, key.split("_")[0])
+                elif key == "opset_version" and isinstance(item, dict) and set(item) - {"aten"}:
+                    raise _code(f"declares the operator namespace {sorted(set(item) - {'aten'})[0]!r}, not ATen")
+                stack.append(item)
+    return tuple(sorted(ops))
+
+
+def _as_int(value: Any, what: str) -> int:
+    if not (isinstance(value, dict) and set(value) == {"as_int"} and type(value["as_int"]) is int
+            and value["as_int"] >= 0):
+        raise CheckpointError(f"{what} is not a fixed non-negative size ({str(value)[:80]}): refused")
+    return value["as_int"]
+
+
+def _check_payloads(config: Any, kind: str, records: Mapping[str, int], limits: ScanLimits
+                    ) -> dict[str, tuple[int, ...]]:
+    """A weights/constants config: every entry a raw tensor record (never a pickle nor an object) whose
+    declared extent fits its record and the tensor limit (torch allocates what it declares)."""
+    if not (isinstance(config, dict) and isinstance(config.get("config"), dict)):
+        raise CheckpointError(f"the program's {kind} config is not a mapping of tensors: refused")
+    shapes = {}
+    for fqn, meta in config["config"].items():
+        _check_fqn(fqn, "tensor")
+        path = meta.get("path_name") if isinstance(meta, dict) else None
+        if not isinstance(path, str):
+            raise CheckpointError(f"the program's {kind} entry {fqn!r} has no record name: refused")
+        if path.startswith(("custom_obj", "opaque_obj")):
+            raise _code(f"holds {fqn!r} as a custom object ({path!r}), which is unpickled")
+        if meta.get("use_pickle"):
+            raise _code(f"holds {fqn!r} as a pickled tensor, which torch loads with weights_only=False")
+        if not re.fullmatch(r"(weight|tensor)_[0-9]+", path) or path not in records:
+            raise CheckpointError(f"the program's {kind} entry {fqn!r} names the record {path[:80]!r}, which the "
+                                  "archive does not hold: refused")
+        tmeta = meta.get("tensor_meta")
+        if not isinstance(tmeta, dict) or tmeta.get("dtype") not in _PROGRAM_ITEMSIZE:
+            raise CheckpointError(f"the program's {kind} entry {fqn!r} has no known dtype: refused")
+        device = tmeta.get("device")
+        if not (isinstance(device, dict) and device.get("type") in ("cpu", "cuda")):
+            raise CheckpointError(f"the program's {kind} entry {fqn!r} is on device {str(device)[:60]}: refused")
+        sizes = [_as_int(d, f"{fqn!r}'s size") for d in tmeta.get("sizes") or []]
+        strides = [_as_int(d, f"{fqn!r}'s stride") for d in tmeta.get("strides") or []]
+        offset = _as_int(tmeta.get("storage_offset", {"as_int": 0}), f"{fqn!r}'s storage offset")
+        itemsize = _PROGRAM_ITEMSIZE[tmeta["dtype"]]
+        numel = 1
+        for d in sizes:
+            numel *= d
+        extent = 0 if numel == 0 else offset + 1 + sum((d - 1) * s for d, s in zip(sizes, strides, strict=False))
+        if len(strides) != len(sizes) or max(numel, extent) * itemsize > limits.max_tensor_bytes:
+            raise CheckpointError(f"tensor {fqn!r} declares shape {sizes} ({numel * itemsize:,} bytes), over the "
+                                  f"{limits.max_tensor_bytes:,}-byte tensor limit or malformed: refused before "
+                                  "allocating it")
+        if records[path] and extent * itemsize > records[path]:
+            raise CheckpointError(f"tensor {fqn!r} declares {extent * itemsize:,} bytes but its record holds "
+                                  f"{records[path]:,} (truncated or tampered): refused")
+        shapes[fqn] = tuple(sizes)
+    return shapes
+
+
+def _check_nested_pickle(data: bytes, name: str, limits: ScanLimits) -> bytes:
+    """A ``torch.save`` zip inside the program (sample inputs; legacy weights): allowlisted pickle, sized
+    storages. Returns its data.pkl."""
+    if not data.startswith(ZIP_MAGIC):
+        raise _code(f"holds {name!r} as a raw pickle, not a torch.save archive")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as inner:
+            infos = inner.infolist()
+            _check_members(infos, limits)
+            roots = {i.filename.split("/", 1)[0] for i in infos}
+            names = {i.filename for i in infos}
+            prefix = next(iter(roots))
+            if len(roots) != 1 or f"{prefix}/data.pkl" not in names:
+                raise CheckpointError(f"{name!r} is not a torch.save archive: refused")
+            if any(n.startswith(f"{prefix}/code/") or n.endswith(_NESTED_SUFFIXES) and n != f"{prefix}/data.pkl"
+                   for n in names):
+                raise _code(f"holds code or a nested archive inside {name!r}")
+            pkl = inner.getinfo(f"{prefix}/data.pkl")
+            if pkl.file_size > limits.max_pickle_bytes:
+                raise CheckpointError(f"{name!r}'s data.pkl declares {pkl.file_size:,} bytes: refused")
+            raw = inner.read(pkl)
+            sizes = {i.filename: i.file_size for i in infos}
+            try:
+                storages = check_pickle(raw, limits.max_pickle_ops)
+            except UnsafeCheckpointError as exc:
+                raise UnsafeCheckpointError(f"the torch.export program's {name} would run code: {exc}") from None
+            for kind, key, numel in storages:
+                _check_storage(kind, key, numel, sizes.get(f"{prefix}/data/{key}"), limits)
+            for info in infos:
+                inner.read(info)
+            return raw
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, CRC errors
+        raise CheckpointError(f"{name!r} inside the program is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def is_program(source: BinaryIO | str | os.PathLike[str]) -> bool:
+    """Whether the file is a zip laid out as ``torch.export.save`` writes it (by content, not by name)."""
+    fh, owned = _open(source)
+    start = fh.tell()
+    try:
+        if fh.read(4) != ZIP_MAGIC:
+            return False
+        fh.seek(start)
+        with zipfile.ZipFile(fh) as archive:
+            names = archive.namelist()
+        return any(n.count("/") == 1 and n.endswith("/archive_format") for n in names) or (
+            "serialized_exported_program.json" in names)
+    except Exception:  # noqa: BLE001 - not a readable zip
+        return False
+    finally:
+        fh.seek(start)
+        if owned:
+            fh.close()
+
+
+def scan_program(source: BinaryIO | str | os.PathLike[str], limits: ScanLimits = ScanLimits()) -> ProgramScan:
+    """Raise CheckpointError (UnsafeCheckpointError where the file would run code) unless ``source`` is a
+    ``torch.export.save`` program of ATen operators and raw tensors within ``limits``. Torch-free."""
+    fh, owned = _open(source)
+    start = fh.tell()
+    try:
+        head = fh.read(4)
+        if head != ZIP_MAGIC:
+            kind = "a raw pickle" if head[:1] == b"\x80" else "empty" if not head else "not a zip archive"
+            raise CheckpointError(f"not a torch.export program ({kind}): a .pt2 file is the zip archive "
+                                  "torch.export.save writes; nothing was read or run")
+        fh.seek(start)
+        try:
+            archive = zipfile.ZipFile(fh)
+        except Exception as exc:  # noqa: BLE001
+            raise _damaged(exc) from None
+        with archive:
+            try:
+                return _scan_program(archive, limits)
+            except CheckpointError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - CRC mismatch, truncated member
+                raise _damaged(exc) from None
+    finally:
+        fh.seek(start)
+        if owned:
+            fh.close()
+
+
+def _scan_program(archive: zipfile.ZipFile, limits: ScanLimits) -> ProgramScan:
+    infos = archive.infolist()
+    _check_members(infos, limits)
+    names = {i.filename for i in infos}
+    if "serialized_exported_program.json" in names:
+        return _scan_legacy(archive, names, limits)
+    roots = {n.split("/", 1)[0] for n in names}
+    if len(roots) != 1 or any("/" not in n for n in names):
+        raise CheckpointError("not a torch.export program: its members are not under one folder")
+    root = roots.pop()
+    rel = {n[len(root) + 1:] for n in names}
+    for member in _REQUIRED_MEMBERS:
+        if member not in rel:
+            raise CheckpointError(f"not a torch.export program: it has no {member} (torch.export.save writes one)")
+    if archive.read(f"{root}/archive_format").strip() != b"pt2":
+        raise CheckpointError("not a torch.export program: its archive_format is not 'pt2'")
+    read = lambda member: archive.read(f"{root}/{member}")  # noqa: E731
+    records = {"weights": {}, "constants": {}}
+    for info in infos:
+        member = info.filename[len(root) + 1:]
+        if member in _FIXED_MEMBERS:
+            continue
+        folder, _, record = member.rpartition("/")
+        if folder in ("data/weights", "data/constants") and re.fullmatch(r"(weight|tensor)_[0-9]+", record):
+            records[folder.split("/")[1]][record] = info.file_size
+        elif member.startswith("data/aotinductor/"):
+            raise _code("holds AOTInductor compiled code (a shared library torch would load)")
+        elif member.startswith(("data/constants/custom_obj", "data/constants/opaque_obj")):
+            raise _code(f"holds a custom object ({member!r}), which is unpickled")
+        else:
+            raise CheckpointError(f"the program holds {member[:120]!r}, which torch.export.save does not write for "
+                                  "a plain program (extra files, several models, other back-ends): refused")
+    ops = _check_program(_json(read("models/model.json"), "the program JSON", limits))
+    shapes = _check_payloads(_json(read("data/weights/model_weights_config.json"), "the weights config", limits),
+                             "weights", records["weights"], limits)
+    _check_payloads(_json(read("data/constants/model_constants_config.json"), "the constants config", limits),
+                    "constants", records["constants"], limits)
+    _check_nested_pickle(read("data/sample_inputs/model.pt"), "sample inputs", limits)
+    for info in infos:  # CRCs: truncated or tampered data is caught here, not by torch
+        with archive.open(info) as member:
+            while member.read(1 << 20):
+                pass
+    return ProgramScan(shapes, ops, "pt2")
+
+
+def _scan_legacy(archive: zipfile.ZipFile, names: set[str], limits: ScanLimits) -> ProgramScan:
+    """torch < 2.7 wrote a flat zip: the program JSON beside torch.save archives (loaded with full pickle there)."""
+    for name in names - set(_LEGACY_MEMBERS):
+        raise CheckpointError(f"the program holds {name[:120]!r}, which torch.export.save does not write for a "
+                              "plain program: refused")
+    ops = _check_program(_json(archive.read("serialized_exported_program.json"), "the program JSON", limits))
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    for name in ("serialized_state_dict.pt", "serialized_constants.pt", "serialized_example_inputs.pt"):
+        if name in names and archive.getinfo(name).file_size:
+            raw = _check_nested_pickle(archive.read(name), name, limits)
+            if name == "serialized_state_dict.pt":
+                shapes = check_top_object(raw).shapes
+    return ProgramScan(shapes, ops, "legacy")

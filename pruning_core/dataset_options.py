@@ -29,11 +29,18 @@ from pruning_core.limits import (
 )
 
 OptionKind = Literal["int", "float", "bool", "shape", "path"]
+#: What a dataset's samples are for, and so what an evaluation on them measures (``pruning_core.tasks``):
+#: ``classification`` (top1, top5, cross-entropy) or ``language-model`` (token cross-entropy, perplexity).
+TASKS: tuple[str, ...] = ("classification", "language-model")
 _INT_TEXT = re.compile(r"[+-]?\d{1,30}")
 #: ``synthetic``'s sample count per split when ``n`` is not given (the larger one bounds the budget).
 SYNTHETIC_DEFAULT_N = {"train": 1024, "test": 256}
 #: ``synthetic``'s class patterns are at most this coarse per spatial dimension (upsampled to the shape).
 SYNTHETIC_PATTERN_SIDE = 4
+#: ``synthetic-tokens``' sequence count per split when ``n`` is not given.
+SYNTHETIC_TOKENS_DEFAULT_N = {"train": 256, "test": 64}
+#: The longest sequence a language-model dataset cuts (``seq_len``).
+MAX_SEQ_LEN = 4096
 
 
 def _number(value: float | None) -> str | None:
@@ -73,6 +80,7 @@ class DatasetOptions:
     name: str
     options: tuple[OptionSpec, ...]
     budget: Callable[[Mapping[str, Any], Limits], None] | None = None
+    task: str = "classification"  # one of TASKS: what its samples are for
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -200,7 +208,19 @@ def _synthetic_budget(opts: Mapping[str, Any], limits: Limits) -> None:
             "(max_dataset_mb); use a smaller n or shape", field=field)
 
 
+def _tokens_budget(opts: Mapping[str, Any], limits: Limits) -> None:
+    """n sequences of seq_len + 1 int64 token ids within max_dataset_mb."""
+    n = opts.get("n") or max(SYNTHETIC_TOKENS_DEFAULT_N.values())
+    seq_len = opts.get("seq_len") or 32
+    mib = n * (seq_len + 1) * 8 / 2**20
+    if mib > limits.max_dataset_mb:
+        raise LimitError(f"synthetic-tokens of n={n:,} sequences of {seq_len:,} tokens is {mib:,.0f} MiB of int64, "
+                         f"more than the limit of {limits.max_dataset_mb:g} MiB (max_dataset_mb); use a smaller n "
+                         "or seq_len", field="n" if opts.get("n") else "seq_len")
+
+
 _ROOT = OptionSpec("root", "path", doc="directory holding the files, under a configured dataset root")
+_SEQ_LEN = OptionSpec("seq_len", "int", 32, 1, MAX_SEQ_LEN, "tokens per sequence (the model's context)")
 
 DATASETS: dict[str, DatasetOptions] = {d.name: d for d in (
     DatasetOptions("digits", ()),
@@ -214,6 +234,21 @@ DATASETS: dict[str, DatasetOptions] = {d.name: d for d in (
     DatasetOptions("cifar10", (_ROOT, OptionSpec("augment", "bool", None, doc="crop+flip (default: train split)"))),
     DatasetOptions("mnist", (_ROOT,)),
     DatasetOptions("imagefolder", (_ROOT, OptionSpec("size", "int", 224, 1, "max_image_size", "image side"))),
+    DatasetOptions("text", (
+        # one path option, ``root`` (a file or a directory), so the API's check that it resolves under a
+        # configured dataset root covers it
+        OptionSpec("root", "path", doc="a text file (split into train and test) or a directory holding train.txt "
+                   "and test.txt, under a configured dataset root"),
+        _SEQ_LEN,
+        OptionSpec("test_fraction", "float", 0.1, 0.01, 0.9, "share of a single file's tokens held out for test"),
+        OptionSpec("max_vocab", "int", 50_000, 2, "max_classes", "vocabulary size cap (most frequent words)"),
+    ), task="language-model"),
+    DatasetOptions("synthetic-tokens", (
+        OptionSpec("n", "int", None, 1, "max_dataset_n", "sequences per split (default 256 train / 64 test)"),
+        OptionSpec("vocab", "int", 64, 2, "max_classes", "vocabulary size (default: the model's)"),
+        _SEQ_LEN,
+        OptionSpec("seed", "int", 0, 0, MAX_SEED, "seed of the token ids"),
+    ), _tokens_budget, task="language-model"),
 )}
 
 
@@ -246,3 +281,8 @@ def check_dataset_options(dataset: str, given: Mapping[str, Any], limits: Limits
     if budget is not None:
         budget(out, limits)
     return out
+
+
+def dataset_task(name: str) -> str:
+    """The task a dataset's samples are for (a plugin's is known once it is loaded: see its bundle)."""
+    return DATASETS[name].task if name in DATASETS else "classification"

@@ -9,6 +9,16 @@
 - ``mnist``: ``root`` holding the idx files (``train-images-idx3-ubyte`` ..., optionally ``.gz``),
   directly or under ``MNIST/raw`` or ``raw`` (torchvision's layout).
 - ``imagefolder``: ``root/<split>/<class>/<image>`` read by torchvision's ImageFolder.
+- ``text`` (language-model): ``root``, a local text file (its last ``test_fraction`` of words held out for
+  test) or a directory holding ``train.txt`` and ``test.txt``, tokenised by words (:class:`Vocabulary`, built
+  from the train split) and cut into sequences of ``seq_len`` tokens: ``x = tokens[i:i+T]``,
+  ``y = tokens[i+1:i+T+1]``.
+- ``synthetic-tokens`` (language-model): seeded random token ids (options ``vocab``, ``seq_len``, ``n``).
+- whatever operators' packages declare in the ``prunescope.datasets`` entry-point group: each entry names
+  ``factory(split, **options) -> Dataset`` (optionally with ``input_shape``, ``num_classes``, ``task``).
+
+A bundle says what a model needs: one sample's shape, the class count (a language model's vocabulary size,
+so the model is built with ``num_classes=vocab``) and its ``task`` (``pruning_core.tasks``).
 
 Options arrive as strings from the command line (``--dataset-opt n=1000``); their types, defaults and
 ranges are declared in the torch-free ``dataset_options``, which the API checks with too.
@@ -29,13 +39,29 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from pruning_core.dataset_options import SYNTHETIC_DEFAULT_N, check_dataset_options, parse_shape
+from pruning_core.dataset_options import (
+    SYNTHETIC_DEFAULT_N,
+    SYNTHETIC_TOKENS_DEFAULT_N,
+    TASKS,
+    check_dataset_options,
+    dataset_task,
+    parse_shape,
+)
 from pruning_core.limits import DEFAULT_LIMITS, Limits
-from pruning_core.names import DATASET_NAMES
+from pruning_core.names import (
+    DATASET_NAMES,
+    DATASET_PLUGIN_GROUP,
+    EXPORTED_ARCHITECTURE,
+    dataset_entry_points,
+    plugin_datasets,
+)
 
 __all__ = [
     "DatasetBundle",
+    "dataset_task",
     "SyntheticDataset",
+    "TokenSequences",
+    "Vocabulary",
     "DIGITS_TEST_SIZE",
     "DIGITS_SPLIT_SEED",
     "list_datasets",
@@ -55,14 +81,17 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @dataclass
 class DatasetBundle:
-    """A dataset plus what a model needs to know about it (one sample's shape, class count)."""
+    """A dataset plus what a model needs to know about it: one sample's shape, the class count (a language
+    model's vocabulary size) and the task its samples are for. A plugin dataset that declares no shape or
+    class count has ``None`` there (the model is then built with its own defaults)."""
 
     name: str
     dataset: Dataset
-    input_shape: tuple[int, ...]
-    num_classes: int
+    input_shape: tuple[int, ...] | None
+    num_classes: int | None
     split: str = "train"
-    classes: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # class names; a text dataset's vocabulary
+    task: str = "classification"
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -312,6 +341,139 @@ def _imagefolder(split: str, opts: dict[str, Any]) -> DatasetBundle:
     return DatasetBundle("imagefolder", ds, (3, size, size), len(ds.classes), split, list(ds.classes))
 
 
+# ------------------------------------------------------------------------------------------ tokens
+
+
+class TokenSequences(Dataset):
+    """A token stream cut into sequences of ``seq_len``: item i is ``(tokens[iT:iT+T], tokens[iT+1:iT+T+1])``,
+    non-overlapping, the trailing tokens that fill no sequence dropped."""
+
+    def __init__(self, tokens: torch.Tensor, seq_len: int) -> None:
+        self.tokens, self.seq_len = tokens.long(), seq_len
+        self.count = max(len(tokens) - 1, 0) // seq_len
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        start = index * self.seq_len
+        chunk = self.tokens[start : start + self.seq_len + 1]
+        return chunk[:-1], chunk[1:]
+
+
+@dataclass
+class Vocabulary:
+    """A plain word-level vocabulary: ``<unk>`` (id 0) for any word it lacks, ``<eos>`` (id 1) ending each
+    line, then the training words by falling frequency (ties alphabetical), at most ``max_size`` in all."""
+
+    words: list[str]
+
+    UNK = "<unk>"
+    EOS = "<eos>"
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        """Whitespace-separated words, ``<eos>`` after each non-empty line."""
+        out: list[str] = []
+        for line in text.splitlines():
+            words = line.split()
+            if words:
+                out += [*words, Vocabulary.EOS]
+        return out
+
+    @classmethod
+    def build(cls, words: list[str], max_size: int) -> Vocabulary:
+        counts: dict[str, int] = {}
+        for w in words:
+            counts[w] = counts.get(w, 0) + 1
+        counts.pop(cls.UNK, None)
+        counts.pop(cls.EOS, None)
+        ranked = sorted(counts, key=lambda w: (-counts[w], w))
+        return cls([cls.UNK, cls.EOS, *ranked[: max(max_size - 2, 0)]])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, words: list[str]) -> torch.Tensor:
+        index = {w: i for i, w in enumerate(self.words)}
+        return torch.tensor([index.get(w, 0) for w in words], dtype=torch.long)
+
+
+_TEXT_LAYOUT = "root=FILE (split into train and test), or ROOT/{train,test}.txt"
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise _missing("text", path, _TEXT_LAYOUT)
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _text(split: str, opts: dict[str, Any]) -> DatasetBundle:
+    root = opts["root"]
+    if root is None:
+        raise ValueError(f"dataset 'text' needs root=FILE or root=DIR (expected layout: {_TEXT_LAYOUT})")
+    if root.is_file():
+        words = Vocabulary.split(_read_text(root))
+        cut = int(round(len(words) * (1.0 - opts["test_fraction"])))
+        train, test = words[:cut], words[cut:]
+    else:
+        base = _require_root("text", root, _TEXT_LAYOUT)
+        train = Vocabulary.split(_read_text(base / "train.txt"))
+        test = Vocabulary.split(_read_text(base / "test.txt")) if split == "test" else []
+    vocab = Vocabulary.build(train, opts["max_vocab"])
+    seq_len = opts["seq_len"]
+    ds = TokenSequences(vocab.encode(train if split == "train" else test), seq_len)
+    if len(ds) == 0:
+        raise ValueError(f"dataset 'text': the {split} split has {len(train if split == 'train' else test)} tokens, "
+                         f"too few for one sequence of seq_len={seq_len} (+1); use a smaller seq_len or more text")
+    return DatasetBundle("text", ds, (seq_len,), len(vocab), split, list(vocab.words), "language-model")
+
+
+def _synthetic_tokens(split: str, opts: dict[str, Any]) -> DatasetBundle:
+    n = opts["n"] if opts["n"] is not None else SYNTHETIC_TOKENS_DEFAULT_N[split]
+    seq_len, vocab = opts["seq_len"], opts["vocab"]
+    gen = torch.Generator().manual_seed(opts["seed"] * 2 + (0 if split == "train" else 1))
+    stream = torch.randint(vocab, (n * seq_len + 1,), generator=gen)
+    ds = TokenSequences(stream, seq_len)
+    return DatasetBundle("synthetic-tokens", ds, (seq_len,), vocab, split, [str(i) for i in range(vocab)],
+                         "language-model")
+
+
+# ----------------------------------------------------------------------------------------- plugins
+
+
+def _plugin(name: str, split: str, options: dict[str, Any]) -> DatasetBundle:
+    """A ``prunescope.datasets`` entry's dataset: ``factory(split, **options)``, its options as given. Its
+    ``input_shape``, ``num_classes`` and ``task`` are read from the dataset, else the factory; an
+    undeclared shape is the first sample's input's."""
+    ep = dataset_entry_points()[name]
+    where = f"{DATASET_PLUGIN_GROUP} entry {name!r} ({ep.value})"
+    factory = ep.load()
+    if not callable(factory):
+        raise TypeError(f"{where} is not callable: point it at a function that returns a torch Dataset")
+    ds = factory(split, **options)
+    if not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
+        raise TypeError(f"{where} returned {type(ds).__name__}, not a Dataset (with __getitem__ and __len__)")
+
+    def declared(attr: str) -> Any:
+        return getattr(ds, attr, getattr(factory, attr, None))
+
+    task = declared("task") or "classification"
+    if task not in TASKS:
+        raise ValueError(f"{where}: task must be one of {', '.join(TASKS)}, not {task!r}")
+    shape = declared("input_shape")
+    if shape is None and len(ds) > 0:
+        first = ds[0]
+        x = first[0] if isinstance(first, (tuple, list)) else first
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else None
+    classes = declared("num_classes")
+    if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool) or classes < 1):
+        raise ValueError(f"{where}: num_classes must be a positive int, not {classes!r}")
+    return DatasetBundle(name, ds, tuple(shape) if shape is not None else None, classes, split, task=task)
+
+
 # ------------------------------------------------------------------------------------------ public
 
 _LOADERS: dict[str, Callable[[str, dict[str, Any]], DatasetBundle]] = {
@@ -320,13 +482,15 @@ _LOADERS: dict[str, Callable[[str, dict[str, Any]], DatasetBundle]] = {
     "cifar10": _cifar10,
     "mnist": _mnist,
     "imagefolder": _imagefolder,
+    "text": _text,
+    "synthetic-tokens": _synthetic_tokens,
 }
 assert set(_LOADERS) == set(DATASET_NAMES), "every catalogued dataset needs a loader, and every loader an entry"
 
 
 def list_datasets() -> list[str]:
-    """The dataset names ``load_dataset`` accepts (the catalogue's)."""
-    return list(DATASET_NAMES)
+    """The dataset names ``load_dataset`` accepts: the catalogue's, then the installed plugins'."""
+    return [*DATASET_NAMES, *plugin_datasets()]
 
 
 def load_dataset(name: str, split: str = "train", *, limits: Limits = DEFAULT_LIMITS, **opts: Any) -> DatasetBundle:
@@ -335,23 +499,30 @@ def load_dataset(name: str, split: str = "train", *, limits: Limits = DEFAULT_LI
     Options are checked against the dataset's declarations and ``limits`` first (``n``, ``shape``,
     ``classes``... and the float32 size they describe), so a huge request fails fast instead of
     allocating."""
-    if name not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
+    if name not in _LOADERS:
+        if name in dataset_entry_points():
+            return _plugin(name, split, opts)
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     return _LOADERS[name](split, _options(name, opts, limits))
 
 
 def options_for_model(dataset: str, arch: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` with ``synthetic`` data defaulting to the model's input shape and class count
-    (DESIGN.md), so the CLI and the service size synthetic data the same way."""
+    (DESIGN.md), and ``synthetic-tokens`` to a language model's context and vocabulary, so the CLI and the
+    service size synthetic data the same way."""
     merged = dict(options)
-    if dataset == "synthetic":
+    if dataset in ("synthetic", "synthetic-tokens") and arch != EXPORTED_ARCHITECTURE:  # a program: as given
         from pruning_core.models import model_info
 
         info = model_info(arch)
-        merged.setdefault("shape", "x".join(str(d) for d in info.input_shape))
-        merged.setdefault("classes", info.num_classes)
+        if dataset == "synthetic":
+            merged.setdefault("shape", "x".join(str(d) for d in info.input_shape))
+            merged.setdefault("classes", info.num_classes)
+        elif info.task == "language-model":
+            merged.setdefault("seq_len", info.input_shape[0])
+            merged.setdefault("vocab", info.num_classes)
     return merged
 
 

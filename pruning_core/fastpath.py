@@ -6,6 +6,11 @@ once per sparsity level. On branching graphs (residual adds, concats) every valu
 the cut and used after it is *live*: the prefix returns all of them and the suffix takes all of them.
 The suffix is made of the same modules as the model, so the weights a caller edits in place are the
 weights it runs with, and its arithmetic is the model's own (identical results, not approximate).
+
+An fx GraphModule (a loaded ``torch.export`` program) is used as it is, not traced again. Its graph fetches
+every parameter with ``get_attr`` at its top, so a cut goes before the first node that *consumes* a parameter,
+and ``get_attr`` nodes never cross a cut as cached values: each segment fetches the attributes it reads, so a
+weight swapped in (``param.data = ...``) is what the suffix computes with.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
+from torch.utils import _pytree as pytree
 
 # Ops that only re-view a tensor: an in-place op on their result writes into the live input.
 _VIEW_OPS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "transpose", "permute", "expand",
@@ -69,7 +75,7 @@ class GraphSplitter:
 
     def __init__(self, model: nn.Module) -> None:
         try:
-            self.graph_module = fx.symbolic_trace(model)
+            self.graph_module = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
         except Exception as exc:  # fx raises many types (TraceError, TypeError, NotImplementedError)
             raise UntraceableModel(f"torch.fx cannot trace {type(model).__name__}: "
                                    f"{type(exc).__name__}: {exc}") from exc
@@ -78,12 +84,16 @@ class GraphSplitter:
         self._segments: dict[tuple[int, int | None], Segment] = {}
 
     def first_use(self, param_name: str) -> int | None:
-        """Index of the first node that reads the parameter (directly or inside a leaf module)."""
+        """Index of the first node that reads the parameter: a leaf module holding it, or the first consumer
+        of a ``get_attr`` that fetches it (not the fetch itself: an exported graph fetches all at its top)."""
+        uses = []
         for i, node in enumerate(self.nodes):
             if node.op in ("call_module", "get_attr") and isinstance(node.target, str):
                 if param_name == node.target or param_name.startswith(node.target + "."):
-                    return i
-        return None
+                    uses.append(i if node.op == "call_module" else min(
+                        (self._index[u] for u in node.users), default=None))
+        uses = [i for i in uses if i is not None]
+        return min(uses) if uses else None
 
     def cut(self, param_names: Iterable[str]) -> int:
         """The cut just before the earliest use of any of ``param_names``; KeyError if one is never used."""
@@ -96,8 +106,8 @@ class GraphSplitter:
         return min(uses)
 
     def live(self, cut: int) -> list[fx.Node]:
-        """Values computed before ``cut`` and used at or after it."""
-        return [n for n in self.nodes[:cut] if any(self._index[u] >= cut for u in n.users)]
+        """Values computed before ``cut`` and used at or after it (fetched attributes are fetched again)."""
+        return [n for n in self.nodes[:cut] if n.op != "get_attr" and any(self._index[u] >= cut for u in n.users)]
 
     def segment(self, start: int, stop: int | None = None) -> Segment:
         """The graph from cut ``start`` to cut ``stop`` (``None``: to the model's output); built once."""
@@ -109,12 +119,22 @@ class GraphSplitter:
         inputs = self.live(start)
         graph = fx.Graph()
         env = {n: graph.placeholder(f"live_{i}_{n.name}") for i, n in enumerate(inputs)}
+
+        def value(n: fx.Node) -> fx.Node:
+            if n not in env and n.op == "get_attr":  # fetched where it is used, never carried across a cut
+                env[n] = graph.node_copy(n)
+            return env[n]
+
         body = self.nodes[start:len(self.nodes) if stop is None else stop]
+        out_spec = getattr(getattr(self.graph_module.graph._codegen, "pytree_info", None), "out_spec", None)
         for node in body:
             if node.op == "output":
-                graph.output(fx.node.map_arg(node.args[0], lambda n: env[n]))
-            else:
-                env[node] = graph.node_copy(node, lambda n: env[n])
+                result = fx.node.map_arg(node.args[0], value)
+                if out_spec is not None:  # an exported graph returns a flat tuple its codegen restructures
+                    result = pytree.tree_unflatten(list(result), out_spec)
+                graph.output(result)
+            elif node.op != "get_attr":
+                env[node] = graph.node_copy(node, value)
         if stop is not None:
             graph.output(tuple(env[n] for n in self.live(stop)))
         root = self.graph_module
@@ -128,7 +148,19 @@ class GraphSplitter:
         return Split(prefix.module, suffix.module, suffix.inputs, suffix.clone)
 
 
+def _schema_alias(node: fx.Node, writes: bool) -> bool:
+    """For an ATen op: whether it writes its first argument in place (``writes``) or returns a view of it."""
+    schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+    if schema is None:
+        return False
+    alias = (schema.arguments[0] if writes else schema.returns[0]).alias_info \
+        if (schema.arguments if writes else schema.returns) else None
+    return alias is not None and bool(alias.is_write) == writes
+
+
 def _is_inplace(node: fx.Node, root: nn.Module) -> bool:
+    if _schema_alias(node, writes=True):
+        return True
     if node.op == "call_module":
         return bool(getattr(root.get_submodule(node.target), "inplace", False))
     if node.op == "call_function":
@@ -148,7 +180,8 @@ def _mutated_live_inputs(nodes: Sequence[fx.Node], live: set[fx.Node], root: nn.
         src = node.args[0]
         while src not in live and src.op in ("call_method", "call_function") and src.args \
                 and isinstance(src.args[0], fx.Node) \
-                and getattr(src.target, "__name__", str(src.target)) in _VIEW_OPS:
+                and (getattr(src.target, "__name__", str(src.target)) in _VIEW_OPS
+                     or _schema_alias(src, writes=False)):
             src = src.args[0]
         if src in live:
             hit.add(src)

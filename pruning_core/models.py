@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pruning_core.dataset_options import TASKS
 from pruning_core.limits import MAX_SHAPE_DIMS
 from pruning_core.names import (
     ARCHITECTURES,
@@ -53,18 +54,23 @@ __all__ = [
     "DigitsCNN",
     "LeNet300100",
     "LeNet5",
+    "LSTMLanguageModel",
+    "TransformerLanguageModel",
+    "example_input",
 ]
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     """What a model expects: one input sample's shape (C, H, W) and its number of classes; ``source`` says
-    who builds it (``prunescope``, ``torchvision``, ``plugin`` or ``timm``)."""
+    who builds it (``prunescope``, ``torchvision``, ``plugin`` or ``timm``). A ``language-model`` (``task``)
+    takes ``(seq_len,)`` token ids and predicts ``num_classes`` (its vocabulary) logits per token."""
 
     name: str
     input_shape: tuple[int, ...]
     num_classes: int
     source: str = "prunescope"
+    task: str = "classification"
 
     def as_json(self) -> dict[str, Any]:
         """The form workers publish to the store (lists, not tuples)."""
@@ -254,6 +260,54 @@ class VGGCifar(nn.Module):
         return self.classifier(x.view(x.size(0), -1))
 
 
+class LSTMLanguageModel(nn.Module):
+    """A tiny word-level LSTM language model: token ids [B, T] -> next-token logits [B, T, vocab].
+
+    torch.fx traces it (the LSTM is one leaf module), so sensitivity runs on the fast engine; the
+    prunable weights by default are the decoder's (name ``lstm.weight_ih_l0`` etc. to prune the LSTM's).
+    """
+
+    def __init__(self, vocab: int = 256, embed: int = 32, hidden: int = 64, layers: int = 1) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True)
+        self.decoder = nn.Linear(hidden, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(tokens))
+        return self.decoder(out)
+
+
+class TransformerLanguageModel(nn.Module):
+    """A tiny causal transformer language model: token ids [B, T] (T <= ``context``) -> logits [B, T, vocab].
+
+    Learned positions and a causal mask kept as a buffer are sliced to T, so torch.fx traces it (each
+    ``nn.TransformerEncoderLayer`` is one leaf module) and sensitivity runs on the fast engine.
+    """
+
+    def __init__(self, vocab: int = 256, context: int = 32, width: int = 32, heads: int = 2, layers: int = 2,
+                 ff: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.pos = nn.Parameter(torch.zeros(context, width))
+        nn.init.normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(width, heads, ff, dropout=0.0, batch_first=True, norm_first=True)
+            for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+        mask = torch.triu(torch.full((context, context), float("-inf")), diagonal=1)
+        self.register_buffer("causal_mask", mask, persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        t = tokens.shape[1]
+        x = self.embed(tokens) + self.pos[:t]
+        mask = torch.narrow(torch.narrow(self.causal_mask, 0, 0, t), 1, 0, t)  # (fx traces narrow, not a slice)
+        for block in self.blocks:
+            x = block(x, src_mask=mask)
+        return self.head(self.norm(x))
+
+
 # How to build prunescope's own architectures: ``build(num_classes, input_shape)``; most ignore the
 # shape. Their names, shapes, class counts and aliases are in the catalogue (``names.py``).
 #: Serialises seeded builds (see create_model).
@@ -267,6 +321,9 @@ _BUILDERS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
     "resnet20-cifar": lambda n, s: ResNetCifar((3, 3, 3), n),
     "resnet56-cifar": lambda n, s: ResNetCifar((9, 9, 9), n),
     "vgg16-cifar": lambda n, s: VGGCifar(_VGG16_CFG, n, batch_norm=True),
+    # language models: ``n`` is the vocabulary, ``s == (seq_len,)`` sizes the transformer's context
+    "lstm-lm": lambda n, s: LSTMLanguageModel(n),
+    "transformer-lm": lambda n, s: TransformerLanguageModel(n, context=s[0]),
 }
 assert set(_BUILDERS) == set(MODEL_NAMES), "every prunescope architecture in the catalogue needs a builder"
 
@@ -280,7 +337,8 @@ def list_models() -> list[str]:
 # -- architectures from code the operator installs -----------------------------------------------
 
 # A ``PLUGIN_GROUP`` entry names a factory: it takes ``num_classes`` as a keyword and may carry
-# ``input_shape`` and ``num_classes`` attributes (the defaults below otherwise).
+# ``input_shape`` and ``num_classes`` attributes (the defaults below otherwise), and ``task``
+# (``language-model`` for a model of token ids; ``classification`` otherwise).
 #: What a plugin factory is taken to expect when it carries no ``input_shape`` / ``num_classes``.
 PLUGIN_DEFAULT_INPUT_SHAPE: tuple[int, int, int] = (3, IMAGENET_SIDE, IMAGENET_SIDE)
 PLUGIN_DEFAULT_CLASSES = IMAGENET_CLASSES
@@ -305,7 +363,10 @@ def _plugin_info(ep: EntryPoint, factory: Any) -> ModelInfo:
                          f"not {shape!r}")
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
         raise ValueError(f"{where}: num_classes must be a positive int such as 1000, not {classes!r}")
-    return ModelInfo(ep.name, tuple(shape), classes, "plugin")
+    task = getattr(factory, "task", "classification")
+    if task not in TASKS:
+        raise ValueError(f"{where}: task must be one of {', '.join(TASKS)}, not {task!r}")
+    return ModelInfo(ep.name, tuple(shape), classes, "plugin", task)
 
 
 def plugin_architectures() -> list[ModelInfo]:
@@ -389,7 +450,7 @@ def model_info(name: str) -> ModelInfo:
     canonical = canonical_name(name)
     entry = ARCHITECTURES.get(canonical)
     if entry is not None:
-        return ModelInfo(entry.name, entry.input_shape, entry.num_classes, entry.source)
+        return ModelInfo(entry.name, entry.input_shape, entry.num_classes, entry.source, entry.task)
     ep = plugin_entry_points().get(canonical)
     if ep is not None:
         return _plugin_info(ep, _plugin_factory(ep))
@@ -454,3 +515,13 @@ def create_model(
     with _SEEDED_BUILD, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
+
+
+def example_input(info: ModelInfo, batch: int = 2, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A fixed example batch of what ``info``'s model takes: token ids (int64, all 0) for a language
+    model, else ``thinning.example_input``'s seeded floats of ``input_shape``."""
+    if info.task == "language-model":
+        return torch.zeros((batch, *info.input_shape), dtype=torch.long, device=device)
+    from pruning_core.thinning import example_input as float_example
+
+    return float_example(info.input_shape, batch, device)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
 
-from pruning_core.dataset_options import DATASETS
+from pruning_core.dataset_options import DATASETS, TASKS
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +30,38 @@ Source = Literal["prunescope", "torchvision"]
 IMAGENET_CLASSES = 1000
 #: torchvision's usual eval crop (the side of a 3xSxS sample).
 IMAGENET_SIDE = 224
+#: The built-in language models' default context (tokens per sequence) and vocabulary size.
+LM_SEQ_LEN = 32
+LM_VOCAB = 256
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """One buildable architecture: its canonical name, where it comes from, one sample's (C, H, W)
-    shape and its class count; ``aliases`` are other spellings (Distiller's) that mean it."""
+    """One buildable architecture: its canonical name, where it comes from, one sample's shape and its
+    class count; ``aliases`` are other spellings (Distiller's) that mean it. ``task`` is one of
+    ``dataset_options.TASKS``: a ``classification`` model takes float samples of ``input_shape`` (C, H, W);
+    a ``language-model`` takes ``input_shape == (seq_len,)`` token ids (int64) and predicts
+    ``num_classes`` (its vocabulary) logits per token."""
 
     name: str
     source: Source
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     num_classes: int
     aliases: tuple[str, ...] = ()
+    task: str = "classification"
+
+    def __post_init__(self) -> None:
+        assert self.task in TASKS, f"{self.name}: task {self.task!r} is not one of {TASKS}"
+
+    @property
+    def takes_tokens(self) -> bool:
+        """Its input is token ids (int64), not float values."""
+        return self.task == "language-model"
 
     def as_json(self) -> dict[str, Any]:
         """The REST form (``GET /api/v1/architectures``): lists, not tuples."""
         return {"name": self.name, "source": self.source, "input_shape": list(self.input_shape),
-                "num_classes": self.num_classes, "aliases": list(self.aliases)}
+                "num_classes": self.num_classes, "aliases": list(self.aliases), "task": self.task}
 
 
 # prunescope's own networks; the aliases are Distiller's architecture names. Distiller's plain
@@ -59,6 +74,10 @@ _PRUNESCOPE: tuple[Architecture, ...] = (
     Architecture("resnet20-cifar", "prunescope", (3, 32, 32), 10, ("resnet20_cifar",)),
     Architecture("resnet56-cifar", "prunescope", (3, 32, 32), 10, ("resnet56_cifar",)),
     Architecture("vgg16-cifar", "prunescope", (3, 32, 32), 10, ("vgg16_cifar", "vgg16_bn_cifar")),
+    # Tiny language models: sequences of 32 token ids over a 256-word vocabulary by default (a ``text``
+    # dataset says its own vocabulary size, which the model is then built for).
+    Architecture("lstm-lm", "prunescope", (LM_SEQ_LEN,), LM_VOCAB, task="language-model"),
+    Architecture("transformer-lm", "prunescope", (LM_SEQ_LEN,), LM_VOCAB, task="language-model"),
 )
 
 # torchvision's classification models (``list_models(module=torchvision.models)``), by their own
@@ -112,6 +131,12 @@ MODEL_ALIASES: dict[str, str] = {alias: a.name for a in ARCHITECTURES.values() f
 #: The entry-point group operators' packages declare architectures in (``my-net = "mypkg.nets:build"``);
 #: :mod:`pruning_core.models` builds them. Not listed here: the API learns them from what workers publish.
 PLUGIN_GROUP = "prunescope.models"
+#: The entry-point group operators' packages declare datasets in (``my-data = "mypkg.data:build"``): each names
+#: ``factory(split, **options) -> torch Dataset``; :mod:`pruning_core.datasets` loads them.
+DATASET_PLUGIN_GROUP = "prunescope.datasets"
+#: The architecture of a model registered as a torch.export program (``.pt2``): its graph travels with its
+#: weights, so it needs no code and no name from the catalogue (it is also the upload scan's format name).
+EXPORTED_ARCHITECTURE = "torch-export"
 #: timm's models (when timm is installed where jobs run) are named ``timm/<timm's own name>``.
 TIMM_PREFIX = "timm/"
 _PLAIN_NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
@@ -155,25 +180,39 @@ def catalogue() -> dict[str, Any]:
 
 # -- operators' architectures: discovered here (metadata only, torch-free), built by models.py ----------
 
-def plugin_entry_points() -> dict[str, EntryPoint]:
-    """The usable ``prunescope.models`` entries by name, read from installed metadata (nothing imported).
+def _entry_points(group: str, builtin: Any, kind: str) -> dict[str, EntryPoint]:
+    """The usable entries of ``group`` by name, read from installed metadata (nothing imported).
 
     Read afresh on each call, so a package installed while a worker runs is seen at its next refresh.
-    An entry that is not a plain name, or that is named like a built-in architecture or alias, is skipped
-    with a warning: a plugin never changes what a built-in name means. The first of duplicates wins."""
+    An entry that is not a plain name, or that ``builtin(name)`` says is a built-in name, is skipped with a
+    warning: a plugin never changes what a built-in name means. The first of duplicates wins."""
     found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=PLUGIN_GROUP):
+    for ep in entry_points(group=group):
         if not re.fullmatch(PLUGIN_NAME_PATTERN, ep.name) or len(ep.name) > 100:
-            log.warning("skipping %s entry %r: a name is 1-100 letters, digits, '_', '.', '-'", PLUGIN_GROUP, ep.name)
-        elif canonical_model_name(ep.name) is not None:
-            log.warning("skipping %s entry %r (%s): a built-in architecture has that name", PLUGIN_GROUP, ep.name,
-                        ep.value)
+            log.warning("skipping %s entry %r: a name is 1-100 letters, digits, '_', '.', '-'", group, ep.name)
+        elif builtin(ep.name):
+            log.warning("skipping %s entry %r (%s): a built-in %s has that name", group, ep.name, ep.value, kind)
         elif ep.name in found:
-            log.warning("skipping %s entry %r (%s): %s declares it already", PLUGIN_GROUP, ep.name, ep.value,
+            log.warning("skipping %s entry %r (%s): %s declares it already", group, ep.name, ep.value,
                         found[ep.name].value)
         else:
             found[ep.name] = ep
     return found
+
+
+def plugin_entry_points() -> dict[str, EntryPoint]:
+    """The usable ``prunescope.models`` entries by name (see :func:`_entry_points`)."""
+    return _entry_points(PLUGIN_GROUP, lambda name: canonical_model_name(name) is not None, "architecture")
+
+
+def dataset_entry_points() -> dict[str, EntryPoint]:
+    """The usable ``prunescope.datasets`` entries by name (see :func:`_entry_points`)."""
+    return _entry_points(DATASET_PLUGIN_GROUP, lambda name: name in DATASETS, "dataset")
+
+
+def plugin_datasets() -> list[str]:
+    """The names of the installed plugin datasets, sorted."""
+    return sorted(dataset_entry_points())
 
 
 def plugin_models() -> list[str]:

@@ -1,7 +1,9 @@
 """Turn a sensitivity analysis into a pruning schedule.
 
 Per parameter, the chosen sparsity is the highest measured level whose damage stays within the
-tolerance: a top1 drop (percentage points) against that parameter's 0.0 row, or a loss rise. With a
+tolerance, against that parameter's 0.0 row: the drop of a metric where higher is better (top1, in
+percentage points), the rise of one where lower is better (loss, perplexity). Any metric the points
+have may be planned on (:func:`pruning_core.points.metric_names`); a custom one says its direction. With a
 target overall sparsity instead, the tolerance is the smallest one that reaches it, found by
 bisection over the measured drops (larger tolerance never lowers any layer's level, so the overall
 sparsity is monotone in it). The result is written as a Distiller schedule: AGP by default, or
@@ -16,9 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .points import higher_is_better as _higher_is_better
+from .points import metric_names, metric_value
 from .schedule import PolicySpec, PrunerSpec, Schedule
-
-METRICS = ("top1", "loss")
 
 
 @dataclass
@@ -31,31 +33,35 @@ class Plan:
     damage: dict[str, float] = field(default_factory=dict)  # parameter -> measured drop/rise at its level
     group: str = "element"
     overall_sparsity: float | None = None  # weighted by parameter sizes, when known
+    higher_is_better: bool = True  # damage is the metric's drop (True) or its rise (False)
 
 
-def _damage(point: Any, base: Any, metric: str) -> float:
-    if metric == "top1":
-        return float(base.top1) - float(point.top1)
-    return float(point.loss) - float(base.loss)
+def damage_unit(metric: str, higher_is_better: bool) -> str:
+    """What a plan's tolerance measures, as reports and schedule comments say it."""
+    return "top1 drop (points)" if metric == "top1" else f"{metric} {'drop' if higher_is_better else 'rise'}"
 
 
-def _curves(points: Iterable[Any], metric: str) -> dict[str, list[tuple[float, float]]]:
-    """parameter -> [(sparsity, damage)] sorted by sparsity; needs each parameter's 0.0 row."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    by_param: dict[str, list[Any]] = defaultdict(list)
+def _curves(points: Iterable[Any], metric: str, higher: bool) -> dict[str, list[tuple[float, float]]]:
+    """parameter -> [(sparsity, damage)] sorted by sparsity; needs each parameter's 0.0 row. A metric the
+    points do not have is a ValueError naming those they have."""
+    points = list(points)
+    by_param: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for p in points:
-        if getattr(p, "measured", True) and getattr(p, metric) is not None:
-            by_param[p.parameter].append(p)
+        value = metric_value(p, metric)
+        if getattr(p, "measured", True) and value is not None:
+            by_param[p.parameter].append((float(p.sparsity), value))
     if not by_param:
+        have = metric_names(points)
+        if have and metric not in have:
+            raise ValueError(f"the points have no {metric!r}; they have: {', '.join(have)}")
         raise ValueError("the sensitivity result has no measured points")
     curves = {}
     for name, rows in by_param.items():
-        base = next((r for r in rows if r.sparsity == 0.0), None)
+        base = next((v for s, v in rows if s == 0.0), None)
         if base is None:
             raise ValueError(f"parameter {name!r} has no 0.0 row to compare against; "
                              "run the sensitivity analysis with level 0 included")
-        curves[name] = sorted((r.sparsity, _damage(r, base, metric)) for r in rows)
+        curves[name] = sorted((s, base - v if higher else v - base) for s, v in rows)
     return curves
 
 
@@ -94,19 +100,21 @@ def overall_sparsity(levels: Mapping[str, float], sizes: Mapping[str, int]) -> f
 
 
 def choose_levels(points: Iterable[Any], max_drop: float, metric: str = "top1",
-                  sizes: Mapping[str, int] | None = None) -> Plan:
-    """Per parameter, the highest measured level whose drop (or loss rise) is <= ``max_drop``."""
+                  sizes: Mapping[str, int] | None = None, higher_is_better: bool | None = None) -> Plan:
+    """Per parameter, the highest measured level whose damage (the metric's drop, or rise where lower is
+    better) is <= ``max_drop``. ``higher_is_better`` is needed for a custom metric only."""
     points = list(points)
-    curves = _curves(points, metric)
+    higher = _higher_is_better(metric, higher_is_better)
+    curves = _curves(points, metric, higher)
     levels, damage = _choose(curves, max_drop)
-    plan = Plan(levels, metric, max_drop, damage, _group(points))
+    plan = Plan(levels, metric, max_drop, damage, _group(points), higher_is_better=higher)
     if sizes:
         plan.overall_sparsity = overall_sparsity(levels, sizes)
     return plan
 
 
 def plan_for_target(points: Iterable[Any], target_sparsity: float, sizes: Mapping[str, int],
-                    metric: str = "top1") -> Plan:
+                    metric: str = "top1", higher_is_better: bool | None = None) -> Plan:
     """The smallest tolerance whose choice reaches ``target_sparsity`` over ``sizes`` (bisection).
 
     ``sizes`` maps every parameter that counts towards the overall sparsity to its element count
@@ -114,7 +122,8 @@ def plan_for_target(points: Iterable[Any], target_sparsity: float, sizes: Mappin
     choice falls short, naming the best reachable sparsity.
     """
     points = list(points)
-    curves = _curves(points, metric)
+    higher = _higher_is_better(metric, higher_is_better)
+    curves = _curves(points, metric, higher)
     missing = [n for n in curves if n not in sizes]
     if missing:
         raise ValueError(f"no size known for {', '.join(missing)}")
@@ -131,7 +140,7 @@ def plan_for_target(points: Iterable[Any], target_sparsity: float, sizes: Mappin
         else:
             lo = mid + 1
     levels, damage = _choose(curves, candidates[lo])
-    return Plan(levels, metric, candidates[lo], damage, _group(points), overall_sparsity(levels, sizes))
+    return Plan(levels, metric, candidates[lo], damage, _group(points), overall_sparsity(levels, sizes), higher)
 
 
 def _pruner_name(level: float) -> str:
@@ -185,7 +194,7 @@ def plan_schedule(plan: Plan, *, epochs: int = 10, one_shot: bool = False,
 
 def format_plan(plan: Plan) -> str:
     """A short text table of the choices (used as the schedule file's header comment)."""
-    unit = "top1 drop (points)" if plan.metric == "top1" else "loss rise"
+    unit = damage_unit(plan.metric, plan.higher_is_better)
     lines = [f"plan: tolerance {plan.tolerance:g} ({unit}), group {plan.group}"]
     if plan.overall_sparsity is not None:
         lines.append(f"expected overall weight sparsity: {100 * plan.overall_sparsity:.2f}%")
@@ -197,9 +206,10 @@ def format_plan(plan: Plan) -> str:
 
 def plan_answer(points: Iterable[Any], *, max_drop: float | None = None, target_sparsity: float | None = None,
                 sizes: Mapping[str, int] | None = None, metric: str = "top1", epochs: int = 10,
-                one_shot: bool = False) -> dict[str, Any]:
+                one_shot: bool = False, higher_is_better: bool | None = None) -> dict[str, Any]:
     """A plan as the API answers it: the schedule's ``yaml``, ``levels`` per parameter, the ``tolerance``
-    used and ``overall_sparsity``; or ``error`` (why no plan fits). ``target_sparsity`` needs ``sizes``
+    used, ``overall_sparsity`` and what the tolerance measured (``metric``, ``higher_is_better``, ``unit``);
+    or ``error`` (why no plan fits). ``target_sparsity`` needs ``sizes``
     (every prunable parameter's element count). Torch-free: the API runs it in its own process."""
     from .schedule import dump_schedule
 
@@ -207,13 +217,14 @@ def plan_answer(points: Iterable[Any], *, max_drop: float | None = None, target_
         if target_sparsity is not None:
             if sizes is None:
                 raise ValueError("a target sparsity needs the model's parameter sizes")
-            plan = plan_for_target(points, target_sparsity, sizes, metric)
+            plan = plan_for_target(points, target_sparsity, sizes, metric, higher_is_better)
         else:
             if max_drop is None:
                 raise ValueError("give max_drop or target_sparsity")
-            plan = choose_levels(points, max_drop, metric)
+            plan = choose_levels(points, max_drop, metric, higher_is_better=higher_is_better)
         schedule = plan_schedule(plan, epochs=epochs, one_shot=one_shot)
     except ValueError as exc:
         return {"error": str(exc)}
     return {"yaml": dump_schedule(schedule), "levels": plan.levels, "tolerance": plan.tolerance,
-            "overall_sparsity": plan.overall_sparsity}
+            "overall_sparsity": plan.overall_sparsity, "metric": plan.metric,
+            "higher_is_better": plan.higher_is_better, "unit": damage_unit(plan.metric, plan.higher_is_better)}

@@ -8,6 +8,7 @@ test); Distiller's CSV keeps its own five columns, :data:`CSV_HEADER`, a subset 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 
 
@@ -40,6 +41,7 @@ class SensitivityPoint:
     group: str = "element"
     mode: str = "independent"
     latency_ms: float | None = None  # fastest forward (ms) of the physically thinned model, levels timed side by side
+    metrics: dict[str, float] | None = None  # the task's other metrics (perplexity) and a custom metric's values
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,3 +52,48 @@ POINT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SensitivityPoint))
 #: Distiller's sensitivity CSV columns (top1/top5 in percent).
 CSV_HEADER: tuple[str, ...] = ("parameter", "sparsity", "top1", "top5", "loss")
 assert set(CSV_HEADER) <= set(POINT_FIELDS), "the CSV columns are point fields"
+
+#: Metrics kept as their own fields; any other metric a point carries is a key of ``metrics``.
+COLUMN_METRICS: tuple[str, ...] = ("top1", "top5", "loss")
+#: Known metrics where smaller is better (a custom metric says its direction where it is used).
+LOWER_IS_BETTER: frozenset[str] = frozenset({"loss", "perplexity"})
+#: Known metrics where larger is better.
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"top1", "top5"})
+
+
+def metric_value(point: object, name: str) -> float | None:
+    """The value of metric ``name`` on a point (a dataclass, a row or a dict): a column, or a key of
+    its ``metrics``; None where the point does not have it."""
+    get = point.get if isinstance(point, dict) else (lambda k, d=None: getattr(point, k, d))
+    if name in COLUMN_METRICS:
+        value = get(name)
+    else:
+        value = (get("metrics") or {}).get(name)
+    return None if value is None else float(value)
+
+
+def higher_is_better(name: str, given: bool | None = None) -> bool:
+    """Whether a larger ``name`` is better: known for the built-in metrics, else ``given`` must say."""
+    if given is not None:
+        return given
+    if name in HIGHER_IS_BETTER or name in LOWER_IS_BETTER:
+        return name in HIGHER_IS_BETTER
+    known = ", ".join(sorted(HIGHER_IS_BETTER | LOWER_IS_BETTER))
+    raise ValueError(f"metric {name!r} is not a built-in one ({known}): "
+                     "say whether higher is better (higher_is_better)")
+
+
+#: What a metric may be called (a key of ``metrics``, a plan's or a comparison's ``metric``): a short name
+#: that is safe in a URL query, a CSV header and a DataFrame column.
+METRIC_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.@-]{0,63}$"
+
+
+def metric_names(points: Iterable[object]) -> list[str]:
+    """The metrics a set of points has: the columns (top1, top5, loss) some point has a value of, then the
+    keys of their ``metrics`` as first seen; what a selector lists and a plan may be asked for."""
+    points = list(points)
+    names = [c for c in COLUMN_METRICS if any(metric_value(p, c) is not None for p in points)]
+    for p in points:
+        extra = p.get("metrics") if isinstance(p, dict) else getattr(p, "metrics", None)
+        names.extend(k for k in (extra or {}) if k not in names)
+    return names

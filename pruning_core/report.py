@@ -1,7 +1,8 @@
 """Interactive HTML report of sensitivity curves (plotly), readable offline.
 
-One curve per parameter with its 95 % Wilson band; a menu switches the metric between top1, top5
-and loss. plotly.js is inlined so the file opens without network access.
+One curve per parameter with its 95 % Wilson band; a menu switches the metric between those the points
+have (top1, top5 and loss; a language model's loss and perplexity; a custom metric), opening on the first.
+plotly.js is inlined so the file opens without network access.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from pruning_core.points import metric_names, metric_value
 from pruning_core.sensitivity import SensitivityPoint
 
-METRICS = ("top1", "top5", "loss")
+#: Axis titles of the metrics that have a unit; any other is titled by its name.
+UNITS = {"top1": "top1 (%)", "top5": "top5 (%)"}
 
 
 def _curves(points: Iterable[SensitivityPoint]) -> dict[str, list[SensitivityPoint]]:
@@ -28,19 +31,20 @@ def build_figure(points: Iterable[SensitivityPoint], title: str = "Sensitivity a
     import plotly.graph_objects as go
 
     curves = _curves(points)
+    metrics = metric_names([p for ps in curves.values() for p in ps]) or ["top1"]
     fig = go.Figure()
     owner: list[tuple[str, bool]] = []  # (metric, is_band) per trace, to build visibility masks
-    for metric in METRICS:
+    for metric in metrics:
         for name, ps in curves.items():
             x = [p.sparsity * 100 for p in ps]
-            y = [getattr(p, metric) for p in ps]
-            visible = metric == "top1"
+            y = [metric_value(p, metric) for p in ps]
+            visible = metric == metrics[0]
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, legendgroup=name,
                                      visible=visible, meta=metric,
                                      hovertemplate=f"{name}<br>sparsity %{{x:.1f}}%<br>{metric} %{{y:.3f}}"
                                                    "<extra></extra>"))
             owner.append((metric, False))
-            if metric != "loss":
+            if metric in UNITS:  # top1/top5 have 95 % bounds
                 low = [getattr(p, f"{metric}_low") for p in ps]
                 high = [getattr(p, f"{metric}_high") for p in ps]
                 if all(v is not None for v in low + high):
@@ -51,9 +55,9 @@ def build_figure(points: Iterable[SensitivityPoint], title: str = "Sensitivity a
                     owner.append((metric, True))
     buttons = [dict(label=m, method="update",
                     args=[{"visible": [o == m for o, _ in owner]},
-                          {"yaxis": {"title": {"text": m if m == "loss" else f"{m} (%)"}}}])
-               for m in METRICS]
-    fig.update_layout(title=title, xaxis_title="sparsity (%)", yaxis_title="top1 (%)",
+                          {"yaxis": {"title": {"text": UNITS.get(m, m)}}}])
+               for m in metrics]
+    fig.update_layout(title=title, xaxis_title="sparsity (%)", yaxis_title=UNITS.get(metrics[0], metrics[0]),
                       updatemenus=[dict(buttons=buttons, direction="down", x=1.0, y=1.15)],
                       template="plotly_white")
     return fig

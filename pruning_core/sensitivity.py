@@ -17,6 +17,12 @@ Level batching (several levels in one forward of the suffix, stacked along the b
 on a CPU a larger batch is slower per sample (ResNet-20, one thread: 512 samples took 1.25 s in
 batches of 256 against 0.83 s in batches of 64), so stacking 9 levels of a 128 batch would lose.
 
+What a point measures is a task's metrics or the caller's own (``pruning_core.tasks``): ``task=`` picks
+``classification`` (the default) or ``language-model``; ``metric=fn`` adds ``fn(outputs, batch)`` under
+``metric_name`` (alone when no ``task`` is given). Batches are tuples ``(x, y, ...)`` or dicts (HF style);
+``inputs(batch)`` says which of a batch's values the model takes (both engines follow it), while a
+``forward(model, batch)`` hook runs the model any way it likes, on the plain engine only.
+
 Points are yielded as soon as they are measured so a service can store each one as it arrives.
 """
 
@@ -25,18 +31,18 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from pruning_core.groups import SENSITIVITY, SENSITIVITY_GROUPS
 from pruning_core.levels import parse_levels
-from pruning_core.points import SensitivityPoint
-from pruning_core.stats import wilson_interval
+from pruning_core.points import COLUMN_METRICS, SensitivityPoint
+from pruning_core.tasks import Evaluation, Measures, MetricFn, batch_inputs, batch_size, check_task, output_logits
 
 log = logging.getLogger(__name__)
 
@@ -65,28 +71,68 @@ class SensitivityResult:
     info: dict = field(default_factory=dict)
 
 
-class _Tally:
-    """Accumulates top1/top5 hits and summed loss on the device (one sync at the end)."""
+#: ``forward(model, batch) -> outputs``: how to run a model that takes a batch some other way.
+ForwardFn = Callable[[nn.Module, Any], Any]
+#: ``inputs(batch) -> tuple`` (positional) or a dict (keyword): the model's inputs in a batch.
+InputsFn = Callable[[Any], Any]
 
-    def __init__(self) -> None:
-        self.hits1: torch.Tensor | int = 0
-        self.hits5: torch.Tensor | int = 0
-        self.loss: torch.Tensor | float = 0.0
-        self.n = 0
 
-    def add(self, output: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> None:
-        logits = (output if isinstance(output, torch.Tensor) else output[0]).float()
-        k = min(5, logits.shape[1])
-        hit = logits.topk(k, dim=1).indices == target[:, None]
-        self.hits1 = self.hits1 + hit[:, 0].sum()
-        self.hits5 = self.hits5 + hit.any(dim=1).sum()
-        self.loss = self.loss + F.cross_entropy(logits, target, reduction="sum").double()
-        self.n += target.shape[0]
+def _to_device(obj: Any, device: torch.device, channels_last: bool) -> Any:
+    """A batch (tensors in tuples, lists, dicts) on the device; 4-D float tensors channels-last if asked."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.to(device, non_blocking=True)
+        if channels_last and t.dim() == 4 and t.is_floating_point():
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+    if isinstance(obj, Mapping):
+        return {k: _to_device(v, device, channels_last) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to_device(v, device, channels_last) for v in obj) if type(obj) in (tuple, list) \
+            else type(obj)(*(_to_device(v, device, channels_last) for v in obj))  # a namedtuple
+    return obj
 
-    def result(self) -> tuple[int, int, float, int]:
-        """(top1 hits, top5 hits, mean loss, samples)."""
-        n = max(self.n, 1)
-        return int(self.hits1), int(self.hits5), float(self.loss) / n, self.n
+
+def _nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) batch or tuple of values."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (tuple, list)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
+def _head(obj: Any, k: int, size: int) -> Any:
+    """The first ``k`` samples of a batch of ``size``: every tensor whose first dimension is the batch, cut."""
+    if isinstance(obj, torch.Tensor):
+        return obj[:k] if obj.dim() and obj.shape[0] == size else obj
+    if isinstance(obj, Mapping):
+        return {key: _head(v, k, size) for key, v in obj.items()}
+    if isinstance(obj, (tuple, list)) and type(obj) in (tuple, list):
+        return type(obj)(_head(v, k, size) for v in obj)
+    return obj
+
+
+def _joined(parts: list[Any]) -> Any:
+    """The outputs of a batch's chunks as the batch's output (tensors concatenated along the batch)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, torch.Tensor) and first.dim():
+        return torch.cat(parts)
+    if isinstance(first, Mapping):
+        joined = {k: _joined([p[k] for p in parts]) for k in first}
+        try:
+            return type(first)(**joined)
+        except TypeError:
+            return joined
+    if isinstance(first, (tuple, list)) and type(first) in (tuple, list):
+        return type(first)(_joined(list(items)) for items in zip(*parts, strict=True))
+    what = "0-d tensor" if isinstance(first, torch.Tensor) else type(first).__name__
+    raise TypeError(f"cannot join the model's {what} outputs of a batch's chunks; use cpu_chunk=None")
 
 
 class _Batches:
@@ -94,29 +140,70 @@ class _Batches:
 
     def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool, budget: int) -> None:
         self.loader, self.device, self.channels_last, self.budget = loader, device, channels_last, budget
-        self.cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.cache: list[Any] | None = None
         self.nbytes = 0
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Any]:
         if self.cache is not None:
             yield from self.cache
             return
         cache: list | None = []
         size = 0
-        for batch in self.loader:
-            x, y = batch[0], batch[1]
-            x = x.to(self.device, non_blocking=True)
-            if self.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(self.device, non_blocking=True)
-            size += x.nelement() * x.element_size() + y.nelement() * y.element_size()
+        for raw in self.loader:
+            batch = _to_device(raw, self.device, self.channels_last)
+            size += _nbytes(batch)
             if cache is not None and size <= self.budget:
-                cache.append((x, y))
+                cache.append(batch)
             else:
                 cache = None
-            yield x, y
+            yield batch
         if cache is not None:
             self.cache, self.nbytes = cache, size
+
+
+_NO_DEFAULT = object()
+
+
+def _placeholder_binder(graph_nodes: Sequence[Any]) -> Callable[[tuple, dict], tuple]:
+    """How a batch's (positional, keyword) inputs become the traced graph's placeholders, in order
+    (``GraphSplitter.segment(0, cut)`` takes all of them): keywords by name, defaults where not given."""
+    slots = [(str(n.target), n.args[0] if n.args else _NO_DEFAULT) for n in graph_nodes if n.op == "placeholder"]
+    if any(name.startswith("*") for name, _ in slots):
+        raise ValueError("the traced forward takes *args or **kwargs: the fast engine needs named inputs")
+
+    def bind(args: tuple, kwargs: dict) -> tuple:
+        if len(args) > len(slots):
+            raise ValueError(f"the batch gives {len(args)} positional inputs; the traced forward takes {len(slots)}")
+        given = {name for name, _ in slots[:len(args)]} & set(kwargs)
+        if given:
+            raise ValueError(f"input {sorted(given)[0]!r} is given both by position and by name")
+        values, rest = list(args), dict(kwargs)
+        for name, default in slots[len(args):]:
+            if name in rest:
+                values.append(rest.pop(name))
+            elif default is not _NO_DEFAULT:
+                values.append(default)
+            else:
+                raise ValueError(f"the batch gives no input {name!r} of the traced forward")
+        if rest:
+            raise ValueError(f"the traced forward takes no input {', '.join(map(repr, rest))}")
+        return tuple(values)
+
+    return bind
+
+
+def _chunked(live: tuple, chunk: int | None) -> list[tuple]:
+    """The model's inputs cut into ``chunk``-sample pieces (views) when every tensor among them is batched
+    alike; else the inputs whole."""
+    tensors = [t for t in live if isinstance(t, torch.Tensor)]
+    if chunk is None or not tensors or any(t.dim() == 0 or t.shape[0] != tensors[0].shape[0] for t in tensors):
+        return [live]
+    size = tensors[0].shape[0]
+    if size <= chunk:
+        return [live]
+    pieces = [v.split(chunk) if isinstance(v, torch.Tensor) else None for v in live]
+    count = len(next(p for p in pieces if p is not None))
+    return [tuple(v if p is None else p[i] for v, p in zip(live, pieces, strict=True)) for i in range(count)]
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -131,7 +218,14 @@ def _owners(model: nn.Module) -> dict[str, nn.Module]:
             for pn, _ in m.named_parameters(recurse=False)}
 
 
-def _output_modules(model: nn.Module, example: torch.Tensor) -> set[nn.Module]:
+Example = torch.Tensor | Callable[[], Any]  # an input tensor, or a call that runs the model on an example
+
+
+def _runner(model: nn.Module, example: Example) -> Callable[[], Any]:
+    return example if callable(example) else (lambda: model(example))
+
+
+def _output_modules(model: nn.Module, example: Example) -> set[nn.Module]:
     """Modules whose output is the model's output (their filters are the classes).
 
     The probe runs in eval mode: a train-mode forward would move BatchNorm's running statistics.
@@ -141,14 +235,24 @@ def _output_modules(model: nn.Module, example: torch.Tensor) -> set[nn.Module]:
              for m in model.modules() if not list(m.children())]
     was_training = model.training
     model.eval()
+    run = _runner(model, example)
     try:
         with torch.no_grad():
-            out = model(example)
+            out = run()
+            out = out if isinstance(out, torch.Tensor) else _first_output(out)
     finally:
         model.train(was_training)
         for h in hooks:
             h.remove()
     return {produced[id(out)]} if id(out) in produced else set()
+
+
+def _first_output(out: Any) -> Any:
+    """The tensor an output's logits are (``tasks`` reads the same one), or the output itself."""
+    try:
+        return output_logits(out)
+    except TypeError:
+        return out
 
 
 def _skip_reason(name: str, param: torch.Tensor, module: nn.Module, group: str, outputs: set) -> str | None:
@@ -168,11 +272,12 @@ def _skip_reason(name: str, param: torch.Tensor, module: nn.Module, group: str, 
 
 
 def select_parameters(model: nn.Module, params: Sequence[str] | None, group: str,
-                      example: torch.Tensor | None = None) -> tuple[list[str], list[SkippedParam]]:
+                      example: Example | None = None) -> tuple[list[str], list[SkippedParam]]:
     """The parameters to analyse (exact names or globs, in model order) and those skipped, with why.
 
     ``None`` means every conv and linear weight. A pattern that matches nothing is an error: a typo
-    must not turn into an analysis of nothing.
+    must not turn into an analysis of nothing. ``example`` (an input, or a call running the model on one)
+    finds the output layer, whose filters are not pruned.
     """
     from pruning_core.metrics import prunable_parameters
 
@@ -200,8 +305,9 @@ def select_parameters(model: nn.Module, params: Sequence[str] | None, group: str
     return chosen, skipped
 
 
-def _positions(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, int]:
-    """Output positions per sample of each conv/linear (H*W for a 2-D conv, 1 for a linear)."""
+def _positions(model: nn.Module, example: Example) -> dict[nn.Module, int]:
+    """Output positions per sample of each conv/linear (H*W for a 2-D conv, 1 for a linear, T for a linear
+    over a sequence); ``example`` holds one sample (a tensor is cut to its first)."""
     found: dict[nn.Module, int] = {}
 
     def hook(m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
@@ -209,9 +315,10 @@ def _positions(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, int]:
 
     layers = [m for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     hooks = [m.register_forward_hook(hook) for m in layers]
+    run = _runner(model, example if callable(example) else example[:1])
     try:
         with torch.no_grad():
-            model(example[:1])
+            run()
     finally:
         for h in hooks:
             h.remove()
@@ -253,6 +360,12 @@ class SensitivityAnalysis:
     ``skipped`` and ``engine`` are known after construction (more parameters may be skipped while
     iterating, e.g. when Torch-Pruning cannot group one); iterating yields ``SensitivityPoint`` s in
     parameter order, levels ascending. The model's weights are restored after every point.
+
+    ``task`` (``classification`` unless ``metric`` is given alone, ``language-model``) and ``metric``
+    (``fn(outputs, batch)``, stored as ``point.metrics[metric_name]``, or under its own keys when it returns a
+    dict) say what a point measures (:mod:`pruning_core.tasks`). ``inputs(batch)`` gives the model's inputs
+    (a tuple, or a dict of keywords; default: ``x`` of ``(x, y, ...)``, a dict batch's keys but ``labels``);
+    ``forward(model, batch)`` runs the model itself, which the fast engine cannot follow (plain, with a note).
     """
 
     def __init__(self, model: nn.Module, loader: DataLoader, *, levels: str | Sequence[float],
@@ -260,13 +373,26 @@ class SensitivityAnalysis:
                  device: str | torch.device | None = None, engine: str = "fast", coupled: bool = False,
                  samples: int | None = None, seed: int = 0, early_stop_top1: float | None = None,
                  amp: bool = False, memory_budget_mb: float = 1024, latency: bool = False,
-                 latency_batch: int = 8, latency_repeats: int = 20, cpu_chunk: int | None = 32) -> None:
+                 latency_batch: int = 8, latency_repeats: int = 20, cpu_chunk: int | None = 32,
+                 task: str | None = None, metric: MetricFn | None = None, metric_name: str = "metric",
+                 forward: ForwardFn | None = None, inputs: InputsFn | None = None) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
         if coupled and group == "element":
             raise ValueError("coupled mode applies to structured groups (filter, channel), not element")
         if latency and group == "element":
             raise ValueError("latency needs a structured group (filter, channel): element pruning thins nothing")
+        self.task = "classification" if task is None and metric is None else task
+        if self.task is not None:
+            check_task(self.task)
+        if metric is not None and metric_name in COLUMN_METRICS:
+            raise ValueError(f"metric_name {metric_name!r} is a built-in column ({', '.join(COLUMN_METRICS)}): "
+                             "name the metric otherwise")
+        if early_stop_top1 is not None and self.task != "classification":
+            what = f"the {self.task} task" if self.task else "a metric without a task"
+            raise ValueError(f"early_stop_top1 needs top1, which {what} does not measure")
+        self.metric, self.metric_name = metric, metric_name
+        self.forward, self.inputs = forward, inputs
         self.levels = sorted(parse_levels(levels))
         self.group, self.coupled, self.amp = group, coupled, amp
         self.mode = "coupled" if coupled else "independent"
@@ -278,35 +404,84 @@ class SensitivityAnalysis:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.budget = int(memory_budget_mb * 2**20)
-        # The fast path runs its suffixes on CPU in chunks of ``cpu_chunk`` samples: activations then
-        # stay in cache (~25% faster on ResNet-20), and each sample's logits are bit-for-bit the same.
+        # On CPU both engines run the model in chunks of ``cpu_chunk`` samples: activations then stay in
+        # cache (~25% faster on ResNet-20). Both chunk alike, as a sample's result may depend on the batch
+        # it is computed in (oneDNN's convolutions on one thread do): the engines' points stay identical.
         self.chunk = cpu_chunk if self.device.type == "cpu" else None
         self.loader, self.subset = _subset_loader(loader, samples, seed)
         self.batches = _Batches(self.loader, self.device, channels_last, self.budget // 2)
-        first = next(iter(self.batches))[0]
-        self.example = first[:1]
+        first = next(iter(self.batches))
+        one = _head(first, 1, batch_size(first))
+        args, kwargs = self._model_inputs(first)
+        # one input tensor (today's models): what Torch-Pruning (coupled groups, latency) is given
+        single = args[0] if forward is None and len(args) == 1 and not kwargs and \
+            isinstance(args[0], torch.Tensor) else None
+        if (coupled or latency) and single is None:
+            raise ValueError("coupled and latency trace the model with Torch-Pruning, which needs a model taking "
+                             "one tensor (no forward hook, inputs or dict batches)")
+        self.example = single[:1] if single is not None else None
         self.latency, self.latency_repeats = latency, latency_repeats
-        self.latency_input = first[:latency_batch]
-        self.params, self.skipped = select_parameters(model, params, group, self.example)
+        self.latency_input = single[:latency_batch] if single is not None else None
+        probe = lambda: self._run(one)  # noqa: E731 - the model on one sample, as the engines run it
+        self.params, self.skipped = select_parameters(model, params, group, probe)
         self.named = dict(model.named_parameters())
         self.owners = _owners(model)
-        self.positions = _positions(model, self.example) if group != "element" else {}
+        self.positions = _positions(model, probe) if group != "element" else {}
         self._groups = None
         if coupled:
             from pruning_core.coupled import CoupledGroups
 
             self._groups = CoupledGroups(model, self.example)
         self.engine, self.engine_note, self._splitter = engine, None, None
+        self._bind: Callable[[tuple, dict], tuple] | None = None
         if engine == "fast":
-            from pruning_core.fastpath import GraphSplitter, UntraceableModel
-
-            try:
-                self._splitter = GraphSplitter(model)
-            except UntraceableModel as exc:
-                self.engine, self.engine_note = "plain", f"fast path unavailable, using plain: {exc}"
+            reason = self._fast_engine(model, args, kwargs)
+            if reason is not None:
+                self.engine, self._splitter = "plain", None
+                self.engine_note = f"fast path unavailable, using plain: {reason}"
                 log.warning(self.engine_note)
         self.baseline: dict | None = None
-        self._chain: tuple[int, list] | None = None  # (cut, [(live values, targets)] per batch)
+        self._chain: tuple[int, list] | None = None  # (cut, [(live values per chunk, batch)] per batch)
+
+    def _fast_engine(self, model: nn.Module, args: tuple, kwargs: dict) -> str | None:
+        """Trace the model for the fast engine; why it cannot run, or None when it can."""
+        from pruning_core.fastpath import GraphSplitter, UntraceableModel
+
+        if self.forward is not None:
+            return ("a forward hook runs the model its own way, which the traced graph cannot follow; "
+                    "give inputs(batch) instead when the model takes the batch's tensors as they are")
+        try:
+            self._splitter = GraphSplitter(model)
+            self._bind = _placeholder_binder(self._splitter.nodes)
+            self._bind(args, kwargs)
+        except (UntraceableModel, ValueError) as exc:
+            return str(exc)
+        return None
+
+    # -- running the model -----------------------------------------------------------------------
+    def _model_inputs(self, batch: Any) -> tuple[tuple, dict]:
+        """The model's (positional, keyword) inputs in a batch: from ``inputs`` if given, else the default."""
+        if self.inputs is None:
+            return batch_inputs(batch)
+        got = self.inputs(batch)
+        if isinstance(got, Mapping):
+            return (), dict(got)
+        return (tuple(got), {}) if isinstance(got, (tuple, list)) else ((got,), {})
+
+    def _run(self, batch: Any) -> Any:
+        """The model's outputs on a batch, as the plain engine computes them: in the chunks the fast engine
+        uses (a forward hook gets the whole batch)."""
+        if self.forward is not None:
+            return self.forward(self.model, batch)
+        args, kwargs = self._model_inputs(batch)
+        pieces = _chunked((*args, *kwargs.values()), self.chunk)
+        if len(pieces) == 1:
+            return self.model(*args, **kwargs)
+        n, keys = len(args), list(kwargs)
+        return _joined([self.model(*p[:n], **dict(zip(keys, p[n:], strict=True))) for p in pieces])
+
+    def _evaluation(self) -> Evaluation:
+        return Evaluation(self.task, self.metric, self.metric_name)
 
     @property
     def total_points(self) -> int:
@@ -338,12 +513,12 @@ class SensitivityAnalysis:
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def _evaluate_model(self) -> _Tally:
-        tally = _Tally()
+    def _evaluate_model(self) -> Measures:
+        evaluation = self._evaluation()
         with torch.inference_mode(), self._autocast():
-            for x, y in self.batches:
-                tally.add(self.model(x), y)
-        return tally
+            for batch in self.batches:
+                evaluation.add(self._run(batch), batch)
+        return evaluation.result()
 
     def _pruned(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """New tensors holding the trained values with the pruned entries zeroed (made once per point)."""
@@ -362,7 +537,7 @@ class SensitivityAnalysis:
         return compare_latency(thinned, self.latency_input, repeats=self.latency_repeats)
 
     def _point(self, name: str, level: float, weights: dict[str, torch.Tensor],
-               tally: _Tally | None, latency_ms: float | None = None) -> SensitivityPoint:
+               measures: Measures | None, latency_ms: float | None = None) -> SensitivityPoint:
         """Build the point (nnz and footprint are read with the pruned weights swapped in)."""
         macs = params_left = None
         with _swapped(self.named, weights):
@@ -370,14 +545,11 @@ class SensitivityAnalysis:
             if self.group != "element":
                 macs, params_left = footprint(self.model, self.positions)
         point = SensitivityPoint(parameter=name, sparsity=level, top1=None, top5=None, loss=None, samples=0,
-                                 nnz=nnz, macs=macs, params_left=params_left, measured=tally is not None,
+                                 nnz=nnz, macs=macs, params_left=params_left, measured=measures is not None,
                                  approximate=self.amp, subset=self.subset, group=self.group, mode=self.mode,
                                  latency_ms=latency_ms)
-        if tally is not None:
-            hits1, hits5, loss, n = tally.result()
-            point.top1, point.top5, point.loss, point.samples = 100.0 * hits1 / n, 100.0 * hits5 / n, loss, n
-            point.top1_low, point.top1_high = wilson_interval(hits1, n)
-            point.top5_low, point.top5_high = wilson_interval(hits5, n)
+        if measures is not None:
+            measures.fill(point)
         return point
 
     # -- iteration -------------------------------------------------------------------------------
@@ -385,15 +557,14 @@ class SensitivityAnalysis:
         self.model.eval()
         try:
             base = self._evaluate_model()
-            hits1, hits5, loss, n = base.result()
-            self.baseline = {"top1": 100.0 * hits1 / n, "top5": 100.0 * hits5 / n, "loss": loss, "samples": n}
+            self.baseline = base.as_baseline()
             for name in self.params:
                 yield from self._layer(name, base)
         finally:
             self._chain = None
             self.model.train(self._was_training)
 
-    def _layer(self, name: str, base: _Tally) -> Iterator[SensitivityPoint]:
+    def _layer(self, name: str, base: Measures) -> Iterator[SensitivityPoint]:
         """All levels of one parameter, ascending, stopping early below the floor if asked."""
         try:
             masks = {level: self._masks(name, level) for level in self.levels}
@@ -429,54 +600,55 @@ class SensitivityAnalysis:
                 if self.early_stop_top1 is not None and point.top1 < self.early_stop_top1:
                     stopped = True
 
-    def _plain(self, weights: dict[str, torch.Tensor]) -> _Tally:
+    def _plain(self, weights: dict[str, torch.Tensor]) -> Measures:
         """Distiller's step: prune, evaluate the whole model, restore."""
         with _swapped(self.named, weights):
             return self._evaluate_model()
 
-    def _live_at(self, cut: int) -> Iterator[tuple[tuple, torch.Tensor]]:
-        """(values live at ``cut``, targets) per batch: advanced from the previous cut when cached,
-        else computed from the data; cached for the next cut when they fit half the memory budget."""
+    def _live_at(self, cut: int) -> Iterator[tuple[list[tuple], Any]]:
+        """(values live at ``cut`` per chunk, the batch) per batch: advanced from the previous cut when
+        cached, else computed from the data; cached for the next cut when they fit half the memory budget
+        (counting the batches too when they are not kept in memory already)."""
         if self._chain is not None and self._chain[0] == cut:
             yield from self._chain[1]
             return
         if self._chain is not None and self._chain[0] < cut:
             step, source = self._splitter.segment(self._chain[0], cut), self._chain[1]
         else:
-            step, source = self._splitter.segment(0, cut), ((tuple([x]), y) for x, y in self._chunks())
+            step, source = self._splitter.segment(0, cut), self._chunks()
         self._chain = None  # an advanced cache replaces the old one: never hold both
         cache: list | None = []
         size = 0
-        for live, y in source:
-            out = step(live)
+        for lives, batch in source:
+            out = [step(live) for live in lives]
             if cache is not None:
-                size += sum(t.nelement() * t.element_size() for t in out if isinstance(t, torch.Tensor))
+                size += _nbytes(out) + (_nbytes(batch) if self.batches.cache is None else 0)
                 if size <= self.budget // 2:
-                    cache.append((out, y))
+                    cache.append((out, batch))
                 else:
                     cache = None
-            yield out, y
+            yield out, batch
         if cache is not None:
             self._chain = (cut, cache)
 
-    def _chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The evaluation batches, cut into ``self.chunk``-sample pieces when set (views, no copies)."""
-        for x, y in self.batches:
-            if self.chunk is None or x.shape[0] <= self.chunk:
-                yield x, y
-            else:
-                yield from zip(x.split(self.chunk), y.split(self.chunk), strict=True)
+    def _chunks(self) -> Iterator[tuple[list[tuple], Any]]:
+        """(the traced graph's inputs per chunk, the batch): each batch's model inputs in
+        ``self.chunk``-sample pieces when set (views, no copies)."""
+        assert self._bind is not None
+        for batch in self.batches:
+            yield _chunked(self._bind(*self._model_inputs(batch)), self.chunk), batch
 
-    def _fast(self, cut: int, weights_by_level: dict[float, dict]) -> dict[float, _Tally]:
-        """One pass over the data: the live values at the cut once per batch, the suffix per level."""
+    def _fast(self, cut: int, weights_by_level: dict[float, dict]) -> dict[float, Measures]:
+        """One pass over the data: the live values at the cut once per batch, the suffix per level. A batch's
+        chunks are joined again before they are scored, so every metric sees the batch the plain engine sees."""
         suffix = self._splitter.segment(cut)
-        tallies = {lv: _Tally() for lv in weights_by_level}
+        evaluations = {lv: self._evaluation() for lv in weights_by_level}
         with torch.inference_mode(), self._autocast():
-            for live, y in self._live_at(cut):
+            for lives, batch in self._live_at(cut):
                 for level, weights in weights_by_level.items():
                     with _swapped(self.named, weights):
-                        tallies[level].add(suffix(live), y)
-        return tallies
+                        evaluations[level].add(_joined([suffix(live) for live in lives]), batch)
+        return {lv: e.result() for lv, e in evaluations.items()}
 
 
 @contextlib.contextmanager
@@ -511,8 +683,12 @@ def iter_sensitivity(model: nn.Module, loader: DataLoader, **kwargs) -> Iterator
 
 
 def analyze(model: nn.Module, loader: DataLoader, *, on_point: Callable[[SensitivityPoint], None] | None = None,
-            progress: bool = False, **kwargs) -> SensitivityResult:
-    """Run a whole analysis; ``on_point`` sees each point as it is measured, ``progress`` shows tqdm."""
+            progress: bool = False, metric: MetricFn | None = None, metric_name: str = "metric",
+            task: str | None = None, forward: ForwardFn | None = None, **kwargs) -> SensitivityResult:
+    """Run a whole analysis; ``on_point`` sees each point as it is measured, ``progress`` shows tqdm.
+
+    ``metric``, ``metric_name``, ``task``, ``forward`` and the other keywords are ``SensitivityAnalysis``'."""
+    kwargs.update(metric=metric, metric_name=metric_name, task=task, forward=forward)
     run = SensitivityAnalysis(model, loader, **kwargs)
     points = []
     bar = None
@@ -533,4 +709,5 @@ def analyze(model: nn.Module, loader: DataLoader, *, on_point: Callable[[Sensiti
             bar.close()
     return SensitivityResult(points, run.skipped, run.engine, run.engine_note, run.baseline,
                              {"device": str(run.device), "group": run.group, "mode": run.mode,
-                              "levels": run.levels, "subset": run.subset})
+                              "levels": run.levels, "subset": run.subset, "task": run.task,
+                              "metric": run.metric_name if run.metric is not None else None})

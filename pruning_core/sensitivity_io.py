@@ -1,7 +1,11 @@
 """Sensitivity results on disk: Distiller's CSV (the exchange format) and a lossless JSON.
 
 The CSV keeps exactly Distiller's columns ``parameter,sparsity,top1,top5,loss`` so existing
-Distiller tooling reads ours and we read theirs; every other field of a point lives in the JSON.
+Distiller tooling reads ours and we read theirs; every other field of a point lives in the JSON,
+``metrics`` included. A metric a task does not have (top1/top5 of a language model) is an empty cell,
+as an unmeasured level's are: a number there would be a fake accuracy, and Distiller's own readers
+(pandas, csv) take an empty cell as missing. A language model's CSV thus carries its token loss;
+its perplexity is exp(loss), and in the JSON.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pruning_core.sensitivity import SensitivityResult
 
 
 def write_csv(points: Iterable[SensitivityPoint], path: str | Path) -> Path:
-    """Write Distiller's CSV; unmeasured points (after an early stop) have empty metric cells."""
+    """Write Distiller's CSV; unmeasured points (after an early stop) and metrics the task lacks have empty cells."""
     path = Path(path)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -41,7 +45,7 @@ def read_csv(path: str | Path) -> list[SensitivityPoint]:
                 metrics = [None if row[c] in ("", None) else float(row[c]) for c in ("top1", "top5", "loss")]
                 points.append(SensitivityPoint(parameter=row["parameter"], sparsity=float(row["sparsity"]),
                                                top1=metrics[0], top5=metrics[1], loss=metrics[2], samples=0,
-                                               nnz=-1, measured=metrics[0] is not None))
+                                               nnz=-1, measured=any(m is not None for m in metrics)))
             except ValueError as exc:
                 raise ValueError(f"{path}:{line}: {exc}") from None
     return points

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.store import repo
 from api.store.models import ArchitectureFacts
-from pruning_core.names import MODEL_NAMES, PLUGIN_GROUP, architecture, plugin_models
+from pruning_core.names import DATASET_PLUGIN_GROUP, MODEL_NAMES, PLUGIN_GROUP, architecture, plugin_models
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,9 +149,10 @@ def missing_architectures(factory: sessionmaker[Session], names: Iterable[str] =
 
 def fingerprint() -> str:
     """What decides a process's capabilities, hashed, torch-free: host, interpreter, torch and timm versions,
-    the visible GPUs and the installed ``prunescope.models`` entries (with their distributions' versions)."""
-    plugins = sorted((ep.name, ep.value, ep.dist.version if ep.dist is not None else "")
-                     for ep in entry_points(group=PLUGIN_GROUP))
+    the visible GPUs and the installed ``prunescope.models`` and ``prunescope.datasets`` entries (with their
+    distributions' versions)."""
+    plugins = sorted((group, ep.name, ep.value, ep.dist.version if ep.dist is not None else "")
+                     for group in (PLUGIN_GROUP, DATASET_PLUGIN_GROUP) for ep in entry_points(group=group))
     facts = [socket.gethostname(), sys.executable, _version("torch"), _version("timm"),
              os.environ.get("CUDA_VISIBLE_DEVICES"), plugins]
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
@@ -167,7 +168,24 @@ def capabilities() -> dict[str, Any]:
     return {"fingerprint": fingerprint(),
             "devices": ["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))],
             "torch_version": _torch_version(), "timm_version": _version("timm"),
-            "architectures": [info.as_json() for info in plugin_architectures()], "timm_models": timm_models()}
+            "architectures": [info.as_json() for info in plugin_architectures()], "timm_models": timm_models(),
+            "datasets": plugin_dataset_facts()}
+
+
+def plugin_dataset_facts() -> list[dict[str, Any]]:
+    """The installed ``prunescope.datasets`` entries as published: name and task (the factory's ``task``
+    attribute, classification by default). The factories are imported, never called: loading is a job's."""
+    from pruning_core.names import dataset_entry_points
+
+    out = []
+    for name, ep in sorted(dataset_entry_points().items()):
+        try:
+            task = getattr(ep.load(), "task", "classification")
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is not published, the rest are
+            log.warning("dataset plugin %s cannot be imported: %s", name, exc)
+            continue
+        out.append({"name": name, "task": str(task)})
+    return out
 
 
 class CapabilityPublisher:
@@ -257,7 +275,7 @@ def _stored_capabilities(factory: sessionmaker[Session]) -> dict[str, Any] | Non
             return None
         return {"fingerprint": row.fingerprint, "devices": list(row.devices), "torch_version": row.torch_version,
                 "timm_version": row.timm_version, "architectures": list(row.architectures),
-                "timm_models": list(row.timm_models)}
+                "timm_models": list(row.timm_models), "datasets": list(row.datasets or ())}
 
 
 def _child_capabilities(db_url: str, *, facts_missing: bool) -> dict[str, Any] | None:

@@ -45,7 +45,7 @@ def make_plan(payload: dict[str, Any]) -> dict[str, Any]:
     sizes = _model_sizes(payload["model"]) if payload.get("target_sparsity") is not None else None
     return plan_answer(points, max_drop=payload.get("max_drop"), target_sparsity=payload.get("target_sparsity"),
                        sizes=sizes, metric=payload["metric"], epochs=payload["epochs"],
-                       one_shot=payload.get("one_shot", False))
+                       one_shot=payload.get("one_shot", False), higher_is_better=payload.get("higher_is_better"))
 
 
 def preview_schedule(payload: dict[str, Any]) -> dict[str, Any]:
@@ -82,18 +82,39 @@ def scan_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
         ScanLimits,
         UnsafeCheckpointError,
         detect_format,
+        is_program,
         scan_checkpoint,
     )
     from pruning_core.safetensors_scan import SafetensorsScan
 
+    limits = ScanLimits(**payload.get("limits", {}))
     try:
-        scanned = scan_checkpoint(payload["path"], ScanLimits(**payload.get("limits", {})))
+        if is_program(payload["path"]):
+            return _scan_program(payload["path"], limits)
+        scanned = scan_checkpoint(payload["path"], limits)
     except CheckpointError as exc:
         return {"error": str(exc), "unsafe": isinstance(exc, UnsafeCheckpointError)}
     return {"format": detect_format(payload["path"]) or FORMAT_ZIP,
             "shapes": [[n, None if d is None else list(d)] for n, d in scanned.shapes.items()],
             "thinned": scanned.thinned,
             "metadata": scanned.metadata if isinstance(scanned, SafetensorsScan) else {}}
+
+
+def _scan_program(path: str, limits: Any) -> dict[str, Any]:
+    """A torch.export program's upload check: the static scan (torch-free), then, where torch is installed,
+    a load (which runs no code from the file once the scan passed) to say whether fine-tuning can work on it:
+    ``fine_tuning`` is None if it can, else why not (sensitivity analysis works on any program)."""
+    from pruning_core.checkpoint_scan import FORMAT_PROGRAM, scan_program
+
+    scanned = scan_program(path, limits)
+    out: dict[str, Any] = {"format": FORMAT_PROGRAM, "thinned": False, "metadata": {},
+                           "shapes": [[n, None if d is None else list(d)] for n, d in scanned.shapes.items()]}
+    try:
+        from pruning_core.exported import load_program, trainable
+    except ImportError:  # an API-only install: the worker checks it when a prune job loads it
+        return out
+    out["fine_tuning"] = trainable(load_program(path, limits))
+    return out
 
 
 HELPERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

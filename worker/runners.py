@@ -29,6 +29,7 @@ from api.shared.settings import Settings
 from api.shared.specs import SPECS, PruneSpec, SensitivitySpec, TrainSpec
 from api.store import repo
 from api.store.models import DatasetEntry, Job, ModelEntry, SensitivityPointRow
+from pruning_core.names import EXPORTED_ARCHITECTURE
 from worker import facts
 
 log = logging.getLogger(__name__)
@@ -185,11 +186,20 @@ def spec_architecture(ctx: JobContext) -> tuple[str, str | None]:
 
 
 def load_spec_model(arch: str, path: str | None, bundle: Any) -> Any:
-    """The model with its weights, sized for the dataset's input where the architecture depends on it
-    (lenet-300-100 on 8x8 digits)."""
-    from pruning_core.checkpoint import load_model
+    """The spec's model as :func:`pruning_core.checkpoint.load_for_dataset` loads it for the dataset."""
+    from pruning_core.checkpoint import load_for_dataset
 
-    return load_model(path, arch, input_shape=bundle.input_shape)
+    return load_for_dataset(path, arch, bundle)
+
+
+def require_trainable(model: Any, kind: str) -> None:
+    """A train or prune job fine-tunes its model: a program that cannot be trained fails with why, and
+    what works on it."""
+    from pruning_core.exported import trainable
+
+    why = trainable(model)
+    if why is not None:
+        raise ValueError(f"a {kind} job fine-tunes its model, and this torch.export program cannot be: {why}")
 
 
 def load_spec_dataset(ctx: JobContext, arch: str, split: str) -> Any:
@@ -247,7 +257,7 @@ def run_sensitivity(ctx: JobContext) -> None:
     analysis = SensitivityAnalysis(
         model, loader, levels=levels, params=todo, group=spec.group, device=ctx.device, engine=spec.engine,
         coupled=spec.coupled, samples=spec.samples, seed=spec.seed, early_stop_top1=spec.early_stop, amp=spec.amp,
-        latency=spec.latency,
+        latency=spec.latency, task=bundle.task,
     )
     ctx.store(lambda s: repo.merge_result(s, ctx.job_id, {"engine": analysis.engine,
                                                           "engine_note": analysis.engine_note}), "engine")
@@ -298,14 +308,22 @@ def store_file(ctx: JobContext, kind: str, name: str, data: bytes) -> None:
     ctx.store(save, f"store {name}")
 
 
-def register_model(ctx: JobContext, model: Any, arch: str, metrics: dict[str, Any], *, masks: Any = None) -> None:
-    """Save the model as a checkpoint artifact and (re-)register it under the spec's name."""
+def register_model(ctx: JobContext, model: Any, arch: str, metrics: dict[str, Any], *, masks: Any = None,
+                   example: Any = None) -> None:
+    """Save the model as a checkpoint artifact and (re-)register it under the spec's name; a program stays
+    a program (exported again on ``example``, a batch of its input, with its new weights)."""
     from pruning_core.checkpoint import save_checkpoint
 
     name = ctx.spec.register_as or f"{arch}-job{ctx.job_id}"
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}.pt"
-        save_checkpoint(path, model, arch=arch, masks=masks, metadata={"job": ctx.job_id, **metrics})
+        if arch == EXPORTED_ARCHITECTURE:
+            from pruning_core.exported import export_model
+
+            path = Path(tmp) / f"{name}.pt2"
+            export_model(model, example, path)
+        else:
+            path = Path(tmp) / f"{name}.pt"
+            save_checkpoint(path, model, arch=arch, masks=masks, metadata={"job": ctx.job_id, **metrics})
 
         def save(s: Session) -> None:
             entry = s.scalar(select(ModelEntry).where(ModelEntry.name == name))
@@ -338,6 +356,7 @@ def run_train(ctx: JobContext) -> None:
     arch, path = spec_architecture(ctx)
     train_set = load_spec_dataset(ctx, arch, "train")
     model = load_spec_model(arch, path, train_set)
+    require_trainable(model, "train")
     train_loader = make_loader(train_set, batch_size=spec.batch_size, shuffle=True, seed=spec.seed)
     test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=spec.batch_size)
     train(model, train_loader, epochs=spec.epochs, lr=spec.lr, **optimizer_options(spec),
@@ -345,7 +364,7 @@ def run_train(ctx: JobContext) -> None:
           device=ctx.device, progress=False)
     final = asdict(evaluate(model, test_loader, ctx.device))
     ctx.store(lambda s: repo.merge_result(s, ctx.job_id, {"final": final}), "result")
-    register_model(ctx, model.cpu(), arch, final)
+    register_model(ctx, model.cpu(), arch, final, example=train_set.dataset[0][0].unsqueeze(0))
 
 
 def run_prune_job(ctx: JobContext) -> None:
@@ -357,6 +376,7 @@ def run_prune_job(ctx: JobContext) -> None:
     arch, path = spec_architecture(ctx)
     train_set = load_spec_dataset(ctx, arch, "train")  # its name is the kind, also for a registered dataset
     model = load_spec_model(arch, path, train_set)
+    require_trainable(model, "prune")
     train_loader = make_loader(train_set, batch_size=spec.batch_size, shuffle=True, seed=spec.seed)
     test_loader = make_loader(load_spec_dataset(ctx, arch, "test"), batch_size=spec.batch_size)
     schedule = parse_schedule(spec.schedule, source="spec.schedule")
@@ -372,7 +392,8 @@ def run_prune_job(ctx: JobContext) -> None:
     ctx.store(lambda s: repo.merge_result(s, ctx.job_id, json.loads(json.dumps(summary, default=str))), "result")
     final = metrics["final"]
     register_model(ctx, model.cpu(), arch, {"top1": final["top1"], "top5": final["top5"], "loss": final["loss"],
-                                            "sparsity": result.sparsity}, masks=result.masks)
+                                            "sparsity": result.sparsity}, masks=result.masks,
+                   example=train_set.dataset[0][0].unsqueeze(0))
 
 
 RUNNERS = {"sensitivity": run_sensitivity, "train": run_train, "prune": run_prune_job}

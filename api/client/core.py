@@ -334,14 +334,16 @@ class Client:
 
     def plot(self, job: JobRef | pd.DataFrame, metric: str = "top1", title: str | None = None) -> go.Figure:
         """The sensitivity curves of a job (or of a ``points()`` frame): one line per parameter against
-        sparsity, ``metric`` one of top1, top5, loss, with 95 % bands for top1/top5."""
+        sparsity, ``metric`` any the points have (top1, top5, loss, perplexity, a custom one), with 95 %
+        bands for top1/top5."""
         frame = job if not isinstance(job, int | Job) else self.points(job)
         if title is None and isinstance(job, int | Job):
             title = f"Sensitivity of job {_job_id(job)}: {metric}"
         return sensitivity_figure(frame, metric, title)
 
     def compare(self, jobs: Sequence[JobRef], metric: str = "top1") -> pd.DataFrame:
-        """Sensitivity jobs side by side: ``metric`` per (parameter, sparsity), a column ``job N`` each."""
+        """Sensitivity jobs side by side: ``metric`` (any the jobs' points have) per (parameter, sparsity), a
+        column ``job N`` each."""
         return compare_frame(self._json("GET", "/compare",
                                         params={"jobs": [_job_id(j) for j in jobs], "metric": metric}))
 
@@ -349,7 +351,8 @@ class Client:
                         experiment: int | Experiment | None = None, group: str | None = None,
                         dataset_options: DatasetOptions = None) -> Job:
         """Track an analysis that ran in this process (``pruning_core.sensitivity.analyze``'s result, a list of
-        SensitivityPoint, or a ``points()``-style DataFrame): ``POST /jobs/import`` makes it a succeeded
+        SensitivityPoint, or a ``points()``-style DataFrame), with whichever metrics its points have (top1/top5
+        where the task has them, ``metrics`` such as perplexity): ``POST /jobs/import`` makes it a succeeded
         sensitivity job, compared, planned and shown like any other. Name a model the server knows (an
         architecture or a registered model) to launch plans from it; ``group`` defaults to the result's."""
         from pruning_core.points import POINT_FIELDS
@@ -458,22 +461,28 @@ class Client:
         return self._one(ScheduleCheck, "POST", "/schedules/validate", json={"yaml": _schedule_text(schedule)})
 
     def plan(self, sensitivity_job: JobRef, max_drop: float | None = None, *, target_sparsity: float | None = None,
-             metric: str | None = None, epochs: int | None = None, one_shot: bool | None = None) -> str:
-        """Per layer the highest sparsity within ``max_drop`` (top1 points or loss rise), or the least damage
-        reaching ``target_sparsity`` overall: a schedule's YAML (AGP, or everything at epoch 0 with ``one_shot``).
-        Options left None take PlanRequest's defaults (top1, 10 epochs, AGP)."""
+             metric: str | None = None, higher_is_better: bool | None = None, epochs: int | None = None,
+             one_shot: bool | None = None) -> str:
+        """Per layer the highest sparsity within ``max_drop`` (the metric's drop where higher is better, e.g. top1
+        points; its rise where lower is, e.g. loss or perplexity), or the least damage reaching
+        ``target_sparsity`` overall: a schedule's YAML (AGP, or everything at epoch 0 with ``one_shot``).
+        ``metric`` is any the job's points have; a custom one needs ``higher_is_better``. Options left None take
+        PlanRequest's defaults (top1, 10 epochs, AGP)."""
         return self._json("POST", "/plans", json=_plan_body(sensitivity_job, max_drop, target_sparsity, metric=metric,
-                                                            epochs=epochs, one_shot=one_shot))["yaml"]
+                                                            higher_is_better=higher_is_better, epochs=epochs,
+                                                            one_shot=one_shot))["yaml"]
 
     def launch_plan(self, sensitivity_job: JobRef, max_drop: float | None = None, *,
-                    target_sparsity: float | None = None, metric: str | None = None, epochs: int | None = None,
+                    target_sparsity: float | None = None, metric: str | None = None,
+                    higher_is_better: bool | None = None, epochs: int | None = None,
                     one_shot: bool | None = None, lr: float | None = None, thin: bool | None = None,
                     register_as: str | None = None, experiment: int | Experiment | None = None,
                     wait: bool = True) -> Job:
         """Plan, then prune the sensitivity job's model on its dataset with that schedule (a prune job);
         ``thin`` also removes the pruned structures and measures size and latency before and after.
         Options left None take PlanLaunch's defaults."""
-        body = _plan_body(sensitivity_job, max_drop, target_sparsity, metric=metric, epochs=epochs,
+        body = _plan_body(sensitivity_job, max_drop, target_sparsity, metric=metric,
+                          higher_is_better=higher_is_better, epochs=epochs,
                           one_shot=one_shot, lr=lr, thin=thin, register_as=register_as,
                           experiment_id=_experiment_id(experiment))
         job = self._job(self._json("POST", "/plans/launch", json=body))
@@ -489,15 +498,23 @@ def _point_json(row: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]
     """A point as the import route takes it: its known fields, plain Python values, unknowns (None, NaN) left out."""
     out = {}
     for key in fields:
-        value = row.get(key)
-        value = value.item() if hasattr(value, "item") else value  # numpy scalars from a DataFrame
-        try:
-            known = value is not None and bool(value == value)  # NaN != NaN: a DataFrame's missing value
-        except TypeError:  # pandas.NA cannot be a bool: missing too
-            known = False
-        if known:
+        value = _plain(row.get(key))
+        if isinstance(value, Mapping):  # metrics: each value plain too, the missing ones left out
+            value = {str(k): _plain(v) for k, v in value.items() if _known(_plain(v))} or None
+        if _known(value):
             out[key] = value
     return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value  # numpy scalars from a DataFrame
+
+
+def _known(value: Any) -> bool:
+    try:
+        return value is not None and bool(value == value)  # NaN != NaN: a DataFrame's missing value
+    except TypeError:  # pandas.NA cannot be a bool: missing too
+        return False
 
 
 def _plan_body(job: JobRef, max_drop: float | None, target_sparsity: float | None, **fields: Any) -> dict[str, Any]:

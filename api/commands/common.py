@@ -129,8 +129,8 @@ def load_split(args: argparse.Namespace, split: str) -> Any:
 
 
 def load_cli_model(args: argparse.Namespace, bundle: Any) -> Any:
-    """The model by --model, with weights and masks from --checkpoint when given, sized for the
-    dataset's input where the architecture depends on it (lenet-300-100 on 8x8 digits)."""
-    from pruning_core.checkpoint import load_model
+    """The model by --model, with weights and masks from --checkpoint when given, as a job loads it for its
+    dataset (:func:`pruning_core.checkpoint.load_for_dataset`)."""
+    from pruning_core.checkpoint import load_for_dataset
 
-    return load_model(args.checkpoint, args.model, input_shape=bundle.input_shape)
+    return load_for_dataset(args.checkpoint, args.model, bundle)

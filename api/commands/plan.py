@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sensitivity", required=True, help="sensitivity CSV (parameter,sparsity,top1,top5,loss)")
     p.add_argument("--max-drop", type=float, default=None,
                    help="tolerance: top1 drop in points (--metric top1) or loss rise (--metric loss)")
-    spec_option(p, "--metric", SPEC, choices=True,
-                help="what the tolerance measures: %(choices)s (default %(default)s)")
+    spec_option(p, "--metric", SPEC,
+                help="what the tolerance measures: a metric of the CSV, top1, top5 or loss (default %(default)s)")
     p.add_argument("--target-sparsity", type=float, default=None,
                    help="instead of --max-drop: reach this overall weight sparsity (0..1) with the least damage")
     p.add_argument("--model", default=None, help="architecture, for layer sizes (needed by --target-sparsity)")

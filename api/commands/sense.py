@@ -12,6 +12,7 @@ from api.commands.common import (
     resolve_spec_defaults,
     spec_option,
 )
+from pruning_core.points import POINT_FIELDS, metric_names, metric_value
 
 SPEC = "SensitivitySpec"  # the options' defaults and choices are this job spec's
 
@@ -57,7 +58,8 @@ def format_table(points: list, metric: str = "top1", fmt: str = "{:>6.2f}") -> s
     """Parameters as rows, levels as columns; '-' for a level not measured."""
     levels = sorted({p.sparsity for p in points})
     names = list(dict.fromkeys(p.parameter for p in points))
-    cell = {(p.parameter, p.sparsity): getattr(p, metric) for p in points}
+    cell = {(p.parameter, p.sparsity): getattr(p, metric) if metric in POINT_FIELDS else metric_value(p, metric)
+            for p in points}
     width = max([len("parameter")] + [len(n) for n in names])
     cells = {k: "-" if v is None else fmt.format(v).strip() for k, v in cell.items()}
     col = max([6] + [len(c) for c in cells.values()])
@@ -82,14 +84,18 @@ def run(args: argparse.Namespace) -> int:
     loader = make_loader(data, batch_size=args.batch_size)
     result = analyze(model, loader, levels=levels, params=args.params, group=args.group, device=args.device,
                      engine=args.engine, coupled=args.coupled, samples=args.samples, seed=args.seed,
-                     early_stop_top1=args.early_stop, amp=args.amp, latency=args.latency, progress=True)
+                     early_stop_top1=args.early_stop, amp=args.amp, latency=args.latency, progress=True,
+                     task=data.task)
     base = result.baseline or {}
     mode = "coupled" if args.coupled else "independent"
+    metric = metric_names(result.points)[0] if metric_names(result.points) else "top1"
+    unpruned = metric_value(base, metric)
+    shown = "n/a" if unpruned is None else f"{unpruned:.2f}{'%' if metric in ('top1', 'top5') else ''}"
     print(f"{args.model} on {args.dataset}/{args.split}: {args.group} ({mode}), engine {result.engine}, "
-          f"{base.get('samples', 0)} samples, unpruned top1 {base.get('top1', float('nan')):.2f}%")
+          f"{base.get('samples', 0)} samples, unpruned {metric} {shown}")
     if result.engine_note:
         print(f"note: {result.engine_note}")
-    print(format_table(result.points))
+    print(format_table(result.points, metric))
     if args.group != "element":
         print(format_table(result.points, "macs", "{:,.0f}"))
     if args.latency:

@@ -1,6 +1,7 @@
 """Imports: a sensitivity analysis that ran elsewhere (a notebook, Distiller) becomes a finished job.
 
-``POST /jobs/import`` takes JSON points (any :class:`pruning_core.points.SensitivityPoint` fields),
+``POST /jobs/import`` takes JSON points (any :class:`pruning_core.points.SensitivityPoint` fields: top1/top5
+where the task has them, a language model's ``metrics: {"perplexity": ...}``, a custom metric's values),
 ``POST /jobs/import/csv`` Distiller's CSV (``parameter,sparsity,top1,top5,loss``) as a multipart upload.
 Both are bounded (:data:`MAX_IMPORT_POINTS`, the levels limit, each field's length and range), nothing is
 run, and a bad row is a 422 naming the row and the field, so the imported job is compared, planned and
@@ -17,7 +18,15 @@ import json
 from typing import Annotated, Any, Literal, get_type_hints
 
 from fastapi import APIRouter, Body, File, Form, HTTPException, UploadFile
-from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from api.deps import SessionDep
 from api.jobs import bad, import_job
@@ -28,7 +37,7 @@ from api.store.models import Job
 from pruning_core.groups import SENSITIVITY_GROUPS
 from pruning_core.levels import check_level_count
 from pruning_core.limits import MAX_MESSAGE_CHARS, clip, quote
-from pruning_core.points import CSV_HEADER, SensitivityPoint
+from pruning_core.points import CSV_HEADER, METRIC_NAME_PATTERN, POINT_FIELDS, SensitivityPoint
 
 router = APIRouter(prefix="/jobs", tags=["imports"])  # job-creating, but not /jobs/{id} operations
 
@@ -48,9 +57,25 @@ _BOUNDS: dict[str, dict[str, Any]] = {
     "samples": {"ge": 0, "le": 2**31 - 1}, "nnz": {"ge": -1, "le": 2**63 - 1},
     "macs": _COUNT, "params_left": _COUNT, "latency_ms": {"ge": 0, "allow_inf_nan": False},
 }
+#: Metrics beyond top1/top5/loss one point may carry (a task's perplexity, a few custom metrics).
+MAX_POINT_METRICS = 16
+
+
+def _metric_key(name: str) -> str:
+    """A ``metrics`` key names a metric of its own: a point field (``top1``, ``sparsity``) would be read twice."""
+    if name in POINT_FIELDS:
+        raise ValueError(f"{name!r} is a point field: give it as the field, not as a key of metrics")
+    return name
+
+
+MetricName = Annotated[str, StringConstraints(pattern=METRIC_NAME_PATTERN), AfterValidator(_metric_key)]
+#: ``metrics``: finite values by metric name, at most MAX_POINT_METRICS of them.
+Metrics = Annotated[dict[MetricName, Annotated[float, Field(allow_inf_nan=False)]],
+                    Field(max_length=MAX_POINT_METRICS)]
 # Where an import differs from the engine's dataclass: what a notebook or a CSV may not know is None,
 # and a point without a group takes the job's.
 _OVERRIDES: dict[str, tuple[Any, Any]] = {
+    "metrics": (Metrics | None, None),
     "top1": (float | None, None), "top5": (float | None, None), "loss": (float | None, None),
     "samples": (int | None, None), "nnz": (int | None, None),
     "group": (Literal[SENSITIVITY_GROUPS] | None, None),  # type: ignore[valid-type]
@@ -132,6 +157,16 @@ def check_rows(points: list[dict[str, Any]], group: str | None, where: list[str]
     return job_group
 
 
+def _line_count(fh: Any) -> int:
+    """The lines of an uploaded file (its newlines, plus an unterminated last line), rewound after."""
+    count, last = 0, b"\n"
+    fh.seek(0)
+    while chunk := fh.read(1 << 20):
+        count, last = count + chunk.count(b"\n"), chunk[-1:]
+    fh.seek(0)
+    return count + (last != b"\n")
+
+
 def read_points_csv(lines: Any) -> tuple[list[dict[str, Any]], list[str]]:
     """Distiller's CSV rows as point dicts (empty metric cells unknown and unmeasured) and each row's name
     for messages (``row 3 (line 4)``); the header must hold CSV_HEADER, other columns are errors."""
@@ -156,7 +191,8 @@ def read_points_csv(lines: Any) -> tuple[list[dict[str, Any]], list[str]]:
             if len(cells) != len(header):
                 raise bad(name, f"{len(cells)} cells where the header has {len(header)}")
             row: dict[str, Any] = {k: (v.strip() or None) for k, v in zip(header, cells, strict=True)}
-            row["measured"] = row["top1"] is not None or row["loss"] is not None
+            # measured where any metric is known (a language model's: its loss alone); spelled out, it is per row
+            row["measured"] = row["top1"] is not None or row["top5"] is not None or row["loss"] is not None
             rows.append(row)
             where.append(name)
     except csv.Error as exc:
@@ -216,6 +252,9 @@ def import_csv(
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error.get("loc", ()))
         raise HTTPException(422, f"{field}: {clip(str(error.get('msg')).removeprefix('Value error, '), 300)}") from None
+    if _line_count(csv_file.file) > MAX_IMPORT_POINTS + 1:  # counted at C speed before a row is parsed
+        raise bad("csv", f"more than {MAX_IMPORT_POINTS:,} lines after the header: the limit of points per import; "
+                         "split the file into several imports")
     lines = codecs.getreader("utf-8")(csv_file.file)
     rows, where = read_points_csv(lines)
     points = _validated(rows, where)

@@ -1,7 +1,8 @@
 """The model registry: list, get, upload a checkpoint (size-limited, statically checked, no torch).
 
-A checkpoint is a ``torch.save`` zip or a safetensors file, told apart by content (never by its name); the
-stored artifact is the uploaded file as it came, named with its format's suffix.
+A checkpoint is a ``torch.save`` zip or a safetensors file, or a ``torch.export`` program (``.pt2``, registered
+with architecture ``torch-export``: its graph is its architecture), told apart by content (never by its name);
+the stored artifact is the uploaded file as it came, named with its format's suffix.
 
 An upload is a plain (threaded) route: copying and scanning a file of up to the upload limit must
 never run on the event loop, and the scan itself runs in the bounded helper pool (api.compute). The
@@ -27,7 +28,8 @@ from api.schemas import ModelOut, Name, known_architecture
 from api.store import repo
 from api.store.models import ModelEntry
 from api.store.repo import ParameterFacts
-from pruning_core.checkpoint_scan import FORMAT_SAFETENSORS, ScanResult
+from pruning_core.checkpoint_scan import FORMAT_PROGRAM, FORMAT_SAFETENSORS, ScanResult
+from pruning_core.names import EXPORTED_ARCHITECTURE
 from pruning_core.preview import default_prunable
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -52,11 +54,13 @@ def get_model(name: str, session: SessionDep) -> ModelEntry:
 
 def _file_name(given: str | None, model: str, fmt: str | None = None) -> str:
     """The client's file name reduced to a safe basename: it becomes part of a path on our disk. A safetensors
-    file's name ends in ``.safetensors`` whatever the client called it, so the artifact says its format."""
+    file's name ends in ``.safetensors`` (a program's in ``.pt2``) whatever the client called it, so the artifact
+    says its format."""
     base = re.sub(r"[^A-Za-z0-9._-]", "_", (given or "").replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".")
     base = base[:100] or f"{model}.pt"
-    if fmt == FORMAT_SAFETENSORS and not base.endswith(".safetensors"):
-        base = f"{base.rsplit('.', 1)[0] if '.' in base else base}.safetensors"
+    suffix = {FORMAT_SAFETENSORS: ".safetensors", FORMAT_PROGRAM: ".pt2"}.get(fmt or "")
+    if suffix is not None and not base.endswith(suffix):
+        base = f"{base.rsplit('.', 1)[0] if '.' in base else base}{suffix}"
     return base
 
 
@@ -108,16 +112,17 @@ def upload_model(
     session: SessionDep,
     settings: SettingsDep,
     name: Annotated[Name, Form()],
-    architecture: Annotated[str, Form(min_length=1, max_length=100)],
     checkpoint: Annotated[UploadFile, File(description="a torch.save checkpoint (zip format) or a safetensors "
-                                                       "file of the architecture's state_dict")],
+                                                       "file of the architecture's state_dict, or a torch.export "
+                                                       "program (.pt2), which needs no architecture")],
+    architecture: Annotated[str | None, Form(min_length=1, max_length=100)] = None,
 ) -> ModelEntry:
-    arch = known_architecture(architecture)
-    if arch is None:
+    arch = None if architecture in (None, EXPORTED_ARCHITECTURE) else known_architecture(architecture)
+    if architecture not in (None, EXPORTED_ARCHITECTURE) and arch is None:
         raise HTTPException(422, f"architecture: unknown architecture {architecture!r}")
     if session.scalar(select(ModelEntry.id).where(ModelEntry.name == name)) is not None:
         raise HTTPException(409, f"name: a model named {name!r} is already registered")
-    facts = repo.architecture_facts(session, arch)
+    facts = repo.architecture_facts(session, arch) if arch is not None else None
     session.commit()  # hand the connection back while the scan waits for the pool
     limit = settings.max_upload_bytes
     uploads = settings.data_dir / "uploads"
@@ -137,7 +142,16 @@ def upload_model(
         try:
             scanned = check_checkpoint(Path(tmp.name), settings)
         except UnsafeCheckpoint as exc:
-            raise HTTPException(422, f"checkpoint: {exc}") from None
+            hint = "; without an architecture only a torch.export program (.pt2) is accepted" if arch is None else ""
+            raise HTTPException(422, f"checkpoint: {exc}{hint}") from None
+        if scanned.format == FORMAT_PROGRAM:
+            if arch is not None:
+                raise HTTPException(422, f"architecture: the file is a torch.export program, whose graph is its "
+                                         f"architecture; upload it without one (not {arch!r})")
+            arch = EXPORTED_ARCHITECTURE
+        elif arch is None:
+            raise HTTPException(422, "architecture: a checkpoint needs the architecture it was trained as "
+                                     "(GET /api/v1/architectures); only a torch.export program (.pt2) needs none")
         named = scanned.metadata.get("arch")
         if named is not None and known_architecture(named) != arch:
             raise HTTPException(422, f"checkpoint: its safetensors metadata names architecture {named[:80]!r}, not "
@@ -149,7 +163,7 @@ def upload_model(
                                        name=_file_name(checkpoint.filename, name, scanned.format), source=tmp)
     shapes, prunable = stored_shapes(scanned, facts)
     model = ModelEntry(name=name, architecture=arch, artifact_id=artifact.id, checkpoint_sha256=artifact.sha256,
-                       metrics={}, validation="valid", shapes=shapes, prunable=prunable)
+                       metrics=dict(scanned.program), validation="valid", shapes=shapes, prunable=prunable)
     session.add(model)
     session.commit()
     return model

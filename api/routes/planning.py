@@ -37,6 +37,7 @@ from api.store import repo
 from api.store.models import POINT_ORDER, Job, ModelEntry, SensitivityPointRow
 from api.store.repo import ParameterFacts
 from pruning_core.plan import plan_answer, sizes_from_shapes
+from pruning_core.points import COLUMN_METRICS, METRIC_NAME_PATTERN, metric_names, metric_value
 from pruning_core.preview import preview
 from pruning_core.schedule import ScheduleError, check_schedule, parse_schedule, resolve_names
 
@@ -128,20 +129,23 @@ def _model_ref(session: SessionDep, settings: Settings, spec: dict[str, Any]) ->
 
 
 def _plan(session: SessionDep, settings: Settings, body: PlanRequest) -> dict[str, Any]:
-    """The helper's plan: ``yaml``, ``levels``, ``tolerance`` and ``overall_sparsity``."""
+    """The helper's plan: ``yaml``, ``levels``, ``tolerance``, ``overall_sparsity`` and what was measured. A
+    metric the job's points do not have is a 422 that names those they have."""
     job = _finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
     rows = session.execute(
         select(SensitivityPointRow.parameter, SensitivityPointRow.sparsity, SensitivityPointRow.top1,
-               SensitivityPointRow.top5, SensitivityPointRow.loss, SensitivityPointRow.group,
-               SensitivityPointRow.measured)
+               SensitivityPointRow.top5, SensitivityPointRow.loss, SensitivityPointRow.metrics,
+               SensitivityPointRow.group, SensitivityPointRow.measured)
         .where(SensitivityPointRow.job_id == body.sensitivity_job).order_by(*POINT_ORDER)
     )
     payload = {"points": [dict(r._mapping) for r in rows], "max_drop": body.max_drop, "metric": body.metric,
-               "epochs": body.epochs, "one_shot": body.one_shot, "target_sparsity": body.target_sparsity}
+               "higher_is_better": body.higher_is_better, "epochs": body.epochs, "one_shot": body.one_shot,
+               "target_sparsity": body.target_sparsity}
+    _require_metric(payload["points"], body.metric, f"job {body.sensitivity_job}'s points")
     if body.target_sparsity is None:  # torch-free: answered here, in the API's own process
         points = [SimpleNamespace(**p) for p in payload["points"]]
         out = plan_answer(points, max_drop=body.max_drop, metric=body.metric, epochs=body.epochs,
-                          one_shot=body.one_shot)
+                          one_shot=body.one_shot, higher_is_better=body.higher_is_better)
     else:  # the overall sparsity weighs parameters by size: stored shapes, else by building the model
         payload["model"] = _model_ref(session, settings, job.spec)
         facts = _facts_or_pool(session, job.spec["model"], "target_sparsity")
@@ -149,14 +153,22 @@ def _plan(session: SessionDep, settings: Settings, body: PlanRequest) -> dict[st
         if facts is not None:
             points = [SimpleNamespace(**p) for p in payload["points"]]
             out = plan_answer(points, max_drop=body.max_drop, target_sparsity=body.target_sparsity,
-                              metric=body.metric, epochs=body.epochs,
-                              one_shot=body.one_shot, sizes=sizes_from_shapes(facts.shapes, facts.prunable))
+                              metric=body.metric, epochs=body.epochs, one_shot=body.one_shot,
+                              higher_is_better=body.higher_is_better,
+                              sizes=sizes_from_shapes(facts.shapes, facts.prunable))
         else:
             out = run_helper("make_plan", payload)
     if "error" in out:
         raise HTTPException(422, f"{'max_drop' if body.target_sparsity is None else 'target_sparsity'}: "
                                  f"{out['error']}")
     return out
+
+
+def _require_metric(points: list[dict[str, Any]], metric: str, whose: str) -> None:
+    """A 422 naming the metrics ``points`` have when ``metric`` is not one of them (none: nothing to say yet)."""
+    have = metric_names(points)
+    if have and metric not in have:
+        raise HTTPException(422, f"metric: {whose} have no {metric!r}; they have: {', '.join(have)}")
 
 
 @router.post("/plans")
@@ -182,22 +194,37 @@ def launch_plan(body: PlanLaunch, session: SessionDep, settings: SettingsDep, di
 def compare(
     session: SessionDep,
     jobs: Annotated[list[int], Query(min_length=2, max_length=20, description="two or more sensitivity jobs")],
-    metric: Annotated[str, Query(pattern="^(top1|top5|loss)$")] = "top1",
+    metric: Annotated[str, Query(pattern=METRIC_NAME_PATTERN, description="any metric the jobs' points have "
+                                 "(top1, top5, loss, perplexity, a custom one)")] = "top1",
 ) -> dict[str, Any]:
-    """Side by side: for every (parameter, sparsity) the metric of each job (null where absent)."""
+    """Side by side: for every (parameter, sparsity) the metric of each job (null where absent). A metric
+    none of the jobs has is a 422 naming those they have."""
     if len(set(jobs)) != len(jobs):
         raise HTTPException(422, "jobs (query): a job is listed twice")
     for job_id in jobs:
         _sensitivity_job(session, job_id, "jobs (query)", missing=404)
-    column = getattr(SensitivityPointRow, metric)
+    # a column metric is read alone; any other is a key of the metrics JSON, read (as JSON) with it
+    value = getattr(SensitivityPointRow, metric if metric in COLUMN_METRICS else "metrics")
     rows = session.execute(
-        select(SensitivityPointRow.job_id, SensitivityPointRow.parameter, SensitivityPointRow.sparsity, column)
+        select(SensitivityPointRow.job_id, SensitivityPointRow.parameter, SensitivityPointRow.sparsity, value)
         .where(SensitivityPointRow.job_id.in_(jobs))
         .order_by(*POINT_ORDER)
     ).all()
     table: dict[tuple[str, float], dict[str, Any]] = {}
-    for job_id, parameter, sparsity, value in rows:
+    found = False
+    for job_id, parameter, sparsity, stored in rows:
         entry = table.setdefault((parameter, sparsity), {"parameter": parameter, "sparsity": sparsity,
                                                          "values": {str(j): None for j in jobs}})
-        entry["values"][str(job_id)] = value
+        got = metric_value({metric: stored} if metric in COLUMN_METRICS else {"metrics": stored}, metric)
+        entry["values"][str(job_id)] = got
+        found = found or got is not None
+    if rows and not found:
+        _require_metric(_metric_rows(session, jobs), metric, "the jobs' points")
     return {"jobs": jobs, "metric": metric, "rows": list(table.values())}
+
+
+def _metric_rows(session: SessionDep, jobs: list[int]) -> list[dict[str, Any]]:
+    """The metric columns of the jobs' points: what :func:`metric_names` reads."""
+    p = SensitivityPointRow
+    return [dict(r._mapping) for r in session.execute(
+        select(p.top1, p.top5, p.loss, p.metrics).where(p.job_id.in_(jobs)))]

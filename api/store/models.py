@@ -110,8 +110,9 @@ class ArchitectureFacts(Base):
 
 class WorkerCapabilities(Base):
     """What one worker process can build, published by it at start and refreshed periodically: its devices,
-    torch/timm versions, plugin architectures (``[{name, source, input_shape, num_classes}]``) and timm names
-    (as jobs spell them, ``timm/<name>``). Live while ``refreshed_at`` is younger than the heartbeat bound."""
+    torch/timm versions, plugin architectures (``[{name, source, input_shape, num_classes}]``), timm names
+    (as jobs spell them, ``timm/<name>``) and plugin datasets (``[{name, task}]``). Live while ``refreshed_at``
+    is younger than the heartbeat bound."""
 
     __tablename__ = "worker_capabilities"
     worker: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -122,6 +123,7 @@ class WorkerCapabilities(Base):
     timm_version: Mapped[str | None] = mapped_column(String(64))
     architectures: Mapped[list[Any]] = mapped_column(JSON)
     timm_models: Mapped[list[Any]] = mapped_column(JSON)
+    datasets: Mapped[list[Any]] = mapped_column(JSON, server_default="[]")  # plugin datasets: [{name, task}]
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     # set when the worker stops: not live any more, but kept a day as its fingerprint's capabilities
@@ -210,6 +212,9 @@ class SensitivityPointRow(Base):
     group: Mapped[str] = mapped_column(String(16), default="element")
     mode: Mapped[str] = mapped_column(String(16), default="independent")
     latency_ms: Mapped[float | None] = mapped_column(Double)  # latency=True only: the thinned model's forward
+    # the task's metrics beyond top1/top5/loss ({"perplexity": 41.2}, a custom metric's {"mae": 0.8}); SQL NULL
+    # where there are none (classification), not JSON null, so both stores read it back as None
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     # the parameter's position in the model (named_parameters order), so shards merge back into the model's order
     param_index: Mapped[int | None] = mapped_column(Integer)
     shard: Mapped[int | None] = mapped_column(Integer)

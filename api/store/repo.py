@@ -421,13 +421,15 @@ def published_architectures(session: Session) -> dict[str, str | None]:
 
 def publish_capabilities(session: Session, worker: str, *, fingerprint: str, devices: Iterable[str],
                          torch_version: str | None, timm_version: str | None,
-                         architectures: Iterable[Mapping[str, Any]], timm_models: Iterable[str]) -> None:
-    """Record (or replace) what ``worker`` can build, refreshed now; its ``started_at`` is kept on a replace."""
+                         architectures: Iterable[Mapping[str, Any]], timm_models: Iterable[str],
+                         datasets: Iterable[Mapping[str, Any]] = ()) -> None:
+    """Record (or replace) what ``worker`` can build and load, refreshed now; its ``started_at`` is kept on a
+    replace."""
     now = utcnow()
     values = {"worker": worker, "fingerprint": fingerprint, "devices": list(devices),
               "torch_version": torch_version, "timm_version": timm_version,
               "architectures": [dict(a) for a in architectures], "timm_models": list(timm_models),
-              "started_at": now, "refreshed_at": now, "stopped_at": None}
+              "datasets": [dict(d) for d in datasets], "started_at": now, "refreshed_at": now, "stopped_at": None}
     stmt = _insert(session, WorkerCapabilities.__table__).values(**values)
     updates = {k: stmt.excluded[k] for k in values if k not in ("worker", "started_at")}
     session.execute(stmt.on_conflict_do_update(index_elements=["worker"], set_=updates))
@@ -472,6 +474,12 @@ def workers_publishing(session: Session, name: str, *, stale_s: float) -> list[s
     """The live workers that can build architecture ``name`` (a plugin's name or ``timm/<name>``)."""
     return [row.worker for row in live_capabilities(session, stale_s=stale_s)
             if name in row.timm_models or any(a.get("name") == name for a in row.architectures)]
+
+
+def workers_loading(session: Session, dataset: str, *, stale_s: float) -> list[str]:
+    """The live workers that can load dataset ``dataset`` (a ``prunescope.datasets`` plugin's name)."""
+    return [row.worker for row in live_capabilities(session, stale_s=stale_s)
+            if any(d.get("name") == dataset for d in row.datasets or ())]
 
 
 def published_models(session: Session, *, stale_s: float) -> dict[str, Any]:

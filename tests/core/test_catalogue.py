@@ -1,9 +1,10 @@
 """The catalogue (``pruning_core.names``) against torchvision and the library that builds its entries.
 
 Every architecture is built by ``create_model`` with its parameters and buffers on the meta device
-(shapes only, no memory, no init cost: all 86 in seconds) and run forward on its declared input
-shape, so a wrong shape or class count fails here. The torchvision part must equal what the installed
-torchvision lists, and each input side must be the crop of its weights.
+(shapes only, no memory, no init cost: all 88 in seconds) and run forward on its declared input
+shape (token ids for the language models), so a wrong shape or class count fails here. The
+torchvision part must equal what the installed torchvision lists, and each input side must be the
+crop of its weights.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ def meta_forward(name: str, side: int | None = None) -> torch.Size:
         model = create_model(name).eval()
     assert all(t.is_meta for t in (*model.parameters(), *model.buffers())), f"{name}: a tensor escaped meta"
     shape = model_info(name).input_shape if side is None else (3, side, side)
+    dtype = torch.long if ARCHITECTURES[name].takes_tokens else torch.float32
     with torch.no_grad():
-        return model(torch.empty(2, *shape, device="meta")).shape
+        return model(torch.zeros(2, *shape, dtype=dtype, device="meta")).shape
 
 
 def _default_crop(name: str) -> int:
@@ -77,7 +79,8 @@ def test_torchvision_part_equals_torchvision_list_models() -> None:
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_library_builds_every_entry_for_its_declared_shape(name: str) -> None:
     entry = ARCHITECTURES[name]
-    assert meta_forward(name) == (2, entry.num_classes)
+    per_token = entry.input_shape if entry.task == "language-model" else ()  # logits [B, T, vocab]
+    assert meta_forward(name) == (2, *per_token, entry.num_classes)
     assert name in list_models()
 
 
@@ -125,14 +128,15 @@ def test_library_lists_exactly_the_catalogue() -> None:
 def test_catalogue_json_keeps_the_dashboards_fields() -> None:
     data = catalogue()
     assert data["prunescope"] == ["digits-cnn", "lenet-300-100", "lenet5", "resnet20-cifar", "resnet56-cifar",
-                                  "vgg16-cifar"]
+                                  "vgg16-cifar", "lstm-lm", "transformer-lm"]
     assert data["torchvision"] == sorted(tvm.list_models(module=tvm))
     assert data["aliases"]["resnet20_cifar"] == "resnet20-cifar"
-    assert data["datasets"] == ["digits", "synthetic", "cifar10", "mnist", "imagefolder"]
+    assert data["datasets"] == ["digits", "synthetic", "cifar10", "mnist", "imagefolder", "text", "synthetic-tokens"]
     by_name = {a["name"]: a for a in data["architectures"]}
     assert list(by_name) == [*data["prunescope"], *data["torchvision"]]
     assert by_name["digits-cnn"] == {"name": "digits-cnn", "source": "prunescope", "input_shape": [1, 8, 8],
-                                     "num_classes": 10, "aliases": ["digits_cnn"]}
+                                     "num_classes": 10, "aliases": ["digits_cnn"], "task": "classification"}
+    assert (by_name["lstm-lm"]["input_shape"], by_name["lstm-lm"]["task"]) == ([32], "language-model")
     assert by_name["inception_v3"]["input_shape"] == [3, 299, 299]
 
 
@@ -140,7 +144,7 @@ def test_catalogue_imports_without_torch() -> None:
     """The API validates names with it, and the API process has no torch."""
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
             "from pruning_core.names import catalogue, canonical_model_name\n"
-            "assert len(catalogue()['architectures']) == 86 and canonical_model_name('vit_h_14') == 'vit_h_14'\n"
+            "assert len(catalogue()['architectures']) == 88 and canonical_model_name('vit_h_14') == 'vit_h_14'\n"
             "assert 'pruning_core.models' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -203,7 +203,8 @@ def test_limits_are_a_parameter_and_the_budget_counts_the_shape() -> None:
 
 
 def test_names_come_from_the_declarations() -> None:
-    assert DATASET_NAMES == tuple(DATASETS) == ("digits", "synthetic", "cifar10", "mnist", "imagefolder")
-    assert DATASETS_WITH_ROOT == ("cifar10", "mnist", "imagefolder")
+    assert DATASET_NAMES == tuple(DATASETS) == ("digits", "synthetic", "cifar10", "mnist", "imagefolder", "text",
+                                                "synthetic-tokens")
+    assert DATASETS_WITH_ROOT == ("cifar10", "mnist", "imagefolder", "text")
     assert check_dataset_options("synthetic", {"n": "64", "shape": "3x16x16", "seed": "7"}) == {
         "n": 64, "shape": (3, 16, 16), "seed": 7}  # the CLI's strings, converted once

@@ -12,7 +12,7 @@ import typing
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from sqlalchemy.sql.sqltypes import Boolean, Float, Integer, String
+from sqlalchemy.sql.sqltypes import JSON, Boolean, Float, Integer, String
 
 from api.client import POINT_COLUMNS
 from api.client.frames import points_frame
@@ -25,7 +25,7 @@ from pruning_core.sensitivity_io import points_from_json, read_csv, to_json, wri
 
 #: SQL columns that are bookkeeping of the store, not fields of a point
 STORE_COLUMNS = {"id", "job_id", "param_index", "shard", "worker", "created_at"}
-SQL_KINDS = {str: (String,), int: (Integer,), float: (Float,), bool: (Boolean,)}
+SQL_KINDS = {str: (String,), int: (Integer,), float: (Float,), bool: (Boolean,), dict: (JSON,)}
 
 
 def _point(**overrides: object) -> SensitivityPoint:
@@ -42,6 +42,7 @@ def test_the_sql_row_has_a_column_of_the_right_type_for_every_field_and_no_other
     for f in fields(SensitivityPoint):
         kinds = [k for k in typing.get_args(hints[f.name]) if k is not type(None)] or [hints[f.name]]
         (kind,) = kinds
+        kind = typing.get_origin(kind) or kind  # dict[str, float] is stored as a JSON object
         column = columns[f.name]
         allowed = SQL_KINDS[kind] + ((Float,) if kind is int else ())  # an int count may be stored as a double
         assert isinstance(column.type, allowed), (f.name, column.type)

@@ -15,12 +15,14 @@ from sqlalchemy import select
 from api.store.models import Job
 from pruning_core.datasets import list_datasets
 from pruning_core.models import canonical_name, list_models, model_info
-from pruning_core.names import catalogue
+from pruning_core.names import architecture, canonical_model_name, catalogue
 
 
 def _sense(client: TestClient, model: str) -> dict:
+    entry = architecture(canonical_model_name(model) or model)
+    dataset = "synthetic-tokens" if entry is not None and entry.task == "language-model" else "synthetic"
     r = client.post("/api/v1/jobs", json={"kind": "sensitivity",
-                                          "spec": {"model": model, "dataset": "synthetic", "levels": "0,0.5",
+                                          "spec": {"model": model, "dataset": dataset, "levels": "0,0.5",
                                                    "shards": 1}})
     return {"status": r.status_code, "body": r.json()}
 

@@ -39,9 +39,23 @@ SPEC = {"model": PLUG, "dataset": "synthetic", "dataset_options": {"n": 16}, "le
         "shards": 1}
 
 
+DATA_PLUG = "tiny-blobs"
+#: The plugin's dataset: seeded 1x8x8 samples of 3 classes, the TinyNet's input, with no options but ``n``.
+BLOBS = """
+
+def blobs(split, n=12):
+    import torch
+    from torch.utils.data import TensorDataset
+
+    gen = torch.Generator().manual_seed(0 if split == "train" else 1)
+    return TensorDataset(torch.randn(int(n), 1, 8, 8, generator=gen), torch.randint(0, 3, (int(n),), generator=gen))
+"""
+
+
 def write_tiny_plugin(root: Path) -> Path:
-    """The plugin declaring one architecture, PLUG (TinyNet)."""
-    return write_plugin(root, TINY_NET, f"[prunescope.models]\n{PLUG} = myplug:build\n")
+    """The plugin declaring one architecture, PLUG (TinyNet), and one dataset, DATA_PLUG."""
+    return write_plugin(root, TINY_NET + BLOBS, f"[prunescope.models]\n{PLUG} = myplug:build\n\n"
+                                                f"[prunescope.datasets]\n{DATA_PLUG} = myplug:blobs\n")
 
 
 @pytest.fixture
@@ -209,6 +223,30 @@ def test_plugin_architecture_is_listed_and_its_job_runs_on_the_worker(plugged: t
     points = {(p["parameter"], p["sparsity"]): (p["top1"], p["top5"], p["loss"]) for p in stack.points(job["id"])}
     assert sorted(points) == [("conv.weight", 0.0), ("conv.weight", 0.5), ("head.weight", 0.0), ("head.weight", 0.5)]
     assert points == _library_points(plugin)
+
+
+@pytest.mark.slow
+def test_plugin_dataset_is_listed_and_its_job_runs_on_the_worker(plugged: tuple[Stack, Path]) -> None:
+    stack, plugin = plugged
+    listed = {d["name"]: d for d in httpx.get(f"{stack.url}/datasets", timeout=10).json()}
+    assert listed[DATA_PLUG]["published_by"] and listed[DATA_PLUG]["task"] == "classification"
+    assert listed["text"]["task"] == "language-model" and listed["digits"]["published_by"] is None
+    job = stack.finished(stack.submit(dataset=DATA_PLUG, dataset_options={}), timeout=120)
+    assert job["status"] == "succeeded", job
+    points = {(p["parameter"], p["sparsity"]): (p["top1"], p["samples"]) for p in stack.points(job["id"])}
+    from pruning_core.datasets import load_dataset
+
+    sys.path.insert(0, str(plugin))
+    try:  # the same samples, loaded here through the same entry point
+        assert len(load_dataset(DATA_PLUG, split="test").dataset) == 12
+    finally:
+        sys.path.remove(str(plugin))
+        sys.modules.pop("myplug", None)
+    assert sorted(points) == [("conv.weight", 0.0), ("conv.weight", 0.5), ("head.weight", 0.0), ("head.weight", 0.5)]
+    assert all(samples == 12 for _, samples in points.values())
+    body = {"kind": "sensitivity", "spec": {**SPEC, "dataset": "ghost-data", "dataset_options": {}}}
+    outcome = send_hostile(stack.url, lambda c: c.post("/jobs", json=body))
+    outcome.assert_refused(422, names=("spec.dataset", "'ghost-data'", "prunescope.datasets"))
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ def test_migrate_is_idempotent(settings) -> None:
     migrate(engine)  # a second start must be a no-op
     with engine.connect() as conn:
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head == "0006"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head == "0008"
     engine.dispose()
 
 

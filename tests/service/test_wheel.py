@@ -71,13 +71,16 @@ def base_env(tmp_path_factory: pytest.TempPathFactory) -> BaseEnv:
             shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(ROOT / name, src / name)
-    _pip(Path(sys.executable), "wheel", "--no-deps", "--wheel-dir", str(tmp / "dist"), str(src))
+    # this environment's setuptools builds it (no isolated build environment to install first)
+    _pip(Path(sys.executable), "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(tmp / "dist"), str(src))
     wheels = list((tmp / "dist").glob("prunescope-*.whl"))
     assert len(wheels) == 1, wheels
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)  # no system site-packages
+    # no system site-packages, and no pip of its own: this environment's pip installs into it (--python)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    _pip(python, "install", "--disable-pip-version-check", str(wheels[0]))
+    _pip(Path(sys.executable), "--python", str(python), "install", "--no-compile", "--disable-pip-version-check",
+         str(wheels[0]))
     outside = tmp / "elsewhere"
     outside.mkdir()
     return BaseEnv(python, venv / "bin" / "prunescope", outside)
@@ -87,7 +90,7 @@ def test_base_install_has_no_torch(base_env: BaseEnv) -> None:
     probe = subprocess.run([str(base_env.python), "-c", "import torch"], cwd=base_env.outside, env=clean_env(),
                            capture_output=True, text=True, timeout=60)
     assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr, probe.stderr
-    rows = json.loads(_pip(base_env.python, "list", "--format=json"))
+    rows = json.loads(_pip(Path(sys.executable), "--python", str(base_env.python), "list", "--format=json"))
     installed = {row["name"].lower().replace("_", "-") for row in rows}
     assert not installed & set(TORCH_ONLY), sorted(installed & set(TORCH_ONLY))
     assert {"prunescope", "fastapi-offline", "plotly"} <= installed
