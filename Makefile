@@ -27,9 +27,13 @@ demo: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || echo "chromium missing: browser tests will be skipped (apt-get install chromium)"
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), each taking whole files, so a module's live server
+# is started once; TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --durations=30
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -26,3 +26,12 @@ class Net(nn.Module):
         b = F.gelu(self.dw(a))
         c = self.pw(torch.cat([a, b], 1)).mean((2, 3))
         return self.head(self.norm(c @ self.mix))
+
+
+def calibrated_net() -> Net:
+    """A seeded Net in eval mode whose BatchNorm statistics differ from their defaults (one pass of data)."""
+    torch.manual_seed(0)
+    model = Net()
+    with torch.no_grad():
+        model(torch.randn(16, 3, 8, 8))
+    return model.eval()

@@ -3,8 +3,13 @@ package and a ``.dist-info`` folder whose ``entry_points.txt`` declares the arch
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 #: The plugin's network, in no catalogue: a conv, a ReLU and a linear head for 1x8x8 samples.
 TINY_NET = '''
@@ -42,3 +47,13 @@ def write_plugin(root: Path, source: str, entry_points: str) -> Path:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(entry_points)
     return root
+
+
+@contextlib.contextmanager
+def plugin_on_path(monkeypatch: pytest.MonkeyPatch, root: Path, source: str, entry_points: str) -> Iterator[Path]:
+    """The plugin package on sys.path (as a pip install into site-packages would put it), forgotten after."""
+    monkeypatch.syspath_prepend(str(write_plugin(root, source, entry_points)))
+    try:
+        yield root
+    finally:
+        sys.modules.pop("myplug", None)

@@ -6,7 +6,7 @@ The plugin is a real package written by the test (``myplug`` and its ``.dist-inf
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from pruning_core import names
 from pruning_core.datasets import list_datasets, load_dataset, make_loader
 from pruning_core.models import create_model
 from pruning_core.sensitivity import analyze
-from tests.plugins import write_plugin
+from tests.plugins import plugin_on_path
 
 PLUGIN = '''
 import torch
@@ -62,10 +62,9 @@ bad/name = myplug:plain
 
 
 @pytest.fixture
-def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.syspath_prepend(str(write_plugin(tmp_path, PLUGIN, ENTRY_POINTS)))
-    yield tmp_path
-    sys.modules.pop("myplug", None)
+def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    with plugin_on_path(monkeypatch, tmp_path, PLUGIN, ENTRY_POINTS) as root:
+        yield root
 
 
 def test_plugin_datasets_are_listed_and_loaded_with_what_they_declare(plugin_path: Path) -> None:

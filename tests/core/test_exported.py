@@ -21,16 +21,12 @@ from pruning_core.checkpoint_scan import CheckpointError, ScanLimits, UnsafeChec
 from pruning_core.exported import export_model, fixed_mode_ops, is_program_module, load_program, trainable
 from pruning_core.fastpath import GraphSplitter
 from pruning_core.sensitivity import analyze
-from tests.networks import Net
+from tests.networks import Net, calibrated_net
 
 
 @pytest.fixture(scope="module")
 def net() -> Net:
-    torch.manual_seed(0)
-    model = Net()
-    with torch.no_grad():
-        model(torch.randn(16, 3, 8, 8))  # BatchNorm statistics that differ from their defaults
-    return model.eval()
+    return calibrated_net()
 
 
 @pytest.fixture(scope="module")

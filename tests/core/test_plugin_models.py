@@ -7,7 +7,7 @@ does for a pip-installed package. timm is a dev extra; its models are built with
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from pruning_core.models import (
     plugin_architectures,
     timm_models,
 )
-from tests.plugins import TINY_NET, write_plugin
+from tests.plugins import TINY_NET, plugin_on_path
 
 PLUGIN = TINY_NET + '''
 
@@ -55,11 +55,9 @@ bad/name = myplug:build
 
 
 @pytest.fixture
-def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The plugin package on sys.path (as a pip install into site-packages would put it), removed afterwards."""
-    monkeypatch.syspath_prepend(str(write_plugin(tmp_path, PLUGIN, ENTRY_POINTS)))
-    yield tmp_path
-    sys.modules.pop("myplug", None)
+def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    with plugin_on_path(monkeypatch, tmp_path, PLUGIN, ENTRY_POINTS) as root:
+        yield root
 
 
 def test_plugin_architecture_builds_with_its_declared_shape_and_classes(plugin_path: Path) -> None:

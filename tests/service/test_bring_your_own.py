@@ -28,7 +28,7 @@ from pruning_core.exported import export_model
 from pruning_core.names import EXPORTED_ARCHITECTURE
 from pruning_core.sensitivity import analyze
 from tests.live import Server, running_server
-from tests.networks import Net
+from tests.networks import Net, calibrated_net
 
 DATA = {"dataset": "synthetic", "dataset_options": {"n": 48, "shape": "3x8x8", "classes": 10, "seed": 3}}
 LEVELS = [0.0, 0.5, 0.8]
@@ -52,11 +52,7 @@ def program_bytes(model: nn.Module) -> bytes:
 
 @pytest.fixture(scope="module")
 def net() -> Net:
-    torch.manual_seed(0)
-    model = Net()
-    with torch.no_grad():
-        model(torch.randn(16, 3, 8, 8))  # BatchNorm statistics that differ from their defaults
-    return model.eval()
+    return calibrated_net()
 
 
 @pytest.fixture(scope="module")

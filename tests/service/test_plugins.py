@@ -250,6 +250,34 @@ def test_plugin_dataset_is_listed_and_its_job_runs_on_the_worker(plugged: tuple[
 
 
 @pytest.mark.slow
+def test_weights_for_a_plugin_architecture_are_uploaded_and_used(plugged: tuple[Stack, Path]) -> None:
+    import io
+
+    import torch
+
+    from pruning_core.models import create_model
+
+    stack, plugin = plugged
+    sys.path.insert(0, str(plugin))
+    try:
+        state = create_model(PLUG, seed=7).state_dict()
+    finally:
+        sys.path.remove(str(plugin))
+        sys.modules.pop("myplug", None)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    r = httpx.post(f"{stack.url}/models", data={"name": "tiny-weights", "architecture": PLUG},
+                   files={"checkpoint": ("tiny.pt", buf.getvalue())}, timeout=60)
+    assert r.status_code == 201, r.text
+    assert r.json()["architecture"] == PLUG
+    job = stack.finished(stack.submit(model="tiny-weights"), timeout=120)
+    assert job["status"] == "succeeded", job
+    r = httpx.post(f"{stack.url}/models", data={"name": "ghost-weights", "architecture": "ghost-plug"},
+                   files={"checkpoint": ("tiny.pt", buf.getvalue())}, timeout=60)
+    assert r.status_code == 422 and "'ghost-plug'" in r.json()["detail"], r.text
+
+
+@pytest.mark.slow
 def test_architecture_no_live_worker_publishes_is_refused_naming_it(plugged: tuple[Stack, Path]) -> None:
     stack, _ = plugged
     body = {"kind": "sensitivity", "spec": {**SPEC, "model": "ghost-plug"}}
