@@ -4,8 +4,7 @@
 - the store: ``pg_database`` (a PostgreSQL database per session), ``db_url`` (each test on SQLite and on a
   fresh PostgreSQL schema), ``settings`` and ``session_factory`` on it, ``redis_url``;
 - the app in process: ``sqlite_settings`` and ``client`` (a TestClient with a recording dispatcher);
-- a trained model: ``trained_digits_state`` (once per session) and ``trained_digits`` (a fresh copy);
-- the order test files run in (``pytest_collection_modifyitems``): those with the most ``slow`` tests first.
+- a trained model: ``trained_digits_state`` (once per session) and ``trained_digits`` (a fresh copy).
 
 A folder's conftest or a test module may define a fixture of the same name for its own needs (the client
 tests' ``client`` is a remote ``api.client.Client``); pytest then uses the nearer one.
@@ -15,7 +14,6 @@ Plain helpers live in tests/services.py (PostgreSQL, Redis) and tests/apps.py (t
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,17 +131,3 @@ def trained_digits(trained_digits_state: dict):  # noqa: ANN201 - a torch module
     model = create_model("digits-cnn")
     model.load_state_dict(trained_digits_state)
     return model.eval()
-
-
-# ----------------------------------------------------------------------------------------------
-# The order test files run in
-# ----------------------------------------------------------------------------------------------
-
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files with the most ``slow`` (end-to-end) tests first. ``make test`` runs on two pytest-xdist workers
-    that take whole files from one queue in collection order: starting the long files first (longest
-    first, the count of slow test functions as the estimate) lets the workers finish together, instead of one running
-    the last long file alone. A stable sort: each file's tests, and the other files, keep their order."""
-    slow = Counter(path for path, _ in {(item.path, getattr(item, "originalname", item.name)) for item in items
-                                        if item.get_closest_marker("slow") is not None})
-    items.sort(key=lambda item: -slow[item.path])
