@@ -99,15 +99,21 @@ def unbuildable_model(name: str, live_workers: int, stale_s: float) -> str:
             f"live while it refreshed what it builds within {stale_s:g} s (PRUNESCOPE_HEARTBEAT_STALE_S)")
 
 
+def require_published(session: Session, settings: Settings, name: str, field: str) -> None:
+    """A name outside the catalogue (a plugin's, ``timm/<name>``) is usable while a live worker publishes it as
+    one it builds; otherwise a 422 on ``field`` that says how to get one."""
+    stale_s = settings.heartbeat_stale_s
+    if not repo.workers_publishing(session, name, stale_s=stale_s):
+        live = len(repo.live_capabilities(session, stale_s=stale_s))
+        raise bad(field, unbuildable_model(name, live, stale_s))
+
+
 def validate_spec_names(session: Session, settings: Settings, spec: Any) -> None:
     """Model and dataset names must be built in, registered, or published by a live worker (plugins, timm);
     roots must stay under the allowed ones."""
     model = session.scalar(select(ModelEntry).where(ModelEntry.name == spec.model))
     if model is None and known_architecture(spec.model) is None:
-        stale_s = settings.heartbeat_stale_s
-        if not repo.workers_publishing(session, spec.model, stale_s=stale_s):
-            live = len(repo.live_capabilities(session, stale_s=stale_s))
-            raise bad("spec.model", unbuildable_model(spec.model, live, stale_s))
+        require_published(session, settings, spec.model, "spec.model")
     if model is not None and model.validation != "valid":
         raise bad("spec.model", f"model {spec.model!r} has an unusable checkpoint ({model.validation})")
     check_task(spec, model.architecture if model is not None else known_architecture(spec.model))

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from api.checkpoint_scan import UnsafeCheckpoint, check_checkpoint
 from api.deps import SessionDep, SettingsDep
-from api.jobs import unbuildable_model
+from api.jobs import require_published
 from api.schemas import ModelOut, Name, known_architecture
 from api.store import repo
 from api.store.models import ModelEntry
@@ -118,14 +118,12 @@ def upload_model(
                                                        "program (.pt2), which needs no architecture")],
     architecture: Annotated[str | None, Form(min_length=1, max_length=100)] = None,
 ) -> ModelEntry:
-    arch = None if architecture in (None, EXPORTED_ARCHITECTURE) else known_architecture(architecture)
-    if architecture not in (None, EXPORTED_ARCHITECTURE) and arch is None:
-        # a plugin's or timm's architecture: weights for it are welcome while a live worker builds it
-        stale_s = settings.heartbeat_stale_s
-        if not repo.workers_publishing(session, architecture, stale_s=stale_s):
-            live = len(repo.live_capabilities(session, stale_s=stale_s))
-            raise HTTPException(422, f"architecture: {unbuildable_model(architecture, live, stale_s)}")
-        arch = architecture
+    arch = None  # none given (or the programs' own): the content decides, after the scan
+    if architecture not in (None, EXPORTED_ARCHITECTURE):
+        arch = known_architecture(architecture)
+        if arch is None:  # a plugin's or timm's: weights for it are welcome while a live worker builds it
+            require_published(session, settings, architecture, "architecture")
+            arch = architecture
     if session.scalar(select(ModelEntry.id).where(ModelEntry.name == name)) is not None:
         raise HTTPException(409, f"name: a model named {name!r} is already registered")
     facts = repo.architecture_facts(session, arch) if arch is not None else None
