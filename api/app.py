@@ -29,9 +29,11 @@ from api.routes import (
     datasets,
     events,
     experiments,
+    exports,
     health,
     imports,
     jobs,
+    metrics,
     models,
     planning,
     points,
@@ -41,6 +43,7 @@ from api.shared.dispatch import CeleryDispatcher, Dispatcher, Reaper, redispatch
 from api.shared.settings import Settings, get_settings
 from api.store import make_engine, make_session_factory, migrate
 from api.store.datadir_lock import DataDirLock
+from api.store.models import JOB_KINDS
 from pruning_core.limits import MAX_ERRORS, MAX_MESSAGE_CHARS, QUOTE_CHARS, LimitError, clip
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,7 @@ def _field(loc: tuple[Any, ...]) -> str:
     """('body', 'sensitivity', 'spec', 'levels') -> 'spec.levels'; ('query', 'limit') -> 'limit (query)'."""
     parts = [str(p) for p in loc]
     source = parts.pop(0) if parts and parts[0] in ("body", "query", "path", "header", "form") else "body"
-    if source == "body" and parts and parts[0] in ("train", "sensitivity", "prune"):
+    if source == "body" and parts and parts[0] in JOB_KINDS:
         parts.pop(0)  # the discriminated union's tag
     name = ".".join(parts) or source
     return name if source == "body" else f"{name} ({source})"
@@ -198,9 +201,11 @@ def create_app(settings: Settings | None = None,
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(OverflowError, _unstorable)
     app.add_exception_handler(DataError, _unstorable)
-    for module in (health, events, imports, jobs, points, models, datasets, experiments, artifacts, planning):
+    for module in (health, events, imports, jobs, points, models, datasets, experiments, artifacts, planning,
+                   exports):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)  # /healthz at the root too, for probes
+    metrics.install(app)  # /metrics (Prometheus) and the request-latency middleware (issue 18)
     if FRONTEND_DIR is not None:
         app.mount("/", dashboard.DashboardFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     dashboard.install(app)

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "train", "sense", "prune", "plan", "serve", "worker", "submit", "status", "results"]
+COMMANDS = ["demo", "train", "sense", "prune", "plan", "serve", "worker", "submit", "status", "results", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,6 +55,7 @@ from pruning_core.names import (
     PLUGIN_GROUP,
     TIMM_PREFIX,
     architecture,
+    unsupported_reason,
 )
 from pruning_core.points import CSV_HEADER
 from pruning_core.schedule import check_schedule
@@ -71,7 +72,11 @@ def bad(field: str, message: str) -> HTTPException:
 
 
 def unknown_model(name: str) -> str:
-    """Why a model name is refused: said the same way wherever a spec names a model."""
+    """Why a model name is refused: said the same way wherever a spec names a model (and, for an architecture
+    of Distiller's that prunescope does not build, why not)."""
+    reason = unsupported_reason(name)
+    if reason is not None:
+        return f"model {name!r} is not supported: {reason}"
     return (f"unknown model {name!r}: neither a registered model nor an architecture "
             "(e.g. digits-cnn, resnet20-cifar, resnet18)")
 
@@ -112,6 +117,12 @@ def validate_spec_names(session: Session, settings: Settings, spec: Any) -> None
     """Model and dataset names must be built in, registered, or published by a live worker (plugins, timm);
     roots must stay under the allowed ones."""
     model = session.scalar(select(ModelEntry).where(ModelEntry.name == spec.model))
+    if spec.model_kind == "registered" and model is None:
+        raise bad("spec.model", f"no registered model is named {spec.model!r} (model_kind registered); "
+                                "GET /api/v1/models lists them")
+    if spec.model_kind == "architecture":
+        model = None  # the architecture's fresh weights, whatever the registry holds
+    spec.model_kind = "registered" if model is not None else "architecture"  # stored: the runner reads it
     if model is None and known_architecture(spec.model) is None:
         require_published(session, settings, spec.model, "spec.model")
     if model is not None and model.validation != "valid":
@@ -176,6 +187,11 @@ def submit_job(
         check = check_schedule(spec.schedule)  # torch-free, in this process
         if not check["valid"]:
             raise bad("spec.schedule", check["error"])
+    if body.kind == "plan":
+        source = session.get(Job, spec.sensitivity_job)
+        if source is None or source.kind != "sensitivity" or source.status != "succeeded":
+            raise bad("spec.sensitivity_job", f"job {spec.sensitivity_job} is not a succeeded sensitivity job: a "
+                                              "plan job plans a finished sweep's points")
     shards = 1
     if isinstance(body, SensitivityJobCreate):
         shards = spec.shards or settings.sensitivity_shards
@@ -201,8 +217,9 @@ def import_job(session: Session, body: Any, points: list[dict[str, Any]], group:
     if body.experiment_id is not None and session.get(Experiment, body.experiment_id) is None:
         raise bad("experiment_id", f"experiment {body.experiment_id} does not exist")
     levels = sorted({round(float(p["sparsity"]), 10) for p in points})
-    spec = {**body.model_dump(mode="json", include=set(DATA_FIELDS)), "imported": True, "group": group,
-            "levels": levels}
+    # model_kind is for what runs; an imported analysis ran elsewhere (its model is checked when it is planned)
+    spec = {**body.model_dump(mode="json", include=set(DATA_FIELDS) - {"model_kind"}), "imported": True,
+            "group": group, "levels": levels}
     job = repo.create_job(session, kind="sensitivity", spec=spec, shards=1, experiment_id=body.experiment_id)
     positions: dict[str, int] = {}
     repo.upsert_points(session, job.id, ((p, positions.setdefault(p["parameter"], len(positions))) for p in points),
@@ -241,16 +258,17 @@ def check_filters(status: str | None, kind: str | None) -> None:
 
 
 def job_page(session: Session, status: str | None, kind: str | None, experiment: int | None,
-             limit: int, offset: int) -> dict[str, Any]:
-    """One page of jobs, newest first, with the total the filters match."""
+             limit: int, offset: int, search: str | None = None, sort: str = repo.DEFAULT_JOB_SORT) -> dict[str, Any]:
+    """One page of jobs (newest first unless ``sort`` says otherwise) with the total the filters match;
+    each item carries its key ``numbers`` (:func:`api.store.repo.job_numbers`)."""
     check_filters(status, kind)
-    query = select(Job)
-    for column, value in ((Job.status, status), (Job.kind, kind), (Job.experiment_id, experiment)):
-        if value is not None:
-            query = query.where(column == value)
-    total = session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
-    items = [JobOut.model_validate(r).model_dump(mode="json") for r in rows]
+    try:
+        rows, total = repo.list_jobs(session, status=status, kind=kind, experiment=experiment, search=search,
+                                     sort=sort, limit=limit, offset=offset)
+    except ValueError as exc:
+        raise bad("sort (query)", str(exc)) from None
+    numbers = repo.job_numbers(session, rows)
+    items = [{**JobOut.model_validate(r).model_dump(mode="json"), "numbers": numbers[r.id]} for r in rows]
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
@@ -300,7 +318,7 @@ def delete_job(session: Session, settings: Settings, job_id: int) -> None:
         if job.status not in TERMINAL_STATUSES:  # a worker claimed it in between: it will read the flag
             raise _held_by_live_worker(job, repo.live_shards(session, job_id, stale_s=stale_s), stale_s)
     repo.delete_job(session, job, settings.data_dir)
-    POINTS_CACHE.drop(job_id)
+    POINTS_CACHE.drop(settings.db_url, job_id)
 
 
 # What the list stream says about a job: enough to redraw a table row (no spec, which can be large).
@@ -340,12 +358,17 @@ def snapshot(factory: Any, job_id: int, after_id: int, points: bool) -> tuple[di
         state = {"id": job.id, "status": job.status, "done": job.progress_done, "total": job.progress_total,
                  "error": job.error}
         wanted = points and job.kind == "sensitivity"
-        return state, point_rows(session, job_id, after_id=after_id) if wanted else []
+        return state, point_rows(session, job_id, after_id=after_id, position=True) if wanted else []
 
 
-def point_rows(session: Session, job_id: int, parameter: str | None = None, after_id: int = 0) -> list[dict]:
-    """Plain rows (Core, no ORM objects): a result can hold tens of thousands of points."""
+def point_rows(session: Session, job_id: int, parameter: str | None = None, after_id: int = 0, *,
+               position: bool = False) -> list[dict]:
+    """Plain rows (Core, no ORM objects): a result can hold tens of thousands of points. ``position``: each
+    row also says its parameter's place in the model (the event stream's points arrive in shard order, and
+    the dashboard keeps model order with it)."""
     cols = [SensitivityPointRow.id, *(getattr(SensitivityPointRow, f) for f in POINT_FIELDS)]
+    if position:
+        cols.append(SensitivityPointRow.param_index.label("position"))
     query = select(*cols).where(SensitivityPointRow.job_id == job_id, SensitivityPointRow.id > after_id)
     if parameter is not None:
         query = query.where(SensitivityPointRow.parameter == parameter)
@@ -423,12 +446,13 @@ class PointsCache:
                 self._items.popitem(last=False)
         return body
 
-    def drop(self, job_id: int) -> None:
+    def drop(self, store: str, job_id: int) -> None:
         with self._lock:
-            for key in [k for k in self._items if k[0] == job_id]:
+            for key in [k for k in self._items if k[:2] == (store, job_id)]:
                 del self._items[key]
 
 
+#: Keys start with the store's URL: two apps in one process (local clients, tests) never share a job's body.
 POINTS_CACHE = PointsCache()
 _FORMATS = {
     "json": ("application/json", lambda rows: json.dumps(rows).encode()),
@@ -449,10 +473,11 @@ def _points_from_store(request: Request, job_id: int, fmt: str, parameter: str |
                        headers: dict[str, str]) -> Response:
     """The slow path (in the thread pool): check the job, then serve fresh rows or (re)fill the cache."""
     media_type, serialize = _FORMATS[fmt]
+    store = request.app.state.settings.db_url
     with request.app.state.session_factory() as session:
         row = session.execute(select(Job.kind, Job.status, Job.progress_done).where(Job.id == job_id)).first()
         if row is None:
-            POINTS_CACHE.drop(job_id)
+            POINTS_CACHE.drop(store, job_id)
             raise not_found("job", job_id)
         require_sensitivity(job_id, row.kind)
 
@@ -461,7 +486,7 @@ def _points_from_store(request: Request, job_id: int, fmt: str, parameter: str |
 
         if row.status != "succeeded":  # still growing: never cached
             return Response(build(), media_type=media_type, headers={**headers, "Cache-Control": "no-store"})
-        cached = POINTS_CACHE.get((job_id, parameter, fmt), row.progress_done, build)
+        cached = POINTS_CACHE.get((store, job_id, parameter, fmt), row.progress_done, build)
     return _cached_response(request, cached, media_type, headers)
 
 
@@ -469,7 +494,7 @@ async def points_response(request: Request, job_id: int, fmt: str, parameter: st
                           headers: dict[str, str] | None = None) -> Response:
     """A job's points as ``fmt`` (json or csv): from the cache while it is fresh, else from the store."""
     headers = headers or {}
-    cached = POINTS_CACHE.fresh((job_id, parameter, fmt))
+    cached = POINTS_CACHE.fresh((request.app.state.settings.db_url, job_id, parameter, fmt))
     if cached is not None:
         return _cached_response(request, cached, _FORMATS[fmt][0], headers)
     return await run_in_threadpool(_points_from_store, request, job_id, fmt, parameter, headers)

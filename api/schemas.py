@@ -13,7 +13,10 @@ from api.shared.specs import (  # noqa: F401 - the specs are part of REST v1's s
     SPECS,
     Name,
     OptionValue,
+    PlanGoal,
+    PlanSpec,
     PruneSpec,
+    RegistryName,
     SensitivitySpec,
     TrainSpec,
     _Strict,
@@ -27,7 +30,7 @@ from pruning_core.limits import (
     quote,
 )
 from pruning_core.names import DATASET_NAMES, canonical_model_name
-from pruning_core.points import METRIC_NAME_PATTERN, higher_is_better
+from pruning_core.plan import OBJECTIVES
 from pruning_core.schedule import YAML_MAX_BYTES
 
 
@@ -58,7 +61,13 @@ class PruneJobCreate(_JobCreateBase):
     spec: PruneSpec
 
 
-JobCreate = Annotated[TrainJobCreate | SensitivityJobCreate | PruneJobCreate, Field(discriminator="kind")]
+class PlanJobCreate(_JobCreateBase):
+    kind: Literal["plan"]
+    spec: PlanSpec
+
+
+JobCreate = Annotated[TrainJobCreate | SensitivityJobCreate | PruneJobCreate | PlanJobCreate,
+                      Field(discriminator="kind")]
 #: The spec model of each job kind: what the API validates with, the client and CLI build and the runners read.
 
 
@@ -217,42 +226,68 @@ class ScheduleResult(BaseModel):
     key: str | None = None
     line: int | None = None
     schedule: dict[str, Any] | None = None
+    warnings: list[str] = Field(default_factory=list,
+                                description="what was accepted but is worth a look (a key given twice with the "
+                                            "same value, with both lines)")
 
 
-class PlanRequest(_Strict):
+class PlanRequest(PlanGoal):
+    """A plan of a finished sweep: the optimiser's (``objective`` with ``budget`` or ``target``, answered with
+    the baselines it beats, predicted only) or the equal-tolerance rule's (``max_drop`` or ``target_sparsity``).
+    A plan job (kind ``plan``) measures the optimiser's plan."""
+
     sensitivity_job: int = Field(ge=1)
     max_drop: float | None = Field(default=None, gt=0, le=1e9, allow_inf_nan=False,
-                                   description="tolerated damage in the metric's units: its drop where higher is "
-                                               "better (top1, in points), its rise where lower is (loss, perplexity)")
+                                   description="the rule's tolerated damage per layer in the metric's units: its "
+                                               "drop where higher is better (top1, in points), its rise where "
+                                               "lower is (loss, perplexity)")
     target_sparsity: float | None = Field(default=None, gt=0, lt=1, description="instead of max_drop: the "
-                                          "overall weight sparsity to reach with the least damage")
-    metric: str = Field(default="top1", pattern=METRIC_NAME_PATTERN,
-                        description="any metric the job's points have (top1, top5, loss, perplexity, a custom one)")
-    higher_is_better: bool | None = Field(default=None, description="the metric's direction: known for top1, top5, "
-                                          "loss and perplexity; needed for a custom metric")
-    epochs: int = Field(default=10, ge=1, le=10000, description="epochs of the schedule (AGP needs 3)")
-    one_shot: bool = Field(default=False, description="prune everything at epoch 0, then fine-tune")
+                                          "overall weight sparsity the rule reaches with the least damage")
 
     @model_validator(mode="after")
     def _one_goal(self) -> PlanRequest:
-        if (self.max_drop is None) == (self.target_sparsity is None):
-            raise ValueError("max_drop: give exactly one of max_drop and target_sparsity")
-        if not self.one_shot and self.epochs < 3:
-            raise ValueError("epochs: an AGP schedule needs at least 3 epochs (or one_shot)")
-        try:
-            higher_is_better(self.metric, self.higher_is_better)
-        except ValueError as exc:
-            raise ValueError(f"higher_is_better: {exc}") from None
+        self.check_request()
         return self
+
+    def check_request(self) -> None:
+        """ValueError unless exactly one goal is stated (the rule's or the optimiser's), consistently."""
+        rule = (self.max_drop is not None) + (self.target_sparsity is not None)
+        if self.objective is None and rule != 1:
+            raise ValueError("max_drop: give exactly one of max_drop and target_sparsity (or an objective with "
+                             "budget or target)")
+        if self.objective is not None and rule:
+            raise ValueError("objective: an objective takes budget or target, not max_drop or target_sparsity")
+        self.check_goal()
+
+
+class PlanMeasure(PlanGoal):
+    """A plan job for a finished sweep: the optimiser's plan measured as a whole (and corrected), beside the
+    baselines; its model and data are the sweep's. The fields are PlanSpec's (its defaults and bounds)."""
+
+    sensitivity_job: int = PlanSpec.model_fields["sensitivity_job"]
+    objective: Literal[OBJECTIVES] = PlanSpec.model_fields["objective"]  # type: ignore[valid-type]
+    correct: bool = PlanSpec.model_fields["correct"]
+    rounds: int = PlanSpec.model_fields["rounds"]
+    baselines: bool = PlanSpec.model_fields["baselines"]
+    experiment_id: int | None = Field(default=None, ge=1)
 
 
 class PlanLaunch(PlanRequest):
     """A plan and the prune job that runs it: the prune fields are PruneSpec's (its defaults and bounds)."""
 
+    plan_job: int | None = Field(default=None, ge=1, description="instead of a goal: prune with this succeeded plan "
+                                 "job's measured (and corrected) schedule")
     lr: float = PruneSpec.model_fields["lr"]
     thin: bool = PruneSpec.model_fields["thin"]
-    register_as: Name | None = PruneSpec.model_fields["register_as"]
+    register_as: RegistryName | None = PruneSpec.model_fields["register_as"]
     experiment_id: int | None = Field(default=None, ge=1)
+
+    def check_request(self) -> None:
+        if self.plan_job is None:
+            super().check_request()
+        elif any(v is not None for v in (self.objective, self.max_drop, self.target_sparsity, self.budget,
+                                         self.target)):
+            raise ValueError("plan_job: give a plan job or a goal (max_drop, target_sparsity, objective), not both")
 
 
 def known_architecture(name: str) -> str | None:

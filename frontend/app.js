@@ -1,5 +1,6 @@
 // The hash router: #/jobs, #/jobs/<id>, #/compare?jobs=1,2, #/plan/<id>, #/new, #/models, #/datasets.
 import { comparePage } from "./compare.js";
+import { experimentsPage } from "./experiments.js";
 import { jobPage } from "./job.js";
 import { jobsPage } from "./jobs.js";
 import { newJobPage } from "./newjob.js";
@@ -12,6 +13,8 @@ const ROUTES = [
   [/^\/jobs$/, (view) => jobsPage(view), "jobs"],
   [/^\/jobs\/(\d+)$/, (view, m) => jobPage(view, Number(m[1])), "jobs"],
   [/^\/compare$/, (view) => comparePage(view), "compare"],
+  [/^\/experiments$/, (view) => experimentsPage(view), "experiments"],
+  [/^\/experiments\/(\d+)$/, (view, m) => experimentsPage(view, Number(m[1])), "experiments"],
   [/^\/plan\/(\d+)$/, (view, m) => planPage(view, Number(m[1])), "jobs"],
   [/^\/new$/, (view) => newJobPage(view), "new"],
   [/^\/models$/, (view) => registryPage(view, "models"), "models"],
@@ -67,6 +70,22 @@ async function health() {
     el.title = err.message;
   }
 }
+
+// Dark mode: <html data-theme>, chosen with the top bar's toggle and kept in this browser.
+const THEME_KEY = "prunescope.theme";
+function applyTheme(theme) {
+  document.documentElement.dataset.theme = theme;
+  const btn = document.getElementById("theme-toggle");
+  if (btn) btn.setAttribute("aria-pressed", theme === "dark" ? "true" : "false");
+}
+let storedTheme = null;
+try { storedTheme = localStorage.getItem(THEME_KEY); } catch { /* private mode */ }
+applyTheme(storedTheme === "dark" ? "dark" : "light");
+document.getElementById("theme-toggle")?.addEventListener("click", () => {
+  const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+  applyTheme(next);
+  try { localStorage.setItem(THEME_KEY, next); } catch { /* private mode */ }
+});
 
 window.addEventListener("hashchange", route);
 route();

@@ -1,7 +1,7 @@
 // Compare: overlay the curves of several sensitivity jobs (#/compare?jobs=1,2) and tabulate the
 // metric side by side (GET /compare).
 import { curvesOf, curveTraces, curveLayout, metricButtons, metricsOf, pickMetric } from "./sensitivity.js";
-import { api, esc, fmtNum, h, hashQuery, loadPlotly, PALETTE } from "./util.js";
+import { api, esc, fmtNum, h, hashQuery, loadPlotly, PALETTE, PLOT_CONFIG } from "./util.js";
 
 const DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"];
 
@@ -10,7 +10,18 @@ export async function comparePage(view) {
   const state = { metric: hashQuery().get("metric") || "top1", filter: "", colorBy: "parameter" };
   const list = await api("jobs?kind=sensitivity&limit=200");
   const jobs = list.items;
-  const chosen = new Set(wanted);
+  // a link may name jobs that are gone or are not sensitivity jobs: say so, compare the others
+  const known = new Set(jobs.map((j) => j.id));
+  const missing = [];
+  for (const id of wanted.filter((i) => !known.has(i))) {
+    try {
+      const j = await api(`jobs/${id}`);
+      if (j.kind === "sensitivity") { jobs.push(j); known.add(id); } else missing.push(`#${id} is a ${j.kind} job`);
+    } catch (err) {
+      missing.push(err.status === 404 ? `#${id} does not exist` : `#${id}: ${err.message}`);
+    }
+  }
+  const chosen = new Set(wanted.filter((i) => known.has(i)));
 
   const picker = h("div.job-picker#compare-picker", jobs.map((j) => h("label.check", { title: `${j.spec.model} on ${j.spec.dataset}` },
     h("input", { type: "checkbox", value: String(j.id), checked: chosen.has(j.id), onchange: (e) => {
@@ -21,7 +32,7 @@ export async function comparePage(view) {
   // one button per metric the chosen jobs' points have (rebuilt as jobs are picked)
   const metricSwitch = h("div.segmented#compare-metric");
   const pickM = (m) => { state.metric = m; sync(); };
-  const filterIn = h("input#compare-filter", { type: "search", placeholder: "filter parameters (substring)", oninput: (e) => { state.filter = e.target.value; draw(); } });
+  const filterIn = h("input#compare-filter", { type: "search", placeholder: "filter parameters (substring)", oninput: (e) => { state.filter = e.target.value; draw(); drawTable([...chosen].sort((a, b) => a - b)); } });
   const colorSel = h("select#compare-color", { onchange: (e) => { state.colorBy = e.target.value; draw(); } },
     h("option", { value: "parameter" }, "color by parameter, dash by job"), h("option", { value: "job" }, "color by job"));
   const chart = h("div.chart.tall#compare-chart");
@@ -30,6 +41,7 @@ export async function comparePage(view) {
 
   view.append(
     h("div.page-head", h("h1", "Compare sensitivity jobs")),
+    missing.length ? h("div.card.warn#compare-missing", `Not compared: ${missing.join("; ")}.`) : null,
     h("div.card", h("h2", "Jobs"), picker),
     h("div.card", h("div.card-head", h("h2", "Curves"), h("div.tools", metricSwitch, filterIn, colorSel)), note, chart),
     h("div.card", h("h2", "Side by side"), h("div.table-scroll.tall", table)),
@@ -72,7 +84,7 @@ export async function comparePage(view) {
       for (const tr of t) tr.meta = `curve:${id}`;
       traces.push(...t);
     }
-    await Plotly.react(chart, traces, curveLayout(state.metric, { n: traces.length }), { responsive: true, displaylogo: false });
+    await Plotly.react(chart, traces, curveLayout(state.metric, { n: traces.length }), PLOT_CONFIG);
   }
 
   async function drawTable(ids) {
@@ -80,11 +92,12 @@ export async function comparePage(view) {
     try {
       const r = await api(`compare?${ids.map((i) => `jobs=${i}`).join("&")}&metric=${encodeURIComponent(state.metric)}`);
       const head = `<thead><tr><th>parameter</th><th>sparsity</th>${ids.map((i) => `<th>#${i} ${esc(state.metric)}</th>`).join("")}<th>spread</th></tr></thead>`;
-      const rows = r.rows.map((row) => {
+      const f = state.filter.trim();
+      const rows = r.rows.filter((row) => !f || row.parameter.includes(f)).map((row) => {
         const vals = ids.map((i) => row.values[String(i)]);
         const present = vals.filter((v) => v !== null && v !== undefined);
         const spread = present.length > 1 ? Math.max(...present) - Math.min(...present) : null;
-        return `<tr><td class="mono">${esc(row.parameter)}</td><td class="num">${fmtNum(row.sparsity, 3)}</td>${vals.map((v) => `<td class="num">${fmtNum(v, 3)}</td>`).join("")}<td class="num muted">${fmtNum(spread, 3)}</td></tr>`;
+        return `<tr><td class="mono">${esc(row.parameter)}</td><td class="num">${fmtNum(100 * row.sparsity, 1)}%</td>${vals.map((v) => `<td class="num">${fmtNum(v, 3)}</td>`).join("")}<td class="num muted">${fmtNum(spread, 3)}</td></tr>`;
       });
       table.innerHTML = `${head}<tbody>${rows.join("")}</tbody>`;
     } catch (err) {

@@ -5,20 +5,32 @@ import { api, ApiError, h, hashQuery, toast } from "./util.js";
 /** Load what the menus need; each part is optional so the form still works with a partial service. */
 async function loadChoices() {
   const safe = (p, dflt) => api(p).catch(() => dflt);
-  const [models, datasets, experiments, archs, sens] = await Promise.all([
+  const [models, datasets, experiments, archs, sens, openapi] = await Promise.all([
     safe("models", []), safe("datasets", []), safe("experiments", []), safe("architectures", null),
-    safe("jobs?kind=sensitivity&status=succeeded&limit=200", { items: [] }),
+    safe("jobs?kind=sensitivity&status=succeeded&limit=200", { items: [] }), safe("openapi.json", null),
   ]);
   // the catalogue is the server's (GET /architectures); no copy of it lives here
   const architectures = archs ? [...archs.prunescope, ...archs.torchvision] : [];
-  return { models, datasets, experiments, architectures, sensitivity: sens.items || [] };
+  const specs = (openapi && openapi.components && openapi.components.schemas) || {};
+  return { models, datasets, experiments, architectures, sensitivity: sens.items || [], specs };
+}
+
+/** A spec field as the API declares it (api/shared/specs.py through its OpenAPI schema): default, choices,
+ * bounds and description, so the form offers what the API and the CLI offer without a copy of either. */
+export function specField(specs, kind, name) {
+  const model = specs[{ sensitivity: "SensitivitySpec", prune: "PruneSpec", train: "TrainSpec" }[kind]];
+  const prop = model && model.properties && model.properties[name];
+  if (!prop) return null;
+  const plain = prop.anyOf ? prop.anyOf.find((p) => p.type !== "null") || {} : prop;
+  return { default: prop.default, choices: plain.enum || null, description: prop.description || "",
+    min: plain.minimum, max: plain.maximum, type: plain.type };
 }
 
 /** One labelled form row; `field` is the API's field name for error placement. */
 function row(label, field, control, hint) {
   control.dataset.field = field;
   control.name = control.name || field;
-  const id = `f-${field.replace(/[^\w]/g, "-")}`;
+  const id = control.id || `f-${field.replace(/[^\w]/g, "-")}`; // a preset id: one field in two sections
   control.id = id;
   return h("div.field", { "data-for": field },
     h("label", { for: id }, label), control,
@@ -79,7 +91,10 @@ export function showErrors(form, err) {
       best = controls.find((c) => c.dataset.field.includes(".") && new RegExp(`\\b${c.dataset.field.split(".").pop()}\\b`).test(message)) || null;
     }
     if (best) {
-      const slot = form.querySelector(`[data-error-for="${CSS.escape(best.dataset.field)}"]`);
+      // the slot of the control's own row: a field shown in two sections (seed) has two slots
+      const own = best.closest(".field");
+      const selector = `[data-error-for="${CSS.escape(best.dataset.field)}"]`;
+      const slot = (own && own.querySelector(selector)) || form.querySelector(selector);
       slot.textContent = slot.textContent ? `${slot.textContent}; ${message}` : message;
       best.classList.add("invalid");
     } else general.push(field ? `${field}: ${message}` : message);
@@ -99,9 +114,16 @@ export async function newJobPage(view) {
   const modelSel = h("select", {},
     validModels.length ? h("optgroup", { label: "Registered models" }, validModels.map((m) => h("option", { value: m.name }, `${m.name} (${m.architecture})`))) : null,
     h("optgroup", { label: "Architectures (fresh weights)" }, options(choices.architectures, "digits-cnn")));
-  if (q.get("model")) modelSel.value = q.get("model");
+  const asked = q.get("model");
+  if (asked && ![...modelSel.options].some((o) => o.value === asked)) { // kept, so the API says what is wrong
+    modelSel.prepend(h("optgroup", { label: "Requested (not known here)" }, h("option", { value: asked }, `${asked} (unknown)`)));
+  }
+  if (asked) modelSel.value = asked;
   const datasetSel = h("select", {}, options(choices.datasets.length ? choices.datasets.map((d) => [d.name, d.builtin ? d.name : `${d.name} (${d.kind})`]) : ["digits", "synthetic"], "digits"));
+  const jobName = input({ placeholder: "e.g. resnet56 baseline sweep" });
+  const jobTags = input({ placeholder: "e.g. cifar10, nightly" });
   const expSel = h("select", {}, h("option", { value: "" }, "— none —"), choices.experiments.map((e) => h("option", { value: String(e.id) }, e.name)));
+  if (choices.experiments.some((e) => String(e.id) === q.get("experiment"))) expSel.value = q.get("experiment");
 
   // inline model upload
   const upName = input({ placeholder: "my-model" });
@@ -137,18 +159,35 @@ export async function newJobPage(view) {
       row("Dataset options", "spec.dataset_options", input({ placeholder: "n=512, root=…" }), "key=value, comma separated (n, root, seed, …)"),
       row("Batch size", "spec.batch_size", input({ value: "256", inputmode: "numeric" })),
       row("Device", "spec.device", h("select", {}, options(["auto", "cpu", "cuda"], "auto"))),
-      row("Experiment", "experiment_id", expSel)),
+      row("Experiment", "experiment_id", expSel),
+      row("Name", "name", jobName, "optional: shown and searched in the jobs table"),
+      row("Tags", "tags", jobTags, "optional, comma separated")),
     h("details", h("summary", "Upload a checkpoint to the registry…"), uploadForm));
 
+  // Fields read from the spec's schema: their default, choices and description are the API's.
+  const sf = (name, k = "sensitivity") => specField(choices.specs, k, name) || { default: undefined, choices: null, description: "" };
+  const hint = (name, extra = "", k = "sensitivity") => [sf(name, k).description, extra].filter(Boolean).join(" · ");
+  const check = (name, k = "sensitivity") => h("input", { type: "checkbox", checked: sf(name, k).default === true });
+  const choice = (name, fallback, k = "sensitivity") => {
+    const f = sf(name, k);
+    const values = f.choices || fallback;
+    return h("select", {}, options(values, f.default !== undefined ? f.default : values[0]));
+  };
+  const seedHint = (k) => hint("seed", sf("seed", k).default !== undefined ? `default ${sf("seed", k).default}` : "", k);
   const sens = h("fieldset.section", { "data-kind": "sensitivity" },
     h("legend", "Sensitivity analysis"),
     h("div.grid2",
-      row("Group", "spec.group", h("select", {}, options(["element", "filter", "channel"], "element"))),
+      row("Group", "spec.group", choice("group", ["element", "filter", "channel"])),
       row("Levels", "spec.levels", input({ value: q.get("levels") || "0:0.95:0.05" }), "start:stop:step (stop excluded) or a list: 0,0.5,0.9"),
       row("Parameters", "spec.params", h("textarea", { rows: 3, placeholder: "all conv/linear weights\n(or names / globs, one per line)" })),
-      row("Sample subset", "spec.samples", input({ placeholder: "all", inputmode: "numeric" }), "evaluate on the first N samples only"),
-      row("Split", "spec.split", h("select", {}, options(["test", "train"], "test"))),
-      row("Coupled (structured)", "spec.coupled", h("input", { type: "checkbox" }), "residual-coupled dependency groups")));
+      row("Sample subset", "spec.samples", input({ placeholder: "all", inputmode: "numeric" }), hint("samples") || "a seeded subset of this many samples"),
+      row("Seed", "spec.seed", input({ placeholder: String(sf("seed").default ?? 0), inputmode: "numeric" }), seedHint("sensitivity")),
+      row("Split", "spec.split", choice("split", ["test", "train"])),
+      row("Engine", "spec.engine", choice("engine", ["fast", "plain"]), "fast: the unchanged prefix of the network runs once per batch; plain: the whole model per point"),
+      row("Early stop (top1 floor, %)", "spec.early_stop", input({ placeholder: "off", inputmode: "decimal" }), hint("early_stop")),
+      row("Mixed precision (approximate)", "spec.amp", check("amp"), hint("amp")),
+      row("Coupled (structured)", "spec.coupled", check("coupled"), hint("coupled", "residual-coupled dependency groups")),
+      row("Latency (structured)", "spec.latency", check("latency"), hint("latency"))));
 
   const planJobSel = h("select", {}, h("option", { value: "" }, "— sensitivity job —"),
     choices.sensitivity.map((j) => h("option", { value: String(j.id) }, `#${j.id} ${j.spec.model} (${j.spec.group || "element"})`)));
@@ -177,12 +216,14 @@ export async function newJobPage(view) {
     h("div.grid2", row("Thin (remove pruned structures)", "spec.thin", h("input", { type: "checkbox" }))));
 
   const epochs = input({ value: "10", inputmode: "numeric" });
+  const fitSeed = input({ id: "f-spec-seed-fit", placeholder: String(sf("seed", "train").default ?? 0), inputmode: "numeric" });
   const lr = input({ value: "0.01" });
   const optim = h("fieldset.section", { "data-kind": "prune train" },
     h("legend", "Training"),
     h("div.grid2",
       row("Epochs", "spec.epochs", epochs), row("Learning rate", "spec.lr", lr),
-      h("div", { "data-kind": "train" }, row("Optimizer", "spec.optimizer", h("select", {}, options(["sgd", "adam", "adamw"], "sgd")))),
+      row("Optimizer", "spec.optimizer", choice("optimizer", ["sgd", "adam", "adamw"], "train")),
+      row("Seed", "spec.seed", fitSeed, seedHint("train")),
       row("Register result as", "spec.register_as", input({ placeholder: "optional model name" }))));
 
   const tabs = h("div.tabs", ["sensitivity", "prune", "train"].map((k) => h("button.tab", {
@@ -205,6 +246,10 @@ export async function newJobPage(view) {
   const val = (field) => form.querySelector(`[data-field="${field}"]`);
   function buildBody() {
     const spec = { model: val("spec.model").value, dataset: val("spec.dataset").value };
+    // which menu the model came from: an architecture's fresh weights or a registered model, never guessed
+    const group = modelSel.selectedOptions[0] && modelSel.selectedOptions[0].parentElement.label;
+    if (group === "Architectures (fresh weights)") spec.model_kind = "architecture";
+    else if (group === "Registered models") spec.model_kind = "registered";
     const opts = val("spec.dataset_options").value.trim();
     if (opts) spec.dataset_options = parseOptions(opts);
     const bs = numeric(val("spec.batch_size").value, { int: true });
@@ -218,7 +263,12 @@ export async function newJobPage(view) {
       const samples = numeric(val("spec.samples").value, { int: true });
       if (samples !== undefined) spec.samples = samples;
       spec.split = val("spec.split").value;
-      if (val("spec.coupled").checked) spec.coupled = true;
+      spec.engine = val("spec.engine").value;
+      const seed = numeric(sens.querySelector('[data-field="spec.seed"]').value, { int: true });
+      if (seed !== undefined) spec.seed = seed;
+      const floor = numeric(val("spec.early_stop").value);
+      if (floor !== undefined) spec.early_stop = floor;
+      for (const flag of ["amp", "coupled", "latency"]) if (val(`spec.${flag}`).checked) spec[flag] = true;
     } else {
       const ep = numeric(epochs.value, { int: true });
       if (ep !== undefined) spec.epochs = ep;
@@ -226,10 +276,13 @@ export async function newJobPage(view) {
       if (l !== undefined) spec.lr = l;
       const reg = val("spec.register_as").value.trim();
       if (reg) spec.register_as = reg;
+      spec.optimizer = val("spec.optimizer").value;
+      const seed = numeric(fitSeed.value, { int: true });
+      if (seed !== undefined) spec.seed = seed;
       if (kind === "prune") {
         spec.schedule = scheduleArea.value;
         spec.thin = val("spec.thin").checked;
-      } else spec.optimizer = val("spec.optimizer").value;
+      }
     }
     const body = { kind, spec };
     if (expSel.value) body.experiment_id = Number(expSel.value);
@@ -242,6 +295,11 @@ export async function newJobPage(view) {
     submit.disabled = true;
     try {
       const job = await api("jobs", { method: "POST", body: buildBody() });
+      const labels = { name: jobName.value.trim() || undefined,
+        tags: jobTags.value.split(",").map((t) => t.trim()).filter(Boolean) };
+      if (labels.name || labels.tags.length) {
+        try { await api(`jobs/${job.id}`, { method: "PATCH", body: labels }); } catch (err) { toast(`Job ${job.id} submitted; its name or tags were refused: ${err.message}`, "error"); }
+      }
       toast(`Job ${job.id} submitted`);
       location.hash = `#/jobs/${job.id}`;
     } catch (err) {

@@ -3,7 +3,7 @@
 // rule as pruning_core.plan); "Launch" asks the service to plan and run it (/plans/launch).
 import { api, esc, fmtNum, fmtSi, h, loadPlotly, toast } from "./util.js";
 import { showErrors, clearErrors } from "./newjob.js";
-import { metricInfo, metricsOf, metricValue, pickMetric } from "./sensitivity.js";
+import { baselines, chanceWarning, curvesOf, metricInfo, metricsOf, metricValue, pickMetric } from "./sensitivity.js";
 
 /** What the tolerance measures (pruning_core.plan.damage_unit): a drop where higher is better, else a rise. */
 export const damageUnit = (metric, higher) => (metric === "top1" ? "top1 drop (points)" : `${metric} ${higher ? "drop" : "rise"}`);
@@ -114,6 +114,26 @@ export function computePlan(curves, sizes, tolerance, group, epochs, { withYaml 
   return { levels, overall: total ? pruned / total : null, weights: { total, pruned }, macs, yaml, yamlError };
 }
 
+/** How many classes a job's model predicts: the dataset's `classes` option, else the catalogue's entry for
+ * its architecture (a registered model's through the registry); null when unknown (no warning then). */
+export async function classCount(job) {
+  const spec = job.spec || {};
+  if (spec.dataset_options && Number(spec.dataset_options.classes) > 0) return Number(spec.dataset_options.classes);
+  const [cat, models] = await Promise.all([api("architectures").catch(() => null), api("models").catch(() => [])]);
+  const find = (name) => ((cat && cat.architectures) || []).find((a) => a.name === name || (a.aliases || []).includes(name));
+  const registered = models.find((m) => m.name === spec.model);
+  const arch = (registered && find(registered.architecture)) || find(spec.model);
+  return arch && arch.num_classes ? arch.num_classes : null;
+}
+
+/** The plan page's chance-level warning: a plan from an untrained model's curves prunes everything. */
+async function chanceCard(job, points) {
+  const base = baselines(curvesOf(points, "top1"), "top1");
+  const top1 = base.size ? Math.max(...base.values()) : null;
+  const text = top1 === null ? null : chanceWarning(job, top1, await classCount(job));
+  return text ? h("div.card.warn.chance#plan-chance-warning", { role: "alert" }, text) : null;
+}
+
 export async function planPage(view, id) {
   const [job, points, Plotly] = await Promise.all([api(`jobs/${id}`), api(`jobs/${id}/points`), loadPlotly()]);
   if (job.kind !== "sensitivity") throw new Error(`job ${id} is a ${job.kind} job: plans start from a sensitivity job`);
@@ -125,7 +145,13 @@ export async function planPage(view, id) {
   const higherOf = (m) => (known(m) ? metricInfo(m).goodHigh : state.higher);
   let data = null;
 
-  const slider = h("input#tolerance", { type: "range", min: "0", max: "10", step: "0.05", value: String(state.tolerance) });
+  // logarithmic: the useful tolerances are the first few points of a 0-to-90 scale (position 0 is 0)
+  const slider = h("input#tolerance", { type: "range", min: "0", max: String(LOG_STEPS), step: "1", value: "0",
+    title: "logarithmic scale" });
+  const scale = { lo: 0.05, hi: 10 };
+  const toTolerance = (pos) => (pos <= 0 ? 0 : scale.lo * (scale.hi / scale.lo) ** ((pos - 1) / (LOG_STEPS - 1)));
+  const toPosition = (tol) => (tol <= 0 ? 0 : tol >= scale.hi ? LOG_STEPS
+    : Math.max(1, Math.round(1 + (LOG_STEPS - 1) * Math.log(Math.max(tol, scale.lo) / scale.lo) / Math.log(scale.hi / scale.lo))));
   const tolInput = h("input#tolerance-value", { type: "number", min: "0", step: "0.05", value: String(state.tolerance), "data-field": "max_drop" });
   const unit = h("span.muted#tolerance-unit");
   const metricSel = h("select#plan-metric", { "data-field": "metric" }, names.map((m) =>
@@ -169,6 +195,7 @@ export async function planPage(view, id) {
   view.append(
     h("div.page-head", h("div", h("div.crumbs", h("a", { href: "#/jobs" }, "Jobs"), " / ", h("a", { href: `#/jobs/${id}` }, `#${id}`), " / plan"),
       h("h1", `Plan from sensitivity job #${id}`)), h("div.muted", `${job.spec.model} on ${job.spec.dataset} · ${group}`)),
+    await chanceCard(job, points),
     form,
     h("div.grid2.plan-grid",
       h("div.card", h("h2", "Chosen sparsity per layer"), h("div.table-scroll.tall", h("table.table.compact#plan-table",
@@ -196,17 +223,19 @@ export async function planPage(view, id) {
     const damages = [...data.curves.values()].flat().map((c) => c.damage).filter((d) => d > 0);
     const top = damages.length ? Math.max(...damages) : 1;
     const step = state.metric === "top1" ? 0.05 : Math.max(1e-4, +(top / 200).toPrecision(1));
-    slider.max = String(Math.max(step, Math.ceil(top / step) * step));
-    slider.step = String(step);
+    scale.lo = step;
+    scale.hi = Math.max(step * 2, Math.ceil(top / step) * step);
+    slider.dataset.top = String(scale.hi);
+    slider.dataset.step = String(step);
     tolInput.step = String(step);
     unit.textContent = state.metric === "top1" ? "points of top1" : state.metric;
     // the trade-off: expected overall sparsity at every tolerance where the choice changes
     const steps = [0, ...new Set(damages)].sort((a, b) => a - b);
     const ys = steps.map((t) => computePlan(data.curves, data.sizes, t, group, 10, { withYaml: false }).overall);
     const label = `tolerated ${damageUnit(state.metric, higherOf(state.metric))}`;
-    Plotly.react(tradeoff, [{ type: "scatter", mode: "lines", line: { shape: "hv", color: "#2f6fde" }, x: [...steps, Number(slider.max)],
+    Plotly.react(tradeoff, [{ type: "scatter", mode: "lines", line: { shape: "hv", color: "#2f6fde" }, x: [...steps, scale.hi],
       y: [...ys, ys[ys.length - 1]].map((v) => (v === null ? null : 100 * v)), hovertemplate: "tolerance %{x:.3f}<br>overall sparsity %{y:.2f}%<extra></extra>" }], {
-      margin: { l: 50, r: 10, t: 6, b: 36 }, height: 170, xaxis: { title: { text: label }, range: [0, Number(slider.max)] },
+      margin: { l: 50, r: 10, t: 6, b: 36 }, height: 170, xaxis: { title: { text: label }, range: [0, scale.hi] },
       yaxis: { title: { text: "sparsity %" }, rangemode: "tozero" }, showlegend: false, plot_bgcolor: "#fff", paper_bgcolor: "#fff",
       font: { family: "system-ui, sans-serif", size: 11 }, shapes: [marker()],
     }, { displaylogo: false, displayModeBar: false, responsive: true });
@@ -238,8 +267,8 @@ export async function planPage(view, id) {
     window.prunescope.lastPlan = { ms: performance.now() - t0, overall: plan.overall, levels: Object.fromEntries([...plan.levels].map(([k, v]) => [k, v.sparsity])) };
   }
 
-  slider.addEventListener("input", () => { tolInput.value = slider.value; update(); });
-  tolInput.addEventListener("input", () => { slider.value = tolInput.value; update(); });
+  slider.addEventListener("input", () => { tolInput.value = String(+toTolerance(Number(slider.value)).toPrecision(3)); update(); });
+  tolInput.addEventListener("input", () => { slider.value = String(toPosition(Number(tolInput.value))); update(); });
   epochsIn.addEventListener("input", update);
   directionSel.addEventListener("change", () => {
     state.higher = directionSel.value === "true";
@@ -249,8 +278,8 @@ export async function planPage(view, id) {
   metricSel.addEventListener("change", () => {
     state.metric = metricSel.value;
     prepare();
-    const v = state.metric === "top1" ? "1" : slider.step;
-    slider.value = v; tolInput.value = v;
+    const v = state.metric === "top1" ? "1" : slider.dataset.step;
+    tolInput.value = v; slider.value = String(toPosition(Number(v)));
     update();
   });
   launch.addEventListener("click", async () => {
@@ -268,6 +297,114 @@ export async function planPage(view, id) {
 
   if (!points.length) throw new Error(`job ${id} has no points yet`);
   prepare();
-  if (state.metric !== "top1") { slider.value = slider.step; tolInput.value = slider.step; } // as on a switch
+  if (state.metric !== "top1") tolInput.value = slider.dataset.step; // as on a switch
+  slider.value = String(toPosition(Number(tolInput.value)));
   update();
+  view.append(optimiseCard(id, job, group, () => ({ metric: state.metric, higher: higherOf(state.metric), known: known(state.metric),
+    epochs: Number(epochsIn.value) || 10, lr: lrIn.value, register: regIn.value.trim(), thin: thinIn.checked }), yamlBox));
+}
+
+/** Positions of the logarithmic tolerance slider (0 is tolerance 0). */
+const LOG_STEPS = 400;
+
+const pct = (v) => (v === null || v === undefined ? "–" : `${fmtNum(100 * v, 2)}%`);
+const num = (v, d = 3) => (v === null || v === undefined ? "–" : fmtNum(v, d));
+
+/** The optimiser beside the baselines (POST /plans with an objective: predicted), then measured as a whole
+ * by a plan job (POST /plans/measure), and launched from it (POST /plans/launch with plan_job). */
+function optimiseCard(id, job, group, settings, yamlBox) {
+  const objectives = ["sparsity", ...(group === "element" ? [] : ["macs"]), "latency"];
+  const objective = h("select#opt-objective", { "data-field": "objective" }, objectives.map((o) => h("option", { value: o }, o)));
+  const mode = h("select#opt-mode", h("option", { value: "target" }, "reach a target (least damage)"),
+    h("option", { value: "budget" }, "within a damage budget (most removed)"));
+  const value = h("input#opt-value", { type: "number", min: "0", step: "0.01", value: "0.5", "data-field": "target" });
+  const correct = h("input#opt-correct", { type: "checkbox", "data-field": "correct" });
+  const hint = h("div.hint#opt-hint");
+  const status = h("div.muted#opt-status");
+  const table = h("tbody#opt-body");
+  const measureBtn = h("button.btn#opt-measure", { type: "button", disabled: true }, "Measure (plan job)");
+  const launchBtn = h("button.btn.primary#opt-launch", { type: "button", disabled: true }, "Launch prune job from the measured plan");
+  const card = h("div.card.form#optimise-form", h("h2", "Optimise"),
+    h("div.plan-controls",
+      h("div.field", h("label", { for: "opt-objective" }, "Objective"), objective, h("div.field-error", { "data-error-for": "objective" })),
+      h("div.field", h("label", { for: "opt-mode" }, "Goal"), mode),
+      h("div.field", h("label", { for: "opt-value" }, "Target or budget"), value, hint,
+        h("div.field-error", { "data-error-for": "target" }), h("div.field-error", { "data-error-for": "budget" })),
+      h("div.field", h("label.check", { title: "re-solve with a scaled budget until the measured drop meets it" }, correct, " Correct to the budget"))),
+    h("div.form-error", { hidden: true, role: "alert" }),
+    h("div.form-actions", h("button.btn#opt-plan", { type: "button", onclick: () => plan() }, "Optimise"), measureBtn, launchBtn),
+    status,
+    h("div.table-scroll", h("table.table.compact#opt-table", h("thead", h("tr", h("th", "method"), h("th", "overall sparsity"),
+      h("th", "predicted drop"), h("th", "measured drop"), h("th", "MACs left"), h("th", "optimality gap"))), table)));
+  let planJob = null;
+
+  function goal() {
+    const s = settings();
+    const b = { sensitivity_job: id, objective: objective.value, metric: s.metric, epochs: s.epochs };
+    if (!s.known) b.higher_is_better = s.higher;
+    b[mode.value] = Number(value.value);
+    return b;
+  }
+  function syncMode() {
+    value.dataset.field = mode.value;
+    hint.textContent = mode.value === "target" ? "fraction of the objective to remove, 0 to 1" : "summed per-layer drop allowed";
+    correct.disabled = mode.value !== "budget";
+    if (correct.disabled) correct.checked = false;
+  }
+  function rows(entries) {
+    table.innerHTML = entries.map(([name, r]) => (r.error ? `<tr data-method="${esc(name)}"><td>${esc(name)}</td><td colspan="5" class="muted">no plan: ${esc(r.error)}</td></tr>`
+      : `<tr data-method="${esc(name)}"><td>${esc(name)}${name === "optimal" ? " ★" : ""}</td><td class="num">${pct(r.overall_sparsity)}</td>` +
+        `<td class="num" data-col="predicted">${num(r.predicted_drop)}</td><td class="num" data-col="measured">${num(r.measured_drop)}</td>` +
+        `<td class="num">${r.measured && r.measured.macs_ratio ? pct(r.measured.macs_ratio) : pct(r.macs_ratio)}</td><td class="num">${num(r.gap, 4)}</td></tr>`)).join("");
+  }
+  async function plan() {
+    clearErrors(card);
+    try {
+      const r = await api("plans", { method: "POST", body: goal() });
+      rows([["optimal", r.plan], ...Object.entries(r.baselines || {})]);
+      yamlBox.textContent = r.yaml;
+      status.textContent = "Predicted from the sweep's points: measure to see each plan pruned as a whole.";
+      measureBtn.disabled = false;
+      launchBtn.disabled = true;
+    } catch (err) { showErrors(card, err); }
+  }
+  measureBtn.addEventListener("click", async () => {
+    clearErrors(card);
+    measureBtn.disabled = true;
+    try {
+      const created = await api("plans/measure", { method: "POST", body: { ...goal(), correct: correct.checked } });
+      status.innerHTML = `Measuring in plan job <a href="#/jobs/${created.id}">#${created.id}</a>…`;
+      let j = created;
+      while (!["succeeded", "failed", "cancelled"].includes(j.status)) {
+        await new Promise((r) => setTimeout(r, 500));
+        j = await api(`jobs/${created.id}`);
+      }
+      if (j.status !== "succeeded") throw new Error(`plan job ${j.id} ${j.status}: ${j.error || ""}`);
+      planJob = j;
+      rows([["optimal", j.result.plan], ...Object.entries(j.result.baselines || {})]);
+      yamlBox.textContent = j.result.yaml;
+      const met = j.result.plan.met;
+      status.innerHTML = `Measured by plan job <a href="#/jobs/${j.id}">#${j.id}</a>` +
+        (met === null || met === undefined ? "" : met ? " · within the budget" : " · over the budget") +
+        (j.result.plan.rounds && j.result.plan.rounds.length ? ` · ${j.result.plan.rounds.length} round(s)` : "");
+      launchBtn.disabled = false;
+    } catch (err) { showErrors(card, err); } finally { measureBtn.disabled = false; }
+  });
+  launchBtn.addEventListener("click", async () => {
+    if (!planJob) return;
+    clearErrors(card);
+    const s = settings();
+    const b = { sensitivity_job: id, plan_job: planJob.id, thin: s.thin }; // the plan job's epochs: its schedule's
+    const lr = Number(s.lr);
+    if (s.lr.trim()) b.lr = Number.isFinite(lr) ? lr : s.lr;
+    if (s.register) b.register_as = s.register;
+    try {
+      const created = await api("plans/launch", { method: "POST", body: b });
+      toast(`Prune job ${created.id} launched`);
+      location.hash = `#/jobs/${created.id}`;
+    } catch (err) { showErrors(card, err); }
+  });
+  mode.addEventListener("change", syncMode);
+  syncMode();
+  return card;
 }

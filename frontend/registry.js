@@ -75,7 +75,7 @@ export async function registryPage(view, tab) {
     const expForm = h("form.card.form.inline-form#experiment-create", { novalidate: true },
       h("h2", "Experiments"),
       h("table.table.compact#experiments-table", h("thead", h("tr", h("th", "#"), h("th", "name"), h("th", "tags"), h("th", "jobs"), h("th", "description"))),
-        h("tbody", experiments.map((x) => h("tr", h("td", x.id), h("td", h("a", { href: `#/jobs?experiment=${x.id}` }, x.name)), h("td", (x.tags || []).join(", ")), h("td.num", x.jobs), h("td.muted", x.description))))),
+        h("tbody", experiments.map((x) => h("tr", h("td", x.id), h("td", h("a", { href: `#/experiments/${x.id}` }, x.name)), h("td", (x.tags || []).join(", ")), h("td.num", x.jobs), h("td.muted", x.description))))),
       h("div.row", field("Name", "name", h("input", { type: "text" })), field("Tags", "tags", h("input", { type: "text", placeholder: "comma separated" })),
         field("Description", "description", h("input", { type: "text" })), h("button.btn", { type: "submit" }, "Create experiment")),
       h("div.form-error", { hidden: true, role: "alert" }));

@@ -226,6 +226,7 @@ export const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "
   "#e6550d", "#31a354", "#756bb1", "#636363"];
 
 export function hexToRgba(hex, alpha) {
+  if (hex.startsWith("hsl(")) return hex.replace(/^hsl\((.*)\)$/, `hsla($1, ${alpha})`);
   const n = parseInt(hex.slice(1), 16);
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
 }
@@ -245,4 +246,63 @@ export function loadPlotly() {
     });
   }
   return plotlyLoading;
+}
+
+/** Every chart's plotly config: nothing may leave the machine. plotly.js 4 shows "Share chart..." (upload to
+ * cloud.plotly.com, its default plotlyServerURL) unless told not to; older ones had "Edit in Chart Studio" and
+ * a link. The modebar's image export is SVG. */
+export const PLOT_CONFIG = Object.freeze({
+  responsive: true, displaylogo: false, showLink: false, showSendToCloud: false, showEditInChartStudio: false,
+  plotlyServerURL: "",
+  modeBarButtonsToRemove: ["lasso2d", "select2d", "sendChartToCloud", "sendDataToCloud", "editInChartStudio"],
+  toImageButtonOptions: { format: "svg" },
+});
+
+/** The group a parameter belongs to for colouring: its stage (`layer2` of `layer2.3.conv1.weight`,
+ * `features` of `features.10.weight`), else the name without its last part. */
+export function stageOf(name) {
+  const parts = name.split(".");
+  const i = parts.findIndex((p) => /^\d+$/.test(p));
+  if (i > 0) return parts.slice(0, i).join(".");
+  return parts.length > 2 ? parts.slice(0, -2).join(".") : "(top level)";
+}
+
+/** Colours that stay distinguishable for many layers: one hue per stage (spread by the golden angle),
+ * the layers of a stage stepped in lightness. Returns name -> colour, names in the order given. */
+export function stageColours(names) {
+  const stages = new Map();
+  for (const n of names) {
+    const s = stageOf(n);
+    if (!stages.has(s)) stages.set(s, []);
+    stages.get(s).push(n);
+  }
+  const out = new Map();
+  let k = 0;
+  for (const members of stages.values()) {
+    const hue = Math.round((k * 137.508) % 360);
+    members.forEach((n, j) => {
+      const light = members.length === 1 ? 42 : 28 + Math.round((40 * j) / (members.length - 1));
+      out.set(n, `hsl(${hue}, ${j % 2 ? 70 : 85}%, ${light}%)`);
+    });
+    k += 1;
+  }
+  return out;
+}
+
+/** Rows as CSV text (a header, then one line per row; values quoted where needed). */
+export function toCsv(header, rows) {
+  const cell = (v) => (v === null || v === undefined ? "" : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
+  return [header.join(","), ...rows.map((r) => r.map(cell).join(","))].join("\n") + "\n";
+}
+
+/** Replace the hash's query keys without a navigation (no hashchange: the page keeps its state). */
+export function setHashQuery(values) {
+  const [path] = location.hash.split("?");
+  const q = hashQuery();
+  for (const [k, v] of Object.entries(values)) {
+    if (v === null || v === undefined || v === "") q.delete(k); else q.set(k, v);
+  }
+  const text = q.toString();
+  history.replaceState(null, "", `${path}${text ? `?${text}` : ""}`);
+  document.body.dataset.hash = location.hash;
 }

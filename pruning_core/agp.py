@@ -10,16 +10,25 @@ primitives as the one-shot pruners (one definition of "level" and "filter" pruni
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .declarations import agp_sparsity
 from .masks import MaskSet
-from .pruners import RankedStructures, RulePruner, level_mask, weight_rules
+from .pruners import (
+    ActivationRanking,
+    BernoulliDrop,
+    RankedStructures,
+    RulePruner,
+    View,
+    level_mask,
+    weight_rules,
+)
 
-__all__ = ["AutomatedGradualPruner", "L1RankedStructureParameterPruner_AGP", "agp_sparsity"]
+__all__ = ["ActivationAPoZRankedFilterPruner_AGP", "ActivationMeanRankedFilterPruner_AGP", "AutomatedGradualPruner",
+           "BernoulliFilterPruner_AGP", "L1RankedStructureParameterPruner_AGP", "agp_sparsity"]
 
 
 class AutomatedGradualPruner(RulePruner[bool]):
@@ -64,12 +73,53 @@ class L1RankedStructureParameterPruner_AGP(RankedStructures, AutomatedGradualPru
         self._init_ranked(group_type, group_dependency, kwargs)
         super().__init__(initial_sparsity, final_sparsity, weights)
 
-    def prune(self, model: nn.Module, masks: MaskSet) -> dict[str, float]:
-        self._rank_leader(model, self.level)
+    def prune(self, model: nn.Module, masks: MaskSet, view: View | None = None) -> dict[str, float]:
+        self._rank_leader(model, self.level, view)
         try:
-            return super().prune(model, masks)
+            return super().prune(model, masks, view)
         finally:
             self._leader_keep = None
 
     def _mask(self, tensor: torch.Tensor, setting: bool, name: str) -> torch.Tensor:
         return self._ranked_mask(tensor, self.level)
+
+
+class _FilterRankedAGP(AutomatedGradualPruner):
+    """AGP over whole filters chosen by something other than their weights (activations, a random draw)."""
+
+    _filters_mask: Callable[[torch.Tensor, float, str], torch.Tensor]
+    _init_filters: Callable[[str, str | None], None]
+
+    def __init__(self, initial_sparsity: float, final_sparsity: float, group_type: str,
+                 weights: Sequence[str] | str, group_dependency: str | None = None) -> None:
+        self._init_filters(group_type, group_dependency)
+        super().__init__(initial_sparsity, final_sparsity, weights)
+
+    def _mask(self, tensor: torch.Tensor, setting: bool, name: str) -> torch.Tensor:
+        return self._filters_mask(tensor, self.level, name)
+
+
+class ActivationAPoZRankedFilterPruner_AGP(ActivationRanking, _FilterRankedAGP):  # noqa: N801 (Distiller's name)
+    """AGP network trimming: at each scheduled epoch drop ``int(s_t * filters)`` filters with the highest APoZ
+    of their ReLU outputs over the training batches since the last prune (as
+    :class:`~pruning_core.pruners.ActivationAPoZRankedFilterPruner`)."""
+
+    statistic = "apoz"
+    prune_highest = True
+
+
+class ActivationMeanRankedFilterPruner_AGP(ActivationRanking, _FilterRankedAGP):  # noqa: N801 (Distiller's name)
+    """AGP over the filters with the lowest mean output activation (see
+    :class:`~pruning_core.pruners.ActivationMeanRankedFilterPruner` for Distiller's reversed ranking)."""
+
+    statistic = "mean"
+    prune_highest = False
+
+
+class BernoulliFilterPruner_AGP(BernoulliDrop, _FilterRankedAGP):  # noqa: N801 (Distiller's name)
+    """DropFilter with an AGP drop probability: each filter is dropped with probability ``s_t``."""
+
+    def __init__(self, initial_sparsity: float, final_sparsity: float, group_type: str,
+                 weights: Sequence[str] | str, group_dependency: str | None = None, seed: int = 0) -> None:
+        self._init_draws(seed)
+        super().__init__(initial_sparsity, final_sparsity, group_type, weights, group_dependency)

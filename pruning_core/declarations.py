@@ -16,7 +16,7 @@ import fnmatch
 import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from pruning_core.groups import RANKED_GROUP_TYPES, REGULARIZER_GROUP_TYPES
@@ -48,6 +48,12 @@ def fraction(v: Any) -> str | None:
         return f"must be a number, got {v!r}"
     if not 0.0 <= v < 1.0:
         return f"must be a sparsity in [0, 1), got {v}"
+    return None
+
+
+def non_negative_int(v: Any) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        return f"must be a non-negative integer, got {v!r}"
     return None
 
 
@@ -167,6 +173,58 @@ def agp_sparsity(initial: float, final: float, epoch: int, starting_epoch: int, 
 # The declaration
 # --------------------------------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------------------------------
+# Policy arguments: what a policy that names an instance may add under ``args:`` (Distiller's PruningPolicy
+# ``pruner_args`` and RegularizationPolicy ``keep_mask``). Each class declares the ones it takes
+# (``Declaration.policy_args``); the parser checks them and the scheduler reads them with
+# ``Declaration.policy_settings``, so their names, checks and defaults are written here only.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyArgument:
+    """One ``args:`` key of a policy: its checker, its default (what an absent key means) and why it exists."""
+
+    check: Checker
+    default: Any
+    doc: str
+
+
+_KEEP_MASK = "on the policy's last epoch the masks it set become permanent (pruned weights stay zero afterwards)"
+REGULARIZATION_POLICY: dict[str, PolicyArgument] = {
+    "keep_mask": PolicyArgument(boolean, False, _KEEP_MASK + ": what the regularizer's threshold zeroed"),
+}
+PRUNING_POLICY: dict[str, PolicyArgument] = {
+    "keep_mask": PolicyArgument(boolean, False, _KEEP_MASK + " (with mask_on_forward_only: from then on masked "
+                                "after every step too)"),
+    "mini_batch_pruning_frequency": PolicyArgument(
+        non_negative_int, 0, "also prune every N training minibatches (counted over the epochs, as Distiller's "
+        "global minibatch id), not only at the epoch's start; 0 = epoch starts only"),
+    "mask_on_forward_only": PolicyArgument(
+        boolean, False, "dynamic network surgery (Guo et al. 2016): the mask is applied before each forward pass "
+        "only, so pruned weights keep their gradients and a pruner may splice them back"),
+    "mask_gradients": PolicyArgument(
+        boolean, False, "with mask_on_forward_only: pruned weights get no gradient (their values are kept)"),
+    "use_double_copies": PolicyArgument(
+        boolean, False, "with mask_on_forward_only: the forward pass sees the masked weights, the optimizer updates "
+        "the dense copy (restored before each step)"),
+    "discard_masks_at_minibatch_end": PolicyArgument(
+        boolean, False, "forget this policy's masks after each optimizer step (DropFilter-like training: a mask "
+        "lives for one minibatch)"),
+    "fold_batchnorm": PolicyArgument(
+        boolean, False, "rank a conv's weights multiplied by the following BatchNorm's gamma / sqrt(running_var "
+        "+ eps) (its inference-time folding); the mask applies to the conv's own weights"),
+}
+
+
+def _forward_only_needed(settings: Mapping[str, Any]) -> tuple[str, str] | None:
+    for key in ("mask_gradients", "use_double_copies"):
+        if settings.get(key) and not settings.get("mask_on_forward_only"):
+            return key, "needs mask_on_forward_only: true (masks re-applied after every step leave no dense copy " \
+                        "and no gradient to mask)"
+    return None
+
+
 Level = Callable[[Mapping[str, Any], str], float]  # (the entry's arguments, a parameter name) -> its level
 SharedLevel = Callable[[Mapping[str, Any]], "float | None"]
 #: a rule between arguments: (the argument to blame, why) when broken, else None
@@ -223,6 +281,10 @@ class Declaration:
     shared_level: SharedLevel | None = None
     #: a rule between its arguments, checked by the parser after each argument's own checker
     relation: Relation | None = None
+    #: the ``args:`` a policy naming an instance of this class may give (PRUNING_POLICY, REGULARIZATION_POLICY)
+    policy_args: Mapping[str, PolicyArgument] = field(default_factory=dict)
+    #: needs per-channel activation statistics from forward passes (ranks filters by what they output)
+    activation_statistic: str | None = None
 
     @property
     def agp(self) -> bool:
@@ -231,6 +293,20 @@ class Declaration:
 
     def argument_names(self) -> list[str]:
         return [*self.required, *self.optional]
+
+    def policy_problem(self, args: Mapping[str, Any]) -> tuple[str, str] | None:
+        """(argument, why) for the first policy argument this class does not take or whose value is wrong."""
+        for key, value in args.items():
+            if key not in self.policy_args:
+                return key, "unknown"
+            problem = self.policy_args[key].check(value)
+            if problem:
+                return key, problem
+        return _forward_only_needed(args) if self.policy_args is PRUNING_POLICY else None
+
+    def policy_settings(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Every policy argument of this class: the given value, else its declared default."""
+        return {key: args.get(key, arg.default) for key, arg in self.policy_args.items()}
 
     def impl(self) -> type:
         """The torch implementation class (imported now, so only code that prunes pays for torch)."""
@@ -264,7 +340,15 @@ def _levels_of(key: str) -> SharedLevel:
     return shared
 
 
+def channels_regim(v: Any) -> str | None:
+    if not (isinstance(v, list) and len(v) == 2 and non_negative(v[0]) is None):
+        return f"must be [strength, Channels] (e.g. [0.000008, Channels]), got {v!r}"
+    return one_of(("Channels",))(v[1])
+
+
+FILTER_GROUP_TYPES = ("Filters", "3D")  # what the activation and Bernoulli filter pruners take (Distiller's asserts)
 _RANKED_OPTIONS: dict[str, Checker] = {"group_dependency": one_of(("Leader",)), "kwargs": block_kwargs}
+_LEADER: dict[str, Checker] = {"group_dependency": one_of(("Leader",))}
 _RANKED_DEFAULTS = {"group_dependency": None, "kwargs": None}
 _PRUNERS = "pruning_core.pruners:"
 _AGP = "pruning_core.agp:"
@@ -305,7 +389,33 @@ PRUNER_CLASSES: dict[str, Declaration] = {d.name: d for d in (
                 relation=_n_of_m),
     Declaration("RandomPruner", {"level": fraction, "weights": weights}, {"seed": integer}, {"seed": 0},
                 impl_path=_PRUNERS + "RandomPruner", level=lambda a, n: a["level"], shared_level=_levels_of("level")),
+    *(Declaration(f"Activation{kind}RankedFilterPruner",
+                  {"group_type": one_of(FILTER_GROUP_TYPES), "desired_sparsity": fraction, "weights": weights},
+                  _LEADER, {"group_dependency": None}, impl_path=_PRUNERS + f"Activation{kind}RankedFilterPruner",
+                  structure="structures", level=lambda a, n: a["desired_sparsity"],
+                  shared_level=_levels_of("desired_sparsity"), activation_statistic=statistic)
+      for kind, statistic in (("APoZ", "apoz"), ("Mean", "mean"))),
+    *(Declaration(f"Activation{kind}RankedFilterPruner_AGP",
+                  {"initial_sparsity": fraction, "final_sparsity": fraction, "group_type": one_of(FILTER_GROUP_TYPES),
+                   "weights": weights}, _LEADER, {"group_dependency": None},
+                  impl_path=_AGP + f"Activation{kind}RankedFilterPruner_AGP", structure="structures",
+                  behaviour="gradual", epoch_aware=True, relation=_agp_rising, activation_statistic=statistic)
+      for kind, statistic in (("APoZ", "apoz"), ("Mean", "mean"))),
+    # a random draw per filter: the AGP form's level is the drop probability, so its curve is the expectation
+    Declaration("BernoulliFilterPruner",
+                {"group_type": one_of(FILTER_GROUP_TYPES), "desired_sparsity": fraction, "weights": weights},
+                {**_LEADER, "seed": integer}, {"group_dependency": None, "seed": 0},
+                impl_path=_PRUNERS + "BernoulliFilterPruner", structure="structures", behaviour="random"),
+    Declaration("BernoulliFilterPruner_AGP",
+                {"initial_sparsity": fraction, "final_sparsity": fraction, "group_type": one_of(FILTER_GROUP_TYPES),
+                 "weights": weights}, {**_LEADER, "seed": integer}, {"group_dependency": None, "seed": 0},
+                impl_path=_AGP + "BernoulliFilterPruner_AGP", structure="structures", behaviour="gradual",
+                epoch_aware=True, relation=_agp_rising),
+    Declaration("BaiduRNNPruner",
+                {"q": non_negative, "ramp_epoch_offset": non_negative_int, "ramp_slope_mult": non_negative,
+                 "weights": weights}, impl_path=_PRUNERS + "BaiduRNNPruner", behaviour="threshold", epoch_aware=True),
 )}
+PRUNER_CLASSES = {name: replace(d, policy_args=PRUNING_POLICY) for name, d in PRUNER_CLASSES.items()}
 
 _CRITERIA = {"threshold_criteria": one_of(THRESHOLD_CRITERIA)}
 REGULARIZER_CLASSES: dict[str, Declaration] = {d.name: d for d in (
@@ -314,7 +424,10 @@ REGULARIZER_CLASSES: dict[str, Declaration] = {d.name: d for d in (
                 structure="structures"),
     Declaration("L1Regularizer", {"reg_regims": per_param(non_negative)}, _CRITERIA,
                 {"threshold_criteria": None}, impl_path="pruning_core.regularizers:L1Regularizer"),
+    Declaration("GroupVarianceRegularizer", {"reg_regims": per_param(channels_regim)},
+                impl_path="pruning_core.regularizers:GroupVarianceRegularizer", structure="structures"),
 )}
+REGULARIZER_CLASSES = {name: replace(d, policy_args=REGULARIZATION_POLICY) for name, d in REGULARIZER_CLASSES.items()}
 
 # Distiller's thinning extensions: all three are one StructureRemover whose function decides. prunescope
 # thins with Torch-Pruning (dead filters and channels both; the scheduler calls it): no class of their own.

@@ -71,13 +71,15 @@ def _nested_pickles(fh: BinaryIO) -> dict[str, bytes]:
                 if n.endswith("/data/sample_inputs/model.pt") or (n.startswith("serialized_") and n.endswith(".pt"))}
 
 
-def load_program(source: str | os.PathLike[str] | BinaryIO, limits: ScanLimits = ScanLimits()) -> fx.GraphModule:
+def load_program(source: str | os.PathLike[str] | BinaryIO, limits: ScanLimits = ScanLimits(), *,
+                 scanned: ProgramScan | None = None) -> fx.GraphModule:
     """The exported module of a ``.pt2`` (``program.module()`` with its layers recovered, in eval mode),
     after the static scan; CheckpointError (UnsafeCheckpointError for code) if refused. Nothing from the
-    file is run: see the module docstring."""
+    file is run: see the module docstring. ``scanned``: this very file's :func:`scan_program` result, when
+    the caller scanned it already (torch-free, before importing this module), so it is not scanned twice."""
     fh = Path(source).open("rb") if isinstance(source, (str, os.PathLike)) else source
     try:
-        scan = scan_program(fh, limits)
+        scan = scanned if scanned is not None else scan_program(fh, limits)
         for name, data in _nested_pickles(fh).items():
             if not data:
                 continue

@@ -17,14 +17,13 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 
-class MaskSet:
-    """One boolean mask per pruned parameter of ``model`` (True = keep, False = pruned)."""
+class _ParameterMasks:
+    """Masks kept by parameter name for one model (what :class:`MaskSet` and :class:`ForwardMasks` share)."""
 
     def __init__(self, model: nn.Module) -> None:
         self._model = model
         self._masks: dict[str, torch.Tensor] = {}
         self._grad_hooks: dict[str, RemovableHandle] = {}
-        self._step_hooks: list[RemovableHandle] = []
 
     @property
     def model(self) -> nn.Module:
@@ -37,6 +36,14 @@ class MaskSet:
             return self._model.get_parameter(name)
         except AttributeError:
             raise KeyError(f"{name!r} is not a parameter of the model") from None
+
+
+class MaskSet(_ParameterMasks):
+    """One boolean mask per pruned parameter of ``model`` (True = keep, False = pruned)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self._step_hooks: list[RemovableHandle] = []
 
     def _mask_on(self, name: str, device: torch.device) -> torch.Tensor:
         mask = self._masks[name]
@@ -142,3 +149,110 @@ class MaskSet:
             self.remove(name)
         for name, mask in state.items():
             self.set(name, mask)
+
+
+class ForwardMasks(_ParameterMasks):
+    """Masks applied before each forward pass only: Distiller's ``mask_on_forward_only`` (dynamic network
+    surgery, Guo et al. 2016; DropFilter).
+
+    Unlike :class:`MaskSet`, nothing re-zeros the weights after the optimizer step and their gradients are
+    not masked (unless ``mask_gradients``), so a pruned weight keeps learning and a pruner may splice it
+    back. With ``double_copies`` the dense weight is saved when the mask is applied and put back by
+    :meth:`restore` (the scheduler calls it before each optimizer step): the forward pass sees the masked
+    weight, the optimizer updates the dense one. ``scale`` multiplies the kept weights on the forward pass
+    (DropFilter's compensation), only with double copies, where it never accumulates.
+    It has MaskSet's ``model``/``set``/``get``/``names``/``remove``, so the pruners store into it unchanged.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self._double: set[str] = set()
+        self._scales: dict[str, float] = {}
+        self._dense: dict[str, torch.Tensor] = {}
+        self.options: dict[str, tuple[bool, bool]] = {}  # name -> (double_copies, mask_gradients) for new masks
+
+    def set(self, name: str, mask: torch.Tensor) -> None:
+        """Store ``mask`` (True keeps) for ``name`` and apply it now; options from :attr:`options`."""
+        param = self._param(name)
+        if mask.dtype != torch.bool or mask.shape != param.shape:
+            raise ValueError(f"mask for {name!r} must be a bool tensor of shape {tuple(param.shape)}")
+        double, mask_gradients = self.options.get(name, (False, False))
+        self._masks[name] = mask.detach().to(param.device, copy=True)
+        (self._double.add if double else self._double.discard)(name)
+        if mask_gradients and name not in self._grad_hooks:
+            self._grad_hooks[name] = param.register_hook(self._grad_hook(name))
+        elif not mask_gradients and name in self._grad_hooks:
+            self._grad_hooks.pop(name).remove()
+        self._apply_one(name)
+
+    def _grad_hook(self, name: str) -> Any:
+        def hook(grad: torch.Tensor) -> torch.Tensor:
+            mask = self._masks.get(name)
+            return grad if mask is None else grad.masked_fill(~mask.to(grad.device), 0)
+        return hook
+
+    def set_scale(self, name: str, scale: float) -> None:
+        """Multiply ``name``'s kept weights by ``scale`` on the forward pass (double copies only)."""
+        if name not in self._double:
+            return
+        self._scales[name] = float(scale)
+        dense = self._dense.pop(name, None)
+        if dense is not None:  # already applied without the scale: apply again from the dense copy
+            with torch.no_grad():
+                self._param(name).copy_(dense)
+            self._apply_one(name)
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._masks[name]
+
+    def names(self) -> list[str]:
+        return list(self._masks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._masks
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def remove(self, name: str) -> None:
+        """Forget ``name``'s mask (its dense copy, if held, is put back first)."""
+        dense = self._dense.pop(name, None)
+        if dense is not None:
+            with torch.no_grad():
+                self._param(name).copy_(dense)
+        self._masks.pop(name)
+        self._double.discard(name)
+        self._scales.pop(name, None)
+        handle = self._grad_hooks.pop(name, None)
+        if handle is not None:
+            handle.remove()
+
+    def _apply_one(self, name: str) -> None:
+        param = self._param(name)
+        with torch.no_grad():
+            if name in self._double and name not in self._dense:
+                self._dense[name] = param.detach().clone()
+            mask = self._masks[name].to(param.device)
+            param.masked_fill_(~mask, 0)
+            scale = self._scales.get(name)
+            if scale is not None and name in self._double:
+                param.mul_(scale)
+
+    def apply(self) -> None:
+        """Mask every weight for the coming forward pass (saving the dense copies not already held)."""
+        for name in self._masks:
+            if name not in self._dense:
+                self._apply_one(name)
+
+    def restore(self) -> None:
+        """Put the held dense copies back (before the optimizer step, and before a pruner ranks them)."""
+        with torch.no_grad():
+            for name, dense in self._dense.items():
+                self._param(name).copy_(dense)
+        self._dense.clear()
+
+    def detach(self) -> None:
+        """Remove the gradient hooks (the masks stay)."""
+        for handle in self._grad_hooks.values():
+            handle.remove()
+        self._grad_hooks.clear()

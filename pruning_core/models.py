@@ -1,7 +1,8 @@
-"""Models by name: small built-in networks, Distiller's CIFAR networks, torchvision classifiers, and what the
+"""Models by name: small built-in networks, Distiller's model zoo, torchvision classifiers, and what the
 operator installs: ``prunescope.models`` entry points (plugins) and, when timm is installed, ``timm/<name>``.
 
-The CIFAR ResNets and VGG keep Distiller's module and parameter names exactly (``layer1.0.conv1``,
+Distiller's networks (:mod:`pruning_core.distiller_zoo`, which ``resnet20-cifar``, ``resnet56-cifar`` and
+``vgg16-cifar`` are too) keep Distiller's module and parameter names exactly (``layer1.0.conv1``,
 ``layer2.0.downsample.0``, ``features.0``, ``classifier``) so that Distiller sensitivity CSVs and
 schedules, which name parameters, apply to our models unchanged.
 """
@@ -21,6 +22,8 @@ import torch
 from torch import nn
 
 from pruning_core.dataset_options import TASKS
+from pruning_core.distiller_zoo import BUILDERS as DISTILLER_BUILDERS
+from pruning_core.distiller_zoo import BasicBlock, ResNetCifar, VGGCifar
 from pruning_core.limits import MAX_SHAPE_DIMS
 from pruning_core.names import (
     ARCHITECTURES,
@@ -31,6 +34,7 @@ from pruning_core.names import (
     PLUGIN_GROUP,
     TIMM_PREFIX,
     TORCHVISION_MODEL_NAMES,
+    UNSUPPORTED_ARCHITECTURES,
     canonical_model_name,
     plugin_entry_points,
     plugin_models,
@@ -147,119 +151,6 @@ class LeNet5(nn.Module):
         return self.fc3(self.relu4(self.fc2(x)))
 
 
-def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
-
-
-class BasicBlock(nn.Module):
-    """Distiller's resnet_cifar BasicBlock (without its layer-removal gates, which hold no weights).
-
-    The residual add is out-of-place so forward hooks and thinning see unmodified tensors.
-    """
-
-    expansion = 1
-
-    def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        self.conv1 = _conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu1 = nn.ReLU(inplace=False)
-        self.conv2 = _conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu2 = nn.ReLU(inplace=False)
-        self.downsample = downsample
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        residual = x if self.downsample is None else self.downsample(x)
-        return self.relu2(out + residual)
-
-
-class ResNetCifar(nn.Module):
-    """Distiller's ResNetCifar (He et al. 2016, CIFAR variant): 16/32/64 channels, 3 stages."""
-
-    def __init__(self, layers: tuple[int, int, int], num_classes: int = 10) -> None:
-        super().__init__()
-        self.inplanes = 16
-        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(self.inplanes)
-        self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(16, layers[0])
-        self.layer2 = self._make_layer(32, layers[1], stride=2)
-        self.layer3 = self._make_layer(64, layers[2], stride=2)
-        self.avgpool = nn.AvgPool2d(8, stride=1)
-        self.fc = nn.Linear(64 * BasicBlock.expansion, num_classes)
-        for m in self.modules():  # Distiller's initialisation
-            if isinstance(m, nn.Conv2d):
-                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                m.weight.data.normal_(0, math.sqrt(2.0 / n))
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.data.fill_(1)
-                m.bias.data.zero_()
-
-    def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * BasicBlock.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * BasicBlock.expansion, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * BasicBlock.expansion),
-            )
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * BasicBlock.expansion
-        layers += [BasicBlock(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        x = self.avgpool(x)
-        return self.fc(x.view(x.size(0), -1))
-
-
-# torchvision's / Distiller's VGG configuration "D" (VGG-16): channels, "M" = 2x2 max-pool.
-_VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-
-
-class VGGCifar(nn.Module):
-    """Distiller's VGGCifar: ``features`` (conv-BN-ReLU per cfg entry) and one Linear ``classifier``."""
-
-    def __init__(self, cfg: list[int | str] = _VGG16_CFG, num_classes: int = 10, batch_norm: bool = True) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        in_channels = 3
-        for v in cfg:
-            if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-                continue
-            assert isinstance(v, int)
-            layers.append(nn.Conv2d(in_channels, v, kernel_size=3, padding=1))
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(v))
-            layers.append(nn.ReLU(inplace=True))
-            in_channels = v
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(512, num_classes)
-        for m in self.modules():  # Distiller's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.constant_(m.bias, 0)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.constant_(m.bias, 0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        return self.classifier(x.view(x.size(0), -1))
-
-
 class LSTMLanguageModel(nn.Module):
     """A tiny word-level LSTM language model: token ids [B, T] -> next-token logits [B, T, vocab].
 
@@ -318,12 +209,12 @@ _BUILDERS: dict[str, Callable[[int, tuple[int, ...]], nn.Module]] = {
     # An MLP takes any image size: its first layer follows the input shape (digits: 64 inputs).
     "lenet-300-100": lambda n, s: LeNet300100(n, math.prod(s)),
     "lenet5": lambda n, s: LeNet5(n),
-    "resnet20-cifar": lambda n, s: ResNetCifar((3, 3, 3), n),
-    "resnet56-cifar": lambda n, s: ResNetCifar((9, 9, 9), n),
-    "vgg16-cifar": lambda n, s: VGGCifar(_VGG16_CFG, n, batch_norm=True),
     # language models: ``n`` is the vocabulary, ``s == (seq_len,)`` sizes the transformer's context
     "lstm-lm": lambda n, s: LSTMLanguageModel(n),
     "transformer-lm": lambda n, s: TransformerLanguageModel(n, context=s[0]),
+    # Distiller's zoo, by the canonical name of the entry its name (or alias) is: resnet20_cifar is resnet20-cifar
+    **{canonical: build for name, build in DISTILLER_BUILDERS.items()
+       if (canonical := canonical_model_name(name)) is not None},
 }
 assert set(_BUILDERS) == set(MODEL_NAMES), "every prunescope architecture in the catalogue needs a builder"
 
@@ -432,10 +323,13 @@ def _build_timm(base: str, num_classes: int, shape: tuple[int, ...], default: tu
 
 
 def canonical_name(name: str) -> str:
-    """The name a model is stored under (Distiller aliases resolved); ValueError if unknown."""
+    """The name a model is stored under (Distiller aliases resolved); ValueError if unknown, or saying why for a
+    Distiller architecture prunescope does not build (``names.UNSUPPORTED_ARCHITECTURES``)."""
     canonical = canonical_model_name(name)
     if canonical is not None:
         return canonical
+    if name in UNSUPPORTED_ARCHITECTURES:
+        raise ValueError(f"model {name!r} is not supported: {UNSUPPORTED_ARCHITECTURES[name]}")
     if name in plugin_entry_points() or _timm_base(name) is not None:
         return name
     plugins = plugin_models()

@@ -64,21 +64,51 @@ class Architecture:
                 "num_classes": self.num_classes, "aliases": list(self.aliases), "task": self.task}
 
 
-# prunescope's own networks; the aliases are Distiller's architecture names. Distiller's plain
-# ``vgg16_cifar`` has no BatchNorm, ours always has it (``vgg16_bn_cifar``'s layout): a BN-less
-# Distiller VGG checkpoint will not load into it.
+# prunescope's own networks; the aliases are Distiller's names for the same architecture, module for module
+# (``distiller_zoo.py`` builds both). Distiller's plain ``vgg16_cifar`` has no BatchNorm and is its own entry
+# below; ``vgg16-cifar`` has it, which is Distiller's ``vgg16_bn_cifar``.
 _PRUNESCOPE: tuple[Architecture, ...] = (
     Architecture("digits-cnn", "prunescope", (1, 8, 8), 10, ("digits_cnn",)),
     Architecture("lenet-300-100", "prunescope", (1, 28, 28), 10, ("lenet_300_100",)),
     Architecture("lenet5", "prunescope", (1, 28, 28), 10),
     Architecture("resnet20-cifar", "prunescope", (3, 32, 32), 10, ("resnet20_cifar",)),
     Architecture("resnet56-cifar", "prunescope", (3, 32, 32), 10, ("resnet56_cifar",)),
-    Architecture("vgg16-cifar", "prunescope", (3, 32, 32), 10, ("vgg16_cifar", "vgg16_bn_cifar")),
+    Architecture("vgg16-cifar", "prunescope", (3, 32, 32), 10, ("vgg16_bn_cifar",)),
     # Tiny language models: sequences of 32 token ids over a 256-word vocabulary by default (a ``text``
     # dataset says its own vocabulary size, which the model is then built for).
     Architecture("lstm-lm", "prunescope", (LM_SEQ_LEN,), LM_VOCAB, task="language-model"),
     Architecture("transformer-lm", "prunescope", (LM_SEQ_LEN,), LM_VOCAB, task="language-model"),
 )
+
+_CIFAR10 = (3, 32, 32)
+_IMAGENET = (3, IMAGENET_SIDE, IMAGENET_SIDE)
+
+# The rest of Distiller's zoo (``pruning_core/distiller_zoo.py``), named as Distiller names it: its CIFAR-10
+# networks (3x32x32, 10 classes), MNIST Simplenet, ImageNet MobileNet v1, AlexNet-BN and pre-activation
+# ResNets, and its word language model (the ``language-model`` task; the vocabulary is the text dataset's).
+_DISTILLER: tuple[Architecture, ...] = (
+    *(Architecture(f"resnet{d}_cifar", "prunescope", _CIFAR10, 10) for d in (32, 44, 110, 1202)),
+    *(Architecture(f"preact_resnet{d}_cifar{ds}", "prunescope", _CIFAR10, 10)
+      for d in (20, 32, 44, 56, 110) for ds in ("", "_conv_ds")),
+    Architecture("plain20_cifar", "prunescope", _CIFAR10, 10),
+    Architecture("plain20_cifar_nobn", "prunescope", _CIFAR10, 10),
+    *(Architecture(f"vgg{d}_cifar", "prunescope", _CIFAR10, 10) for d in (11, 13, 16, 19)),
+    *(Architecture(f"vgg{d}_bn_cifar", "prunescope", _CIFAR10, 10) for d in (11, 13, 19)),
+    Architecture("simplenet_mnist", "prunescope", (1, 28, 28), 10),
+    *(Architecture(f"mobilenet{m}", "prunescope", _IMAGENET, IMAGENET_CLASSES) for m in ("", "_025", "_050", "_075")),
+    Architecture("alexnet_bn", "prunescope", _IMAGENET, IMAGENET_CLASSES),
+    *(Architecture(f"preact_resnet{d}", "prunescope", _IMAGENET, IMAGENET_CLASSES) for d in (18, 34, 50, 101, 152)),
+    Architecture("word_lang_model", "prunescope", (LM_SEQ_LEN,), LM_VOCAB, task="language-model"),
+)
+
+#: Architectures Distiller's published schedules are written for that prunescope does not build, and why: a
+#: schedule or spec naming one is refused with this reason rather than as an unknown name.
+UNSUPPORTED_ARCHITECTURES: dict[str, str] = {
+    "maskrcnn_resnet50_fpn": "object detection (torchvision's Mask R-CNN) is out of scope: prunescope's tasks are "
+                             "classification and language modelling",
+    "resnext101_32x4d": "Cadene's pretrainedmodels ResNeXt-101 32x4d layout is out of scope (torchvision's "
+                        "resnext101_32x8d and resnext101_64x4d are built, with torchvision's parameter names)",
+}
 
 # torchvision's classification models (``list_models(module=torchvision.models)``), by their own
 # names. Each takes 3xSxS with S the crop size of its default weights (``weights.transforms()``),
@@ -111,17 +141,19 @@ _TORCHVISION_SIDE: dict[str, int] = {
     "wide_resnet101_2": 224, "wide_resnet50_2": 224,
 }
 
-#: every architecture by canonical name: prunescope's own first, then torchvision's in name order.
+#: every architecture by canonical name: prunescope's own first, then Distiller's zoo, then torchvision's in name
+#: order.
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
         *_PRUNESCOPE,
+        *_DISTILLER,
         *(Architecture(name, "torchvision", (3, side, side), IMAGENET_CLASSES)
           for name, side in sorted(_TORCHVISION_SIDE.items())),
     )
 }
 
-#: prunescope's own architectures (Distiller aliases map onto these).
+#: the architectures prunescope builds itself (its own and Distiller's zoo; Distiller aliases map onto these).
 MODEL_NAMES: tuple[str, ...] = tuple(a.name for a in ARCHITECTURES.values() if a.source == "prunescope")
 #: torchvision classification models accepted as they are named there.
 TORCHVISION_MODEL_NAMES: tuple[str, ...] = tuple(a.name for a in ARCHITECTURES.values() if a.source == "torchvision")
@@ -155,6 +187,11 @@ def canonical_model_name(name: str) -> str | None:
     if name in ARCHITECTURES:
         return name
     return MODEL_ALIASES.get(name)
+
+
+def unsupported_reason(name: str) -> str | None:
+    """Why a known architecture name (Distiller's) is not built, or None for any other name."""
+    return UNSUPPORTED_ARCHITECTURES.get(name)
 
 
 def architecture(name: str) -> Architecture | None:

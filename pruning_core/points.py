@@ -46,6 +46,14 @@ class SensitivityPoint:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def thinnable(self) -> bool | None:
+        """Structured groups: whether physical thinning removes every filter/channel this point zeroes in its
+        parameter (False: ``macs``/``params_left`` count them as kept, e.g. filters feeding a residual add in
+        independent mode); None where not known. Kept under ``metrics`` (:data:`POINT_FLAGS`)."""
+        value = (self.metrics or {}).get("thinnable")
+        return None if value is None else bool(value)
+
 
 #: Every field of a point, in order: the REST JSON, the JSON export and the client's columns.
 POINT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SensitivityPoint))
@@ -55,6 +63,9 @@ assert set(CSV_HEADER) <= set(POINT_FIELDS), "the CSV columns are point fields"
 
 #: Metrics kept as their own fields; any other metric a point carries is a key of ``metrics``.
 COLUMN_METRICS: tuple[str, ...] = ("top1", "top5", "loss")
+#: Keys of ``metrics`` that are flags of the point (1.0 true, 0.0 false), not metrics: no plan, selector or
+#: column lists them as a metric. They live there because a point's SQL columns are fixed by migrations.
+POINT_FLAGS: tuple[str, ...] = ("thinnable",)
 #: Known metrics where smaller is better (a custom metric says its direction where it is used).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"loss", "perplexity"})
 #: Known metrics where larger is better.
@@ -95,5 +106,5 @@ def metric_names(points: Iterable[object]) -> list[str]:
     names = [c for c in COLUMN_METRICS if any(metric_value(p, c) is not None for p in points)]
     for p in points:
         extra = p.get("metrics") if isinstance(p, dict) else getattr(p, "metrics", None)
-        names.extend(k for k in (extra or {}) if k not in names)
+        names.extend(k for k in (extra or {}) if k not in names and k not in POINT_FLAGS)
     return names

@@ -59,13 +59,16 @@ def preview(schedule: Schedule, shapes: Shapes, *, lr: float = 0.1, epochs: int 
             raise _lr_error(resolved, name, exc) from None
     built: dict[str, Any] = {}
 
-    def fixed_target(pname: str, decl: Declaration, spec: PrunerSpec, param: str) -> float | None:
+    def fixed_target(pname: str, decl: Declaration, spec: PrunerSpec, param: str, epoch: int,
+                     span: tuple[int, int, int]) -> float | None:
         if decl.behaviour != "threshold":
             return decl.target(spec.args, param, 0, (0, 0, 1))
         if weights is None:
             return None
         if pname not in built:
             built[pname] = decl.build(spec.args)
+        if decl.epoch_aware:  # a threshold that grows with the epochs (Splicing, BaiduRNNPruner)
+            built[pname].set_epoch(epoch, *span)
         mask = built[pname].compute_mask(param, weights(param))
         return 1.0 - float(mask.float().mean())
 
@@ -84,9 +87,10 @@ def preview(schedule: Schedule, shapes: Shapes, *, lr: float = 0.1, epochs: int 
                 spec = resolved.pruners[pname]
                 decl = PRUNER_CLASSES[spec.cls]
                 level = decl.target(spec.args, "", epoch, policy.span()) if decl.agp else None
+                again = decl.epoch_aware and decl.behaviour == "threshold"
                 for param in targets[pname]:
-                    if level is None and (pname, param) not in fixed:
-                        fixed[pname, param] = fixed_target(pname, decl, spec, param)
+                    if level is None and ((pname, param) not in fixed or again):
+                        fixed[pname, param] = fixed_target(pname, decl, spec, param, epoch, policy.span())
                     current[param] = level if level is not None else fixed[pname, param]
                 entry["params"][pname] = list(targets[pname])
                 entry["pruners"][pname] = level if level is not None else (

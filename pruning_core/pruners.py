@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import fnmatch
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 import torch
 from torch import nn
 
-from .declarations import is_glob, rule_for
+from .declarations import FILTER_GROUP_TYPES, is_glob, rule_for
 from .groups import DISTILLER_RANKED, RANKED_GROUP_TYPES, Group, distiller_name, group
 from .masks import MaskSet
 from .metrics import prunable_parameters, sparsity, structure_view
 
 V = TypeVar("V")
+#: what a pruner ranks for a parameter instead of its value (name, weight) -> tensor of the same shape, e.g.
+#: the weight folded with the BatchNorm after it (a policy's ``fold_batchnorm``); the mask applies to the weight
+View = Callable[[str, torch.Tensor], torch.Tensor]
 
 
 # --------------------------------------------------------------------------- primitives
@@ -250,15 +253,17 @@ class RulePruner(Generic[V]):
             raise ValueError(f"{type(self).__name__}: patterns match no prunable weight: {', '.join(unused)}")
         return chosen
 
-    def prune(self, model: nn.Module, masks: MaskSet) -> dict[str, float]:
+    def prune(self, model: nn.Module, masks: MaskSet, view: View | None = None) -> dict[str, float]:
         """Compute the masks of all target parameters, store them in ``masks`` (replacing earlier
         ones, as Distiller does), zero the weights, and return each parameter's sparsity.
 
+        ``view`` gives what is ranked instead of a weight's value (the mask still applies to the weight).
         All masks are computed before any is stored, so an error leaves the model untouched."""
         if masks.model is not model:
             raise ValueError("the MaskSet belongs to a different model")
         params = dict(model.named_parameters())
-        new = {name: self.compute_mask(name, params[name]) for name in self.targets(model)}
+        ranked = (lambda n: params[n]) if view is None else (lambda n: view(n, params[n]))
+        new = {name: self.compute_mask(name, ranked(name)) for name in self.targets(model)}
         for name, mask in new.items():
             masks.set(name, mask)
         return {name: sparsity(params[name]) for name in new}
@@ -335,7 +340,7 @@ class RankedStructures:
             return expand_groups(tensor, self._leader_keep, self.group_type, self.block_shape)
         return ranked_structure_mask(tensor, level, self.group_type, self.block_shape)
 
-    def _rank_leader(self, model: nn.Module, level: float) -> None:
+    def _rank_leader(self, model: nn.Module, level: float, view: View | None = None) -> None:
         self._leader_keep = None
         if self.group_dependency == "Leader":
             leader = next(iter(self.rules))
@@ -344,6 +349,7 @@ class RankedStructures:
             except AttributeError:
                 raise ValueError(f"group_dependency Leader needs an exact parameter name first in weights, "
                                  f"got {leader!r}") from None
+            tensor = view(leader, tensor) if view is not None else tensor
             self._leader_keep = group_keep(tensor, level, self.group_type, self.block_shape)
 
 
@@ -360,10 +366,10 @@ class L1RankedStructureParameterPruner(RankedStructures, RulePruner[float]):
     def _level(self, name: str) -> float:
         return float(self.rules[name]) if name in self.rules else float(next(iter(self.rules.values())))
 
-    def prune(self, model: nn.Module, masks: MaskSet) -> dict[str, float]:
-        self._rank_leader(model, self._level(next(iter(self.rules))))
+    def prune(self, model: nn.Module, masks: MaskSet, view: View | None = None) -> dict[str, float]:
+        self._rank_leader(model, self._level(next(iter(self.rules))), view)
         try:
-            return super().prune(model, masks)
+            return super().prune(model, masks, view)
         finally:
             self._leader_keep = None
 
@@ -390,12 +396,12 @@ class RandomLevelStructureParameterPruner(L1RankedStructureParameterPruner):
         low, high = self.sparsity_range
         return low + (high - low) * float(torch.rand((), generator=self._generator))
 
-    def prune(self, model: nn.Module, masks: MaskSet) -> dict[str, float]:
+    def prune(self, model: nn.Module, masks: MaskSet, view: View | None = None) -> dict[str, float]:
         self.levels = {}
         if self.group_dependency == "Leader":
             level = self._draw()
             self.rules = dict.fromkeys(self.rules, level)
-        return super().prune(model, masks)
+        return super().prune(model, masks, view)
 
     def _mask(self, tensor: torch.Tensor, setting: float, name: str) -> torch.Tensor:
         level = setting if self.group_dependency == "Leader" else self._draw()
@@ -430,9 +436,9 @@ class SplicingPruner(RulePruner[float]):
             else 1.0
         return self.growth
 
-    def prune(self, model: nn.Module, masks: MaskSet) -> dict[str, float]:
+    def prune(self, model: nn.Module, masks: MaskSet, view: View | None = None) -> dict[str, float]:
         self.current = {n: masks.get(n) for n in masks.names()}
-        return super().prune(model, masks)
+        return super().prune(model, masks, view)
 
     def _mask(self, tensor: torch.Tensor, setting: float, name: str) -> torch.Tensor:
         magnitude = tensor.detach().abs()
@@ -473,3 +479,211 @@ class RandomPruner(RulePruner[float]):
     def _mask(self, tensor: torch.Tensor, setting: float, name: str) -> torch.Tensor:
         generator = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{name}".encode()))
         return random_mask(tensor, setting, generator)
+
+
+# --------------------------------------------------------------------------- filters ranked by what they output
+
+
+def _filter_mask(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The element mask of a conv weight that keeps the filters ``keep`` marks."""
+    if keep.shape[0] != t.shape[0]:
+        raise ValueError(f"{keep.shape[0]} filter scores for a weight with {t.shape[0]} filters")
+    return keep.to(t.device).view(-1, *([1] * (t.dim() - 1))).expand(t.shape).contiguous()
+
+
+def activation_keep(scores: torch.Tensor, level: float, prune_highest: bool) -> torch.Tensor:
+    """Keep-vector over filters that drops ``int(level * count)`` of them by their activation ``scores``: the
+    highest (APoZ: mostly-zero outputs) or the lowest (mean activation); ties prune the lower index first."""
+    scores = scores.detach().double().flatten()
+    return _keep_all_but_lowest(-scores if prune_highest else scores, _count(level, scores.numel()))
+
+
+class FilterRanking:
+    """Options shared by the filter pruners that rank by something other than the weights (activations, a
+    random draw): ``group_type`` Filters/3D only, ``group_dependency: Leader`` (the first name's decision
+    is every listed weight's, as Distiller's leader binary map)."""
+
+    rules: dict
+    group_type: str
+    group_dependency: str | None
+    _leader_keep: torch.Tensor | None = None
+
+    def _init_filters(self, group_type: str, group_dependency: str | None) -> None:
+        if group_type not in FILTER_GROUP_TYPES:
+            raise ValueError(f"{type(self).__name__} prunes filters: group_type must be Filters or 3D, "
+                             f"got {group_type!r}")
+        if group_dependency not in (None, "Leader"):
+            raise ValueError(f"group_dependency {group_dependency!r} is not supported; use Leader")
+        self.group_type, self.group_dependency = group_type, group_dependency
+
+    def _filter_keep(self, name: str, tensor: torch.Tensor, level: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _filters_mask(self, tensor: torch.Tensor, level: float, name: str) -> torch.Tensor:
+        if tensor.dim() != 4:
+            raise ValueError(f"filter ranking needs a conv weight (4-D), got shape {tuple(tensor.shape)}")
+        if self.group_dependency == "Leader":
+            if self._leader_keep is None:
+                leader = next(iter(self.rules))
+                self._leader_keep = self._filter_keep(leader, tensor, level)
+            return _filter_mask(tensor, self._leader_keep)
+        return _filter_mask(tensor, self._filter_keep(name, tensor, level))
+
+    def prune(self, model: nn.Module, masks: MaskSet, view: View | None = None) -> dict[str, float]:
+        self._leader_keep = None
+        try:
+            return super().prune(model, masks, view)  # type: ignore[misc]
+        finally:
+            self._leader_keep = None
+
+
+#: per-filter activation statistic of a weight (its name) -> scores, collected by forward hooks
+Statistics = Callable[[str], torch.Tensor]
+
+
+class ActivationRanking(FilterRanking):
+    """Rank a conv's filters by a statistic of their output channels over training batches (Distiller's
+    ``ActivationRankedFilterPruner``). The scheduler collects the statistic with forward hooks
+    (:mod:`pruning_core.activation_stats`) and hands it over as :attr:`statistics` before each prune."""
+
+    #: the statistic (``activation_stats.STATISTICS``) and which end of it is pruned
+    statistic: str = ""
+    prune_highest: bool = True
+    statistics: Statistics | None = None
+
+    def _filter_keep(self, name: str, tensor: torch.Tensor, level: float) -> torch.Tensor:
+        if self.statistics is None:
+            raise ValueError(f"{type(self).__name__} ranks filters by their activations ({self.statistic}): "
+                             "it needs statistics from forward passes (the CompressionScheduler collects them)")
+        return activation_keep(self.statistics(name), level, self.prune_highest)
+
+
+class _ActivationRankedFilterPruner(ActivationRanking, RulePruner[float]):
+    """One-shot: prune ``int(desired_sparsity * filters)`` filters of each of ``weights`` by the statistic."""
+
+    def __init__(self, group_type: str, desired_sparsity: float, weights: Sequence[str] | str,
+                 group_dependency: str | None = None) -> None:
+        self._init_filters(group_type, group_dependency)
+        _count(desired_sparsity, 0)
+        super().__init__(weight_rules(weights, desired_sparsity))
+
+    def _mask(self, tensor: torch.Tensor, setting: float, name: str) -> torch.Tensor:
+        return self._filters_mask(tensor, setting, name)
+
+
+class ActivationAPoZRankedFilterPruner(_ActivationRankedFilterPruner):
+    """Network trimming (Hu et al. 2016): prune the filters whose ReLU outputs are most often zero (the
+    highest average percentage of zeros, APoZ), as Distiller ranks them."""
+
+    statistic = "apoz"
+    prune_highest = True
+
+
+class ActivationMeanRankedFilterPruner(_ActivationRankedFilterPruner):
+    """Prune the filters whose output channels have the lowest mean activation (Molchanov et al. 2017).
+
+    Distiller's code keeps ``argsort(means)[:-k]``, i.e. drops the *highest* means, the opposite of the
+    paper's criterion it cites; prunescope drops the lowest, as the paper does."""
+
+    statistic = "mean"
+    prune_highest = False
+
+
+def bernoulli_keep(count: int, keep_probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Keep-vector of ``count`` independent Bernoulli(``keep_probability``) draws (DropFilter's draw)."""
+    return torch.bernoulli(torch.full((count,), float(keep_probability)), generator=generator).bool()
+
+
+class BernoulliDrop(FilterRanking):
+    """Drop each filter independently with probability ``level`` (Distiller's ``BernoulliFilterPruner``):
+    the number dropped is random, its expectation ``level * filters``. :attr:`scales` holds, per weight,
+    ``filters / kept``, the factor Distiller multiplies the kept filters by so the layer's expected output
+    stays the same; the scheduler applies it only on a forward-only, double-copy policy (where the dense
+    weights are restored after the step; multiplying a kept weight in place at every step, as Distiller
+    does otherwise, would grow it without bound)."""
+
+    seed: int
+    _generator: torch.Generator
+    scales: dict[str, float]
+
+    def _init_draws(self, seed: int) -> None:
+        self.seed = seed
+        self._generator = torch.Generator().manual_seed(seed)
+        self.scales = {}
+
+    def _filter_keep(self, name: str, tensor: torch.Tensor, level: float) -> torch.Tensor:
+        keep = bernoulli_keep(tensor.shape[0], 1.0 - level, self._generator)
+        kept = int(keep.sum())
+        self.scales[name] = tensor.shape[0] / kept if kept else 1.0
+        return keep
+
+    def _filters_mask(self, tensor: torch.Tensor, level: float, name: str) -> torch.Tensor:
+        mask = super()._filters_mask(tensor, level, name)
+        if self.group_dependency == "Leader":
+            leader = next(iter(self.rules))
+            self.scales[name] = self.scales.get(leader, 1.0)
+        return mask
+
+
+class BernoulliFilterPruner(BernoulliDrop, RulePruner[float]):
+    """Drop each filter of ``weights`` with probability ``desired_sparsity`` at every prune (DropFilter);
+    reproducible through ``seed``."""
+
+    def __init__(self, group_type: str, desired_sparsity: float, weights: Sequence[str] | str,
+                 group_dependency: str | None = None, seed: int = 0) -> None:
+        self._init_filters(group_type, group_dependency)
+        self._init_draws(seed)
+        _count(desired_sparsity, 0)
+        super().__init__(weight_rules(weights, desired_sparsity))
+
+    def _mask(self, tensor: torch.Tensor, setting: float, name: str) -> torch.Tensor:
+        return self._filters_mask(tensor, setting, name)
+
+
+# --------------------------------------------------------------------------- recurrent networks
+
+
+class BaiduRNNPruner(RulePruner[bool]):
+    """Narang et al. 2017 ("Exploring Sparsity in Recurrent Neural Networks"), with Distiller's epoch formula.
+
+    ``ramp_epoch = starting_epoch + ramp_epoch_offset``; once per policy
+    ``start_slope = 2 q freq / (2 (ramp_epoch - starting_epoch) + 3 (ending_epoch - ramp_epoch))`` and
+    ``ramp_slope = start_slope * ramp_slope_mult``; at epoch e the threshold is
+    ``start_slope (e - starting_epoch + 1) / freq`` before the ramp epoch and
+    ``(start_slope (ramp_epoch - starting_epoch + 1) + ramp_slope (e - ramp_epoch + 1)) / freq`` from it on;
+    weights with ``|w| <= threshold`` are pruned (Distiller keeps ``|w| > threshold``).
+    """
+
+    def __init__(self, q: float, ramp_epoch_offset: int, ramp_slope_mult: float,
+                 weights: Sequence[str] | str) -> None:
+        if q < 0 or ramp_epoch_offset < 0 or ramp_slope_mult < 0:
+            raise ValueError(f"BaiduRNNPruner needs q, ramp_epoch_offset and ramp_slope_mult >= 0, got {q}, "
+                             f"{ramp_epoch_offset}, {ramp_slope_mult}")
+        super().__init__(weight_rules(weights, True))
+        self.q, self.ramp_epoch_offset, self.ramp_slope_mult = float(q), int(ramp_epoch_offset), float(ramp_slope_mult)
+        self.start_slope: float | None = None
+        self.ramp_slope: float | None = None
+        self.threshold: float | None = None
+
+    def set_epoch(self, epoch: int, starting_epoch: int, ending_epoch: int, frequency: int = 1) -> float:
+        """The threshold the next :meth:`prune` uses (the slopes are fixed the first time, as Distiller)."""
+        ramp_epoch = starting_epoch + self.ramp_epoch_offset
+        if self.start_slope is None:
+            denominator = 2 * (ramp_epoch - starting_epoch) + 3 * (ending_epoch - ramp_epoch)
+            if denominator <= 0:
+                raise ValueError(f"BaiduRNNPruner: ramp_epoch_offset {self.ramp_epoch_offset} leaves no epochs "
+                                 f"to prune in {starting_epoch}..{ending_epoch}")
+            self.start_slope = 2 * self.q * frequency / denominator
+            self.ramp_slope = self.start_slope * self.ramp_slope_mult
+        assert self.ramp_slope is not None
+        if epoch < ramp_epoch:
+            self.threshold = self.start_slope * (epoch - starting_epoch + 1) / frequency
+        else:
+            self.threshold = (self.start_slope * (ramp_epoch - starting_epoch + 1)
+                              + self.ramp_slope * (epoch - ramp_epoch + 1)) / frequency
+        return self.threshold
+
+    def _mask(self, tensor: torch.Tensor, setting: bool, name: str) -> torch.Tensor:
+        if self.threshold is None:
+            raise ValueError("BaiduRNNPruner's threshold grows with the epochs: call set_epoch first")
+        return threshold_mask(tensor, self.threshold)

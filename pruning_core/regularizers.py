@@ -136,3 +136,27 @@ class L1Regularizer(_Regularizer):
 
     def mask(self, t: torch.Tensor, setting: float) -> torch.Tensor:
         return t.detach().abs() > float(setting)
+
+
+def channel_norms(t: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each input channel of a conv weight (all its filters' kernels for that channel), with
+    Distiller's ``EPSILON`` under the root so the norm of a zero channel has a gradient."""
+    return structure_view(t, "channels").pow(2).sum(dim=1).add(EPSILON).sqrt()
+
+
+class GroupVarianceRegularizer(_Regularizer):
+    """Group variance (Torfi et al. 2018, "Attention-based guided structured sparsity"), as Distiller's: the
+    penalty ``strength / var(channel L2 norms)`` (unbiased variance) rewards a spread between strong and weak
+    input channels, so a Group Lasso beside it can zero the weak ones. ``reg_regims`` maps a conv weight to
+    ``[strength, Channels]`` (the one group type Distiller implements); no thresholding of its own."""
+
+    def __init__(self, reg_regims: Mapping[str, Sequence[Any]]) -> None:
+        super().__init__(reg_regims)
+        for name, (_strength, group_type) in self.reg_regims.items():
+            if group_type != "Channels":
+                raise ValueError(f"{name}: GroupVarianceRegularizer supports group type Channels only, "
+                                 f"got {group_type!r}")
+
+    def penalty(self, t: torch.Tensor, setting: Sequence[Any]) -> torch.Tensor:
+        strength, _group_type = setting
+        return float(strength) / channel_norms(t).var()

@@ -11,8 +11,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from pruning_core.points import metric_names, metric_value
-from pruning_core.sensitivity import SensitivityPoint
+from pruning_core.points import SensitivityPoint, metric_names, metric_value  # torch-free: the API exports it
 
 #: Axis titles of the metrics that have a unit; any other is titled by its name.
 UNITS = {"top1": "top1 (%)", "top5": "top5 (%)"}

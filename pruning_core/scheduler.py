@@ -20,6 +20,7 @@ policy's first epoch. ``ReduceLROnPlateau`` steps with the validation loss (``me
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -27,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .declarations import PRUNER_CLASSES, REGULARIZER_CLASSES
+from .declarations import PRUNER_CLASSES, REGULARIZER_CLASSES, Declaration
 from .lr_table import LR_SCHEDULERS
-from .masks import MaskSet
+from .masks import ForwardMasks, MaskSet
 from .schedule import PolicySpec, PrunerSpec, Schedule, lr_scheduler_class, model_parameter_names, resolve_schedule
 
 
@@ -84,8 +85,34 @@ class CompressionScheduler:
         self.regularization_loss: dict[int, float] = {}  # epoch -> mean penalty per minibatch
         self._reg_sum: dict[int, list[float]] = defaultdict(lambda: [0.0, 0])
         self._step_hook: Any = None
+        self._step_pre_hook: Any = None
+        # the pruning policies' own arguments (Distiller's pruner_args), each with its declared default
+        self.settings = {id(p): self._declaration(p).policy_settings(p.args) for p in schedule.policies
+                         if p.kind in ("pruner", "regularizer")}
+        self.forward_masks = ForwardMasks(model)  # mask_on_forward_only policies' masks
+        self._owner: dict[str, int] = {}  # parameter -> id of the policy whose mask it holds
+        self._statistics: dict[str, Any] = {}  # pruner -> ActivationStatistics of its weights
+        self._batchnorm: dict[str, dict[str, nn.Module]] = {}  # pruner -> conv weight -> its BatchNorm
+        self.minibatch = 0  # training minibatches seen this run (Distiller's global minibatch id)
+        self._epoch_batch = 0  # ... and in the current epoch
+        self._forward_hook = model.register_forward_pre_hook(self._before_forward) if any(
+            self._minibatch_work(p) for p in schedule.policies if p.kind == "pruner") else None
+        for name, spec in schedule.pruners.items():  # collecting from the first training batch on
+            if PRUNER_CLASSES[spec.cls].activation_statistic is not None:
+                self._activation_statistics(name)
         if optimizer is not None:
             self.attach(optimizer)
+
+    def _declaration(self, policy: PolicySpec) -> Declaration:
+        if policy.kind == "pruner":
+            return PRUNER_CLASSES[self.schedule.pruners[policy.instance_name].cls]
+        return REGULARIZER_CLASSES[self.schedule.regularizers[policy.instance_name].cls]
+
+    def _minibatch_work(self, policy: PolicySpec) -> bool:
+        """Whether a pruning policy acts between epochs: on minibatches, or on the forward pass only."""
+        settings = self.settings[id(policy)]
+        return bool(settings["mini_batch_pruning_frequency"] or settings["mask_on_forward_only"]
+                    or settings["discard_masks_at_minibatch_end"])
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         """Bind the lr schedulers to ``optimizer`` and run :meth:`on_minibatch_end` after each step
@@ -95,8 +122,12 @@ class CompressionScheduler:
                               for name, s in self.schedule.lr_schedulers.items()}
         if self._step_hook is not None:
             self._step_hook.remove()
-        if self.regularizers:
+        if self._step_pre_hook is not None:
+            self._step_pre_hook.remove()
+        if self.regularizers or self._forward_hook is not None:
             self._step_hook = optimizer.register_step_post_hook(lambda *_: self.on_minibatch_end())
+        if self._forward_hook is not None:  # the optimizer updates the dense copies (use_double_copies)
+            self._step_pre_hook = optimizer.register_step_pre_hook(lambda *_: self.forward_masks.restore())
 
     def _active(self, kind: str, epoch: int) -> list[PolicySpec]:
         return [p for p in self.schedule.policies if p.kind == kind and epoch in p.active_epochs()]
@@ -114,12 +145,13 @@ class CompressionScheduler:
         """Run the pruners, then the thinning extensions, scheduled for ``epoch``; returns the
         sparsity of each parameter pruned."""
         self.epoch = epoch
+        self._epoch_batch = 0
         result: dict[str, float] = {}
         for policy in self._active("pruner", epoch):
-            pruner = self.pruners[policy.instance_name]
-            if PRUNER_CLASSES[self.schedule.pruners[policy.instance_name].cls].epoch_aware:
-                pruner.set_epoch(epoch, *policy.span())
-            result.update(pruner.prune(self.model, self.masks))
+            result.update(self._prune(policy, epoch))
+            stats = self._statistics.get(policy.instance_name)
+            if stats is not None:
+                stats.reset()  # the next ranking sees this epoch's batches, as Distiller's per-epoch collector
         if result:
             if self.after_prune is not None:
                 self.after_prune(self.masks)
@@ -127,6 +159,96 @@ class CompressionScheduler:
         if self._active("extension", epoch):
             self.thin_now(epoch)
         return result
+
+    def _prune(self, policy: PolicySpec, epoch: int) -> dict[str, float]:
+        """One pruning policy's prune, with its policy arguments: forward-only masks (and their double copies
+        and gradient masks) go to :attr:`forward_masks`, the others to the MaskSet; ``fold_batchnorm`` ranks
+        BN-folded weights; activation-ranked pruners get their statistics first."""
+        name = policy.instance_name
+        pruner, decl = self.pruners[name], self._declaration(policy)
+        settings = self.settings[id(policy)]
+        if decl.epoch_aware:
+            pruner.set_epoch(epoch, *policy.span())
+        if decl.activation_statistic is not None:
+            pruner.statistics = functools.partial(self._activation_statistics(name).scores,
+                                                  statistic=decl.activation_statistic)
+        view = self._folded_view(name) if settings["fold_batchnorm"] else None
+        if not settings["mask_on_forward_only"]:
+            pruned = pruner.prune(self.model, self.masks, view)
+        else:
+            self.forward_masks.restore()  # rank (and splice) on the dense weights
+            options = (bool(settings["use_double_copies"]), bool(settings["mask_gradients"]))
+            self.forward_masks.options.update(dict.fromkeys(pruner.targets(self.model), options))
+            pruned = pruner.prune(self.model, self.forward_masks, view)
+            for param, scale in getattr(pruner, "scales", {}).items():
+                if param in pruned:
+                    self.forward_masks.set_scale(param, scale)
+        for param in pruned:
+            self._owner[param] = id(policy)
+        return pruned
+
+    def _activation_statistics(self, pruner: str) -> Any:
+        if pruner not in self._statistics:
+            from .activation_stats import ActivationStatistics
+
+            weights = self.pruners[pruner].targets(self.model)
+            self._statistics[pruner] = ActivationStatistics(self.model, weights, self._example())
+        return self._statistics[pruner]
+
+    def _example(self) -> torch.Tensor | None:
+        if self.example_inputs is None:
+            return None
+        return self.example_inputs.to(next(self.model.parameters()).device)
+
+    def _folded_view(self, pruner: str) -> Callable[[str, torch.Tensor], torch.Tensor]:
+        """What a ``fold_batchnorm`` policy ranks: each conv weight folded with the BatchNorm after it."""
+        from .activation_stats import batchnorm_folded, conv_batchnorm_pairs
+
+        if pruner not in self._batchnorm:
+            example = self._example()
+            if example is None:
+                raise ValueError("fold_batchnorm finds the BatchNorm after each conv with one forward pass: pass "
+                                 "example_inputs= to CompressionScheduler")
+            targets = self.pruners[pruner].targets(self.model)
+            self._batchnorm[pruner] = conv_batchnorm_pairs(self.model, example, targets)
+        pairs = self._batchnorm[pruner]
+        modules = dict(self.model.named_modules())
+
+        def view(name: str, weight: torch.Tensor) -> torch.Tensor:
+            bn = pairs.get(name)
+            return weight if bn is None else batchnorm_folded(modules[name.rsplit(".", 1)[0]], bn)
+        return view
+
+    def _before_forward(self, module: nn.Module, inputs: Any) -> None:
+        """Distiller's ``on_minibatch_begin`` for the policies that act between epochs (a forward pre-hook):
+        every ``mini_batch_pruning_frequency`` training minibatches the pruner runs again (not on an epoch's
+        first, which ``on_epoch_begin`` pruned); then the forward-only masks are applied."""
+        if module.training and self.epoch is not None:
+            due = []
+            for policy in self._active("pruner", self.epoch):
+                every = self.settings[id(policy)]["mini_batch_pruning_frequency"]
+                if every and self._epoch_batch > 0 and self.minibatch % every == 0:
+                    due.append(policy)
+            permanent = False
+            for policy in due:
+                pruned = self._prune(policy, self.epoch)
+                permanent = permanent or bool(pruned and not self.settings[id(policy)]["mask_on_forward_only"])
+            if permanent and self.after_prune is not None:
+                self.after_prune(self.masks)
+            self.minibatch += 1
+            self._epoch_batch += 1
+        self.forward_masks.apply()
+
+    def _discard(self, policy: PolicySpec) -> None:
+        """Forget the masks ``policy`` set (its pruned weights may grow back): ``discard_masks_at_minibatch_end``,
+        or a forward-only policy that ends without ``keep_mask``. Distiller discards every parameter's mask;
+        only this policy's are."""
+        for name in [n for n, owner in self._owner.items() if owner == id(policy)]:
+            if name in self.forward_masks:
+                self.forward_masks.remove(name)
+            elif name in self.masks:
+                self.masks.remove(name)
+            del self._owner[name]
 
     def thin_now(self, epoch: int) -> Any:
         """Remove dead filters/channels physically (Torch-Pruning), then re-bind masks and optimizer to
@@ -195,6 +317,9 @@ class CompressionScheduler:
         self.masks.apply()
         if self.epoch is None:
             return
+        for policy in self._active("pruner", self.epoch):
+            if self.settings[id(policy)]["discard_masks_at_minibatch_end"]:
+                self._discard(policy)
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for policy in self._active("regularizer", self.epoch):
@@ -208,8 +333,11 @@ class CompressionScheduler:
         epoch = self.epoch if epoch is None else epoch
         if epoch is None:
             return
+        for policy in self._active("pruner", epoch):
+            if epoch == policy.active_epochs()[-1]:
+                self._end_pruning_policy(policy)
         for policy in self._active("regularizer", epoch):
-            if policy.args.get("keep_mask") and epoch == policy.active_epochs()[-1]:
+            if self.settings[id(policy)]["keep_mask"] and epoch == policy.active_epochs()[-1]:
                 changed = False
                 for name, keep in self.regularizers[policy.instance_name].threshold(self.model).items():
                     old = self.masks.get(name) if name in self.masks else None
@@ -226,6 +354,25 @@ class CompressionScheduler:
                     scheduler.step(metrics[scheduler.mode])
             else:
                 scheduler.step()
+
+    def _end_pruning_policy(self, policy: PolicySpec) -> None:
+        """A pruning policy's last epoch ended: with ``keep_mask`` its forward-only masks become permanent (the
+        MaskSet keeps them zero from now on, as Distiller's ``mask_tensor``), without it they are dropped (the
+        policy no longer masks the forward pass, so its weights are dense again)."""
+        owned = [n for n, owner in self._owner.items() if owner == id(policy) and n in self.forward_masks]
+        if not owned:
+            return
+        self.forward_masks.restore()
+        if self.settings[id(policy)]["keep_mask"]:
+            for name in owned:
+                mask = self.forward_masks.get(name)
+                self.forward_masks.remove(name)
+                self.masks.set(name, mask)
+                self._owner[name] = id(policy)
+            if self.after_prune is not None:
+                self.after_prune(self.masks)
+        else:
+            self._discard(policy)
 
     def step(self) -> None:
         """``on_epoch_end`` for the current epoch: lets ``training.train(scheduler=...)`` drive it."""

@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 GROUPS = SENSITIVITY_GROUPS  # the sweep's names of pruning_core.groups' element, filters, channels
 ENGINES = ("fast", "plain")
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
 @dataclass
@@ -305,55 +304,6 @@ def select_parameters(model: nn.Module, params: Sequence[str] | None, group: str
     return chosen, skipped
 
 
-def _positions(model: nn.Module, example: Example) -> dict[nn.Module, int]:
-    """Output positions per sample of each conv/linear (H*W for a 2-D conv, 1 for a linear, T for a linear
-    over a sequence); ``example`` holds one sample (a tensor is cut to its first)."""
-    found: dict[nn.Module, int] = {}
-
-    def hook(m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
-        found[m] = out[0].numel() // m.weight.shape[0]
-
-    layers = [m for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
-    hooks = [m.register_forward_hook(hook) for m in layers]
-    run = _runner(model, example if callable(example) else example[:1])
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        for h in hooks:
-            h.remove()
-    return found
-
-
-def footprint(model: nn.Module, positions: dict[nn.Module, int]) -> tuple[int, int]:
-    """(MACs per sample, parameters) once all-zero filters and channels are physically removed.
-
-    Conv/linear weights keep only live filters x live input channels; biases and normalisation
-    channels follow; anything else counts in full. This is what thinning would leave.
-    """
-    macs = params = 0
-    for m in model.modules():
-        own = dict(m.named_parameters(recurse=False))
-        if not own:
-            continue
-        weight = own.get("weight")
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and weight is not None and weight.dim() >= 2:
-            nz = weight.detach() != 0
-            rows = int(nz.flatten(1).any(1).sum())
-            cols = int(nz.transpose(0, 1).flatten(1).any(1).sum())
-            count = rows * cols * weight[0, 0].numel()
-            params += count + (rows if own.get("bias") is not None else 0)
-            macs += count * positions.get(m, 1)
-        elif isinstance(m, _NORMS) and weight is not None and weight.dim() == 1:
-            live = weight.detach() != 0
-            if own.get("bias") is not None:
-                live |= own["bias"].detach() != 0
-            params += int(live.sum()) * len(own)
-        else:
-            params += sum(p.numel() for p in own.values())
-    return macs, params
-
-
 class SensitivityAnalysis:
     """One sensitivity analysis: configured on construction, measured while iterated.
 
@@ -426,7 +376,7 @@ class SensitivityAnalysis:
         self.params, self.skipped = select_parameters(model, params, group, probe)
         self.named = dict(model.named_parameters())
         self.owners = _owners(model)
-        self.positions = _positions(model, probe) if group != "element" else {}
+        self._footprints, self._footprint_cache = self._forecaster(model), {}
         self._groups = None
         if coupled:
             from pruning_core.coupled import CoupledGroups
@@ -442,6 +392,35 @@ class SensitivityAnalysis:
                 log.warning(self.engine_note)
         self.baseline: dict | None = None
         self._chain: tuple[int, list] | None = None  # (cut, [(live values per chunk, batch)] per batch)
+
+    def _forecaster(self, model: nn.Module) -> Any:
+        """What thinning would leave of each point (``thinning.Footprints``): structured groups only, and only
+        where Torch-Pruning can trace the model (one input tensor); else points carry no footprint."""
+        if self.group == "element":
+            return None
+        if self.example is None:
+            log.warning("no footprints (macs, params_left): thinning traces the model with Torch-Pruning, which "
+                        "needs a model taking one tensor")
+            return None
+        from pruning_core.thinning import Footprints
+
+        try:
+            return Footprints(model, self.example)
+        except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer raises anything on odd graphs
+            log.warning("no footprints (macs, params_left): Torch-Pruning cannot trace the model: %s", exc)
+            return None
+
+    def _footprint(self, name: str, weights: dict[str, torch.Tensor]) -> tuple[int, int, bool]:
+        """(MACs per sample, parameters, thinnable) of a point: what thinning its mask would leave, cached per
+        (parameter, structures kept), which fixes the mask."""
+        dim = 0 if SENSITIVITY[self.group] == "filters" else 1
+        kept = int((weights[name] != 0).transpose(0, dim).flatten(1).any(1).sum())
+        key = (name, kept)
+        if key not in self._footprint_cache:
+            fp = self._footprints.forecast(weights)
+            thinnable = self._footprints.removes_all(fp, name, weights[name], dim)
+            self._footprint_cache[key] = (fp.macs, fp.params, thinnable)
+        return self._footprint_cache[key]
 
     def _fast_engine(self, model: nn.Module, args: tuple, kwargs: dict) -> str | None:
         """Trace the model for the fast engine; why it cannot run, or None when it can."""
@@ -526,30 +505,36 @@ class SensitivityAnalysis:
             return {p: torch.where(m.to(self.named[p].device), self.named[p], 0.0) for p, m in masks.items()}
 
     def _latencies(self, weights_by_level: dict[float, dict[str, torch.Tensor]]) -> dict[float, float]:
-        """Forward time (ms) of the model physically thinned at each level, the levels timed side by side
-        (``thinning.compare_latency``) so that the differences between them are not the machine's noise."""
-        from pruning_core.thinning import compare_latency, thinned_copy
+        """Forward time (ms) on the analysis' device of the model physically thinned at each level (its filter
+        masks extended to bias and BatchNorm, as the footprint assumes), the levels timed side by side
+        (``measures.compare_latency``, synchronised) so that the differences between them are not noise."""
+        from pruning_core.measures import compare_latency
+        from pruning_core.thinning import thinned_copy
 
         thinned = {}
         for level, weights in weights_by_level.items():
+            if self._footprints is not None:
+                weights = self._footprints.extended(weights)
             with _swapped(self.named, weights):
                 thinned[level] = thinned_copy(self.model, self.latency_input, latency=False)[0]
-        return compare_latency(thinned, self.latency_input, repeats=self.latency_repeats)
+        return compare_latency(thinned, self.latency_input, repeats=self.latency_repeats, device=self.device)
 
     def _point(self, name: str, level: float, weights: dict[str, torch.Tensor],
                measures: Measures | None, latency_ms: float | None = None) -> SensitivityPoint:
-        """Build the point (nnz and footprint are read with the pruned weights swapped in)."""
-        macs = params_left = None
+        """Build the point: nnz read with the pruned weights swapped in, the footprint forecast from them."""
+        macs = params_left = thinnable = None
         with _swapped(self.named, weights):
             nnz = int(torch.count_nonzero(self.named[name]))
-            if self.group != "element":
-                macs, params_left = footprint(self.model, self.positions)
+        if self._footprints is not None:
+            macs, params_left, thinnable = self._footprint(name, weights)
         point = SensitivityPoint(parameter=name, sparsity=level, top1=None, top5=None, loss=None, samples=0,
                                  nnz=nnz, macs=macs, params_left=params_left, measured=measures is not None,
                                  approximate=self.amp, subset=self.subset, group=self.group, mode=self.mode,
                                  latency_ms=latency_ms)
         if measures is not None:
             measures.fill(point)
+        if thinnable is not None:
+            point.metrics = {**(point.metrics or {}), "thinnable": float(thinnable)}
         return point
 
     # -- iteration -------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pruning_core.tasks import IGNORE_INDEX
+
 if TYPE_CHECKING:
     from pruning_core.masks import MaskSet
 
@@ -78,6 +80,16 @@ def _logits(output: Any) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output
 
 
+def _scored(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What is scored: a classifier's logits [B, C] against [B] as they are; a language model's [B, T, V]
+    against next-token ids [B, T] per token, padding (:data:`~pruning_core.tasks.IGNORE_INDEX`) left out, so
+    ``loss`` is the mean token cross-entropy (perplexity = exp(loss)) and top1 the next-token accuracy."""
+    if logits.dim() == 3 and targets.dim() == 2:
+        keep = targets.flatten() != IGNORE_INDEX
+        return logits.flatten(0, 1)[keep], targets.flatten()[keep]
+    return logits, targets
+
+
 def _batches(loader: Iterable[Any], device: torch.device) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     for inputs, targets in loader:
         yield inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -85,7 +97,8 @@ def _batches(loader: Iterable[Any], device: torch.device) -> Iterable[tuple[torc
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[Any], device: str | torch.device | None = None) -> EvalResult:
-    """Top1/top5 accuracy (percent; top5 is top-min(5, classes)) and mean per-sample loss.
+    """Top1/top5 accuracy (percent; top5 is top-min(5, classes)) and mean per-sample loss; for a language
+    model per token (:func:`_scored`).
 
     The model is put in eval mode (and left there) so BatchNorm uses its running statistics.
     """
@@ -95,7 +108,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], device: str | torch.device
     loss_sum = 0.0
     samples = 0
     for inputs, targets in _batches(loader, dev):
-        logits = _logits(model(inputs))
+        logits, targets = _scored(_logits(model(inputs)), targets)
         loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
@@ -169,7 +182,8 @@ def train(
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> list[EpochMetrics]:
-    """Train with cross-entropy for ``epochs`` epochs; returns one EpochMetrics per epoch.
+    """Train with cross-entropy for ``epochs`` epochs (a language model's per token); returns one EpochMetrics
+    per epoch.
 
     ``seed`` seeds torch/numpy/random and the loader's shuffle generator, so the same model
     initialisation and seed give identical weights (``None`` leaves the RNGs alone). ``masks`` keeps
@@ -208,7 +222,8 @@ def train(
             loss_sum, seen = 0.0, 0
             for inputs, targets in _batches(train_loader, dev):
                 opt.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(_logits(model(inputs)), targets)
+                logits, targets = _scored(_logits(model(inputs)), targets)
+                loss = nn.functional.cross_entropy(logits, targets)
                 (loss_hook(loss) if loss_hook is not None else loss).backward()
                 opt.step()
                 loss_sum += float(loss.detach()) * targets.shape[0]

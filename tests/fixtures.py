@@ -131,3 +131,31 @@ def trained_digits(trained_digits_state: dict):  # noqa: ANN201 - a torch module
     model = create_model("digits-cnn")
     model.load_state_dict(trained_digits_state)
     return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Finished jobs to export (issue 18: MLflow, TensorBoard)
+# ----------------------------------------------------------------------------------------------
+
+EXPORT_SCHEDULE = """version: 1
+pruners:
+  conv:
+    class: SparsityLevelParameterPruner
+    levels: {conv2.weight: 0.5}
+policies:
+  - pruner: {instance_name: conv}
+    epochs: [0]
+"""
+
+
+@pytest.fixture(scope="session")
+def finished_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    """``(client, {"sensitivity": id, "prune": id})``: a ``Client.local`` service with a finished tiny sweep
+    (digits-cnn, two weights, two levels) and a two-epoch prune job, for the export tests."""
+    from api.client import Client
+
+    with Client.local(tmp_path_factory.mktemp("exports"), progress=False) as client:
+        sense = client.sense("digits-cnn", "digits", levels="0,0.5", params=["conv1.weight", "fc.weight"], shards=1)
+        prune = client.prune("digits-cnn", "digits", EXPORT_SCHEDULE, epochs=2, batch_size=256)
+        assert sense.status == prune.status == "succeeded", (sense.error, prune.error)
+        yield client, {"sensitivity": sense.id, "prune": prune.id}

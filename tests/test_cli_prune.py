@@ -80,14 +80,20 @@ def test_prune_dry_run_and_bad_schedule(tmp_path: Path, checkpoint: Path, capsys
     assert "line 7: pruners.agp.weights[1]: no parameter named 'conv9.weight'" in err
 
 
-def test_plan_writes_a_schedule_prune_accepts(tmp_path: Path, checkpoint: Path,
-                                              capsys: pytest.CaptureFixture) -> None:
+def _two_layer_csv(tmp_path: Path) -> Path:
+    """conv2 small and fragile, conv3 large and robust (top1 drops in points per level)."""
     points = [SensitivityPoint(parameter=p, sparsity=s, top1=98.0 - d, top5=100.0, loss=0.1, samples=450, nnz=0)
               for p, rows in {"conv2.weight": [(0.0, 0), (0.5, 0.2), (0.8, 0.9), (0.9, 3.0)],
                               "conv3.weight": [(0.0, 0), (0.5, 0.0), (0.8, 0.4), (0.9, 0.8)]}.items()
               for s, d in rows]
     csv = tmp_path / "sense.csv"
     write_csv(points, csv)
+    return csv
+
+
+def test_plan_writes_a_schedule_prune_accepts(tmp_path: Path, checkpoint: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    csv = _two_layer_csv(tmp_path)
     out = tmp_path / "plan.yaml"
     assert main(["plan", "--sensitivity", str(csv), "--max-drop", "1.0", "-o", str(out), "--epochs", "6",
                  "--model", "digits-cnn"]) == 0
@@ -97,6 +103,24 @@ def test_plan_writes_a_schedule_prune_accepts(tmp_path: Path, checkpoint: Path,
     assert "expected overall weight sparsity" in capsys.readouterr().out
     assert main(_prune_args(tmp_path, checkpoint, out, "--epochs", "6", "--dry-run")) == 0
     assert main(["plan", "--sensitivity", str(csv), "--target-sparsity", "0.5", "-o", str(out)]) == 2
+
+
+def test_plan_objective_budget_beats_the_rule_at_the_same_damage(tmp_path: Path, checkpoint: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """conv2 is small and fragile, conv3 large and robust: under a 1-point budget the optimiser spends it on
+    conv3 (0.9: 0.8 points) and leaves conv2 at 0.5 (0.2), where one equal tolerance cannot."""
+    csv = _two_layer_csv(tmp_path)
+    out = tmp_path / "plan.yaml"
+    assert main(["plan", "--sensitivity", str(csv), "--objective", "sparsity", "--budget", "1.0", "-o", str(out),
+                 "--epochs", "6", "--model", "digits-cnn"]) == 0
+    schedule = load_schedule(out)
+    levels = {w: p.args["final_sparsity"] for p in schedule.pruners.values() for w in p.args["weights"]}
+    assert levels == {"conv2.weight": 0.5, "conv3.weight": 0.9}
+    printed = capsys.readouterr().out
+    assert "optimal" in printed and "uniform" in printed and "equal-tolerance" in printed
+    assert main(_prune_args(tmp_path, checkpoint, out, "--epochs", "6", "--dry-run")) == 0
+    assert main(["plan", "--sensitivity", str(csv), "--objective", "sparsity", "-o", str(out)]) == 2
+    assert "exactly one of budget and target" in capsys.readouterr().err
 
 
 DISTILLER = Path(__file__).resolve().parents[1] / ".." / "shared" / "distiller-schedules"

@@ -20,7 +20,16 @@ import pytest
 from api.cli import build_parser
 from api.client import Client
 from api.commands.common import SpecChoices, SpecDefault, resolve_spec_defaults
-from api.schemas import SPECS, PlanLaunch, PlanRequest, PruneSpec, SensitivitySpec, TrainSpec, field_default
+from api.schemas import (
+    SPECS,
+    PlanLaunch,
+    PlanMeasure,
+    PlanRequest,
+    PruneSpec,
+    SensitivitySpec,
+    TrainSpec,
+    field_default,
+)
 
 REQUIRED = {"model": "digits-cnn", "dataset": "digits"}
 SCHEDULE = "version: 1\npruners: {}\npolicies: []\n"
@@ -51,7 +60,10 @@ def test_cli_options_take_the_specs_defaults_and_choices(command: str) -> None:
         if action.dest not in model.model_fields or model.model_fields[action.dest].is_required():
             continue
         checked += 1
-        choices = typing.get_args(model.model_fields[action.dest].annotation)
+        annotation = model.model_fields[action.dest].annotation  # Literal[...], or Literal[...] | None
+        literal = next((a for a in (annotation, *typing.get_args(annotation))
+                        if typing.get_origin(a) is typing.Literal), None)
+        choices = typing.get_args(literal) if literal is not None else ()
         if action.choices is not None:
             assert isinstance(action.choices, SpecChoices) and tuple(action.choices) == choices, action.dest
         if (command, action.dest) in NO_SPEC_DEFAULT:
@@ -115,12 +127,15 @@ def test_the_client_sends_no_default_of_its_own() -> None:
         assert SPECS[kind].model_validate(body["spec"]) == SPECS[kind].model_validate(
             {**REQUIRED, **({"schedule": SCHEDULE} if kind == "prune" else {})})
     client.launch_plan(3, max_drop=1.0, wait=False)
-    assert sent[-1] == {"sensitivity_job": 3, "max_drop": 1.0, "target_sparsity": None}
+    assert sent[-1] == {"sensitivity_job": 3, "max_drop": 1.0}
+    client.measure_plan(3, target=0.5, wait=False)
+    assert sent[-1] == {"sensitivity_job": 3, "target": 0.5}
 
 
 @pytest.mark.parametrize(("method", "model"), [("train", TrainSpec), ("sense", SensitivitySpec),
                                                ("prune", PruneSpec), ("plan", PlanRequest),
-                                               ("launch_plan", PlanLaunch)])
+                                               ("launch_plan", PlanLaunch), ("measure_plan", PlanMeasure),
+                                               ("compare_plans", PlanRequest)])
 def test_client_method_options_default_to_the_spec(method: str, model: type) -> None:
     """Every option that is a spec field defaults to None (the spec's default), never to a value."""
     parameters = inspect.signature(getattr(Client, method)).parameters

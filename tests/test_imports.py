@@ -50,6 +50,8 @@ def _offenders(folder: str, banned: tuple[str, ...], allowed: set[str] = frozens
     ("api/shared", ("fastapi", "starlette", "torch", "torchvision", "worker", "api.routes", "api.app"), set()),
     ("api/store", ("fastapi", "starlette", "torch", "torchvision", "worker", "api.routes", "api.app"), set()),
     ("api", ("worker",), EXECUTOR_ENTRY_POINTS),
+    # issue 18: exports and logging run in the worker too (automatic export, job log context)
+    ("api/export", ("fastapi", "starlette", "torch", "torchvision", "worker", "api.routes", "api.app"), set()),
 ])
 def test_imports_point_down(folder: str, banned: tuple[str, ...], allowed: set[str]) -> None:
     assert _offenders(folder, banned, allowed) == []
@@ -58,4 +60,4 @@ def test_imports_point_down(folder: str, banned: tuple[str, ...], allowed: set[s
 def test_the_worker_needs_only_the_shared_layer_of_the_api() -> None:
     """The worker reads settings, specs, the store and the task names, never the web app."""
     used = {m for path in _sources("worker") for m in _imports(path) if m.split(".")[0] == "api"}
-    assert all(m.startswith(("api.shared", "api.store")) for m in used), sorted(used)
+    assert all(m.startswith(("api.shared", "api.store", "api.export", "api.logs")) for m in used), sorted(used)

@@ -259,12 +259,23 @@ def refresh_interval(stale_s: float) -> float:
 
 def publish_worker(factory: sessionmaker[Session], worker: str, stale_s: float) -> CapabilityPublisher:
     """For ``prunescope worker`` (a process with torch): capabilities computed in-process, then the parameter
-    facts of the built-in and plugin architectures, all from a background thread."""
-    def then() -> None:
-        published = publish_architectures(factory, [*MODEL_NAMES, *plugin_architecture_names()])
-        log.info("published the parameter facts of %s", ", ".join(published) or "nothing new")
+    facts of the built-in and plugin architectures, all from a background thread. The facts come from this
+    interpreter's cache (:func:`_cache_path`) where it holds them all, since building every architecture on the
+    meta device takes seconds of the worker's cores; else they are built, then cached."""
+    holder: list[CapabilityPublisher] = []
 
-    return CapabilityPublisher(factory, worker, refresh_interval(stale_s), capabilities, stale_s=stale_s, then=then)
+    def then() -> None:
+        names = [*MODEL_NAMES, *plugin_architecture_names()]
+        if not missing_architectures(factory, names) or _cached(factory, names) is not None:
+            return
+        published = publish_architectures(factory, names)
+        log.info("published the parameter facts of %s", ", ".join(published) or "nothing new")
+        if holder and holder[0].capabilities is not None:
+            _remember(factory, holder[0].capabilities, names)
+
+    holder.append(CapabilityPublisher(factory, worker, refresh_interval(stale_s), capabilities, stale_s=stale_s,
+                                      then=then))
+    return holder[0]
 
 
 def _stored_capabilities(factory: sessionmaker[Session]) -> dict[str, Any] | None:

@@ -101,9 +101,10 @@ def scan_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _scan_program(path: str, limits: Any) -> dict[str, Any]:
-    """A torch.export program's upload check: the static scan (torch-free), then, where torch is installed,
-    a load (which runs no code from the file once the scan passed) to say whether fine-tuning can work on it:
-    ``fine_tuning`` is None if it can, else why not (sensitivity analysis works on any program)."""
+    """A torch.export program's upload check: the static scan (torch-free, so a hostile file is refused before
+    torch is imported), then, where torch is installed, a load of the scanned file (which runs no code from
+    it) to say whether fine-tuning can work on it: ``fine_tuning`` is None if it can, else why not
+    (sensitivity analysis works on any program)."""
     from pruning_core.checkpoint_scan import FORMAT_PROGRAM, scan_program
 
     scanned = scan_program(path, limits)
@@ -113,7 +114,7 @@ def _scan_program(path: str, limits: Any) -> dict[str, Any]:
         from pruning_core.exported import load_program, trainable
     except ImportError:  # an API-only install: the worker checks it when a prune job loads it
         return out
-    out["fine_tuning"] = trainable(load_program(path, limits))
+    out["fine_tuning"] = trainable(load_program(path, limits, scanned=scanned))
     return out
 
 

@@ -8,6 +8,7 @@ points. torch and pruning_core are imported here only, never by the API.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
@@ -24,11 +25,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.logs import job_context
 from api.shared.limits import limits_applied
 from api.shared.settings import Settings
-from api.shared.specs import SPECS, PruneSpec, SensitivitySpec, TrainSpec
+from api.shared.specs import SPECS, PlanSpec, PruneSpec, SensitivitySpec, TrainSpec
 from api.store import repo
-from api.store.models import DatasetEntry, Job, ModelEntry, SensitivityPointRow
+from api.store.models import TERMINAL_STATUSES, DatasetEntry, Job, ModelEntry, SensitivityPointRow
 from pruning_core.names import EXPORTED_ARCHITECTURE
 from worker import facts
 
@@ -127,7 +129,8 @@ class _Heartbeat:
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{ctx.job_id}-{ctx.shard}", daemon=True)
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),  # the log context
+                                        name=f"heartbeat-{ctx.job_id}-{ctx.shard}", daemon=True)
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
@@ -159,6 +162,20 @@ def run_shard(job_id: int, shard: int, *, factory: sessionmaker[Session], settin
     ctx = with_store(factory, claim, what=f"job {job_id} shard {shard}: claim")
     if ctx is None:
         return "skipped"
+    with job_context(job_id=job_id, shard=shard, worker=worker):  # issue 18: every record of the job carries these
+        log.info("job %s shard %s/%s started (%s)", job_id, shard, ctx.shards, ctx.kind)
+        final = _run_claimed(ctx)
+        log.info("job %s shard %s ended; the job is %s", job_id, shard, final)
+        if final in TERMINAL_STATUSES and settings.mlflow_tracking_uri:
+            from api.export.auto import export_finished
+
+            export_finished(factory, settings, job_id)  # logs a failure, never fails the job
+        return final
+
+
+def _run_claimed(ctx: JobContext) -> str:
+    """Run a claimed shard under its heartbeat and record how it ended; the job's status afterwards."""
+    job_id, shard, settings = ctx.job_id, ctx.shard, ctx.settings
     status, error = "succeeded", None
     with _Heartbeat(ctx):
         try:
@@ -182,7 +199,7 @@ def run_shard(job_id: int, shard: int, *, factory: sessionmaker[Session], settin
 def spec_architecture(ctx: JobContext) -> tuple[str, str | None]:
     """The spec's architecture and checkpoint path: a registered model's, or an architecture name alone."""
     with ctx.factory() as s:
-        return repo.model_source(s, ctx.spec.model, ctx.settings.data_dir)
+        return repo.model_source(s, ctx.spec.model, ctx.settings.data_dir, ctx.spec.model_kind)
 
 
 def load_spec_model(arch: str, path: str | None, bundle: Any) -> Any:
@@ -396,4 +413,73 @@ def run_prune_job(ctx: JobContext) -> None:
                    example=train_set.dataset[0][0].unsqueeze(0))
 
 
-RUNNERS = {"sensitivity": run_sensitivity, "train": run_train, "prune": run_prune_job}
+# -- plan ----------------------------------------------------------------------------------------
+
+def _sweep_points(ctx: JobContext, job_id: int) -> list[Any]:
+    """The sweep's points, in model order, as the plan functions read them (attributes)."""
+    from types import SimpleNamespace
+
+    from api.store.models import POINT_ORDER
+
+    with ctx.factory() as s:
+        rows = s.execute(select(SensitivityPointRow.parameter, SensitivityPointRow.sparsity,
+                                SensitivityPointRow.top1, SensitivityPointRow.top5, SensitivityPointRow.loss,
+                                SensitivityPointRow.metrics, SensitivityPointRow.group, SensitivityPointRow.nnz,
+                                SensitivityPointRow.macs, SensitivityPointRow.latency_ms,
+                                SensitivityPointRow.measured)
+                         .where(SensitivityPointRow.job_id == job_id).order_by(*POINT_ORDER))
+        return [SimpleNamespace(**r._mapping) for r in rows]
+
+
+def run_plan(ctx: JobContext) -> None:
+    """The optimiser's plan of a sweep measured as a whole on the sweep's model and data (corrected when asked),
+    then each baseline at the same goal measured the same way; the result holds ``plan``, ``baselines`` (each
+    with its predicted and measured drop, or why it has no plan) and the plan's schedule ``yaml``."""
+    from pruning_core.datasets import make_loader
+    from pruning_core.metrics import prunable_parameters
+    from pruning_core.plan import plan_schedule
+    from pruning_core.plan.compare import as_json, predicted_baselines, weight_baseline
+    from pruning_core.plan.verify import correct, verify
+    from pruning_core.schedule import dump_schedule
+
+    spec: PlanSpec = ctx.spec
+    goal = spec.goal()
+    arch, path = spec_architecture(ctx)
+    bundle = load_spec_dataset(ctx, arch, spec.split)
+    model = load_spec_model(arch, path, bundle)
+    loader = make_loader(bundle, batch_size=spec.batch_size)
+    example = bundle.dataset[0][0].unsqueeze(0)
+    points = _sweep_points(ctx, spec.sensitivity_job)
+    sizes = {n: p.numel() for n, p in prunable_parameters(model)}  # as the API weighs the overall sparsity
+    sizes.update({p.parameter: int(p.nnz) for p in points if p.parameter not in sizes and p.sparsity == 0 and p.nnz})
+    measure = {"coupled": spec.coupled, "device": ctx.device, "samples": spec.samples, "seed": spec.seed,
+               "task": bundle.task}
+    others: dict[str, Any] = predicted_baselines(points, goal, sizes) if spec.baselines else {}
+    if spec.baselines:
+        extra = weight_baseline(points, goal, model, example, sizes)
+        if extra is not None:
+            others[extra[0]] = extra[1]
+    total = (spec.rounds if spec.correct else 1) + sum(not isinstance(v, str) for v in others.values())
+    ctx.store(lambda s: repo.set_progress(s, ctx.job_id, done=0, total=total), "progress")
+    if spec.correct:
+        chosen = correct(points, model, loader, budget=spec.budget, objective=goal.objective, rounds=spec.rounds,
+                         sizes=sizes, metric=goal.metric, higher_is_better=goal.higher_is_better,
+                         interpolate=goal.interpolate, **measure)
+    else:
+        chosen = verify(goal.solve(points, sizes), model, loader, **measure)
+    done = len(chosen.rounds) or 1
+    yaml_text = dump_schedule(plan_schedule(chosen, epochs=spec.epochs, one_shot=spec.one_shot))
+    ctx.store(lambda s: (repo.merge_result(s, ctx.job_id, {"plan": as_json(chosen), "yaml": yaml_text}),
+                         repo.set_progress(s, ctx.job_id, done=done), ctx.check_cancel(s)), "plan")
+    store_file(ctx, "schedule", "plan.yaml", yaml_text.encode())
+    measured: dict[str, Any] = {}
+    for name, baseline in others.items():
+        measured[name] = baseline if isinstance(baseline, str) else verify(baseline, model, loader, **measure)
+        if not isinstance(baseline, str):
+            done += 1
+        ctx.store(lambda s, d=done: (repo.merge_result(s, ctx.job_id, {
+            "baselines": {k: as_json(v) for k, v in measured.items()}}), repo.set_progress(s, ctx.job_id, done=d),
+            ctx.check_cancel(s)), "baseline")
+
+
+RUNNERS = {"sensitivity": run_sensitivity, "train": run_train, "prune": run_prune_job, "plan": run_plan}

@@ -169,7 +169,7 @@ class Client:
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def submit(self, kind: Literal["train", "sensitivity", "prune"], spec: Mapping[str, Any], *,
+    def submit(self, kind: Literal["train", "sensitivity", "prune", "plan"], spec: Mapping[str, Any], *,
                experiment: int | Experiment | None = None) -> Job:
         """``POST /jobs`` with a raw spec (the typed ``train``/``sense``/``prune`` build it for you)."""
         body = {"kind": kind, "spec": dict(spec), "experiment_id": _experiment_id(experiment)}
@@ -274,10 +274,12 @@ class Client:
               dataset_options: DatasetOptions = None, epochs: int | None = None, optimizer: str | None = None,
               lr: float | None = None, momentum: float | None = None, weight_decay: float | None = None,
               seed: int | None = None, batch_size: int | None = None, device: str | None = None,
-              register_as: str | None = None, experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+              register_as: str | None = None, model_kind: str | None = None,
+              experiment: int | Experiment | None = None, wait: bool = True) -> Job:
         """``prunescope train``: the trained model is registered (as ``register_as`` or ``<arch>-job<N>``).
         Options left None take TrainSpec's defaults."""
         spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size=batch_size, device=device,
+                               model_kind=model_kind,
                                epochs=epochs, optimizer=optimizer, lr=lr, momentum=momentum,
                                weight_decay=weight_decay, seed=seed, register_as=register_as)
         return self._run("train", spec, experiment, wait)
@@ -288,12 +290,14 @@ class Client:
               samples: int | None = None, seed: int | None = None, early_stop: float | None = None,
               amp: bool | None = None, coupled: bool | None = None, latency: bool | None = None,
               engine: str | None = None, shards: int | None = None, batch_size: int | None = None,
-              device: str | None = None, experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+              device: str | None = None, model_kind: str | None = None,
+              experiment: int | Experiment | None = None, wait: bool = True) -> Job:
         """``prunescope sense``: a sensitivity sweep; ``model`` is an architecture or a registered model name.
         ``early_stop`` is the CLI's ``--early-stop`` top1 floor (%). Options left None take SensitivitySpec's
         defaults (levels ``0:0.95:0.05``, element group, every conv and linear weight)."""
         spec = self._data_spec(
             model, dataset, checkpoint, dataset_options, batch_size=batch_size, device=device, split=split,
+            model_kind=model_kind,
             group=group, levels=levels if levels is None or isinstance(levels, str) else list(levels),
             params=None if params is None else list(params), samples=samples, seed=seed, early_stop=early_stop,
             amp=amp, coupled=coupled, latency=latency, engine=engine, shards=shards)
@@ -305,13 +309,13 @@ class Client:
               momentum: float | None = None, weight_decay: float | None = None, seed: int | None = None,
               start_epoch: int | None = None, thin: bool | None = None, latency_batch: int | None = None,
               batch_size: int | None = None, device: str | None = None, register_as: str | None = None,
-              experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+              model_kind: str | None = None, experiment: int | Experiment | None = None, wait: bool = True) -> Job:
         """``prunescope prune``: run a Distiller YAML schedule (text or file) while fine-tuning. Options left
         None take PruneSpec's defaults."""
         spec = self._data_spec(model, dataset, checkpoint, dataset_options, batch_size=batch_size, device=device,
-                               schedule=_schedule_text(schedule), epochs=epochs, lr=lr, optimizer=optimizer,
-                               momentum=momentum, weight_decay=weight_decay, seed=seed, start_epoch=start_epoch,
-                               thin=thin, latency_batch=latency_batch, register_as=register_as)
+                               model_kind=model_kind, schedule=_schedule_text(schedule), epochs=epochs, lr=lr,
+                               optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, seed=seed,
+                               start_epoch=start_epoch, thin=thin, latency_batch=latency_batch, register_as=register_as)
         return self._run("prune", spec, experiment, wait)
 
     # -- results ---------------------------------------------------------------------------------
@@ -462,31 +466,93 @@ class Client:
 
     def plan(self, sensitivity_job: JobRef, max_drop: float | None = None, *, target_sparsity: float | None = None,
              metric: str | None = None, higher_is_better: bool | None = None, epochs: int | None = None,
-             one_shot: bool | None = None) -> str:
-        """Per layer the highest sparsity within ``max_drop`` (the metric's drop where higher is better, e.g. top1
-        points; its rise where lower is, e.g. loss or perplexity), or the least damage reaching
-        ``target_sparsity`` overall: a schedule's YAML (AGP, or everything at epoch 0 with ``one_shot``).
-        ``metric`` is any the job's points have; a custom one needs ``higher_is_better``. Options left None take
-        PlanRequest's defaults (top1, 10 epochs, AGP)."""
-        return self._json("POST", "/plans", json=_plan_body(sensitivity_job, max_drop, target_sparsity, metric=metric,
-                                                            higher_is_better=higher_is_better, epochs=epochs,
-                                                            one_shot=one_shot))["yaml"]
+             one_shot: bool | None = None, objective: str | None = None, budget: float | None = None,
+             target: float | None = None, interpolate: int | None = None) -> str:
+        """A schedule's YAML (AGP, or everything at epoch 0 with ``one_shot``): the equal-tolerance rule (per layer
+        the highest sparsity within ``max_drop``, the metric's drop where higher is better, e.g. top1 points, its
+        rise where lower is, e.g. loss; or the least damage reaching ``target_sparsity``), or with ``objective``
+        (sparsity, macs, latency) the optimiser's plan under a ``budget`` on the summed predicted damage or
+        reaching a ``target`` fraction with the least (see :meth:`compare_plans`). ``metric`` is any the job's
+        points have; a custom one needs ``higher_is_better``. Options left None take PlanRequest's defaults."""
+        return self.compare_plans(sensitivity_job, max_drop, target_sparsity=target_sparsity, metric=metric,
+                                  higher_is_better=higher_is_better, epochs=epochs, one_shot=one_shot,
+                                  objective=objective, budget=budget, target=target, interpolate=interpolate)["yaml"]
+
+    def compare_plans(self, sensitivity_job: JobRef, max_drop: float | None = None, *,
+                      target_sparsity: float | None = None, metric: str | None = None,
+                      higher_is_better: bool | None = None, epochs: int | None = None, one_shot: bool | None = None,
+                      objective: str | None = None, budget: float | None = None, target: float | None = None,
+                      interpolate: int | None = None) -> dict[str, Any]:
+        """``POST /plans``'s whole answer: ``yaml``, ``levels``, ``overall_sparsity``; with ``objective`` also
+        ``plan`` (predicted drop, gain, optimality gap) and ``baselines`` (uniform, equal-tolerance) at the same
+        goal, predicted. :meth:`measure_plan` measures them."""
+        return self._json("POST", "/plans", json=_plan_body(
+            sensitivity_job, max_drop, target_sparsity, metric=metric, higher_is_better=higher_is_better,
+            epochs=epochs, one_shot=one_shot, objective=objective, budget=budget, target=target,
+            interpolate=interpolate))
+
+    def measure_plan(self, sensitivity_job: JobRef, *, objective: str | None = None, budget: float | None = None,
+                     target: float | None = None, interpolate: int | None = None, metric: str | None = None,
+                     higher_is_better: bool | None = None, epochs: int | None = None, one_shot: bool | None = None,
+                     correct: bool | None = None, rounds: int | None = None, baselines: bool | None = None,
+                     experiment: int | Experiment | None = None, wait: bool = True) -> Job:
+        """A plan job: the optimiser's plan measured as a whole on the sweep's model and data (``correct``:
+        re-solved until the measured drop meets ``budget``), beside the baselines measured the same way. Its
+        ``result`` holds ``plan``, ``baselines`` and ``yaml``; :meth:`launch_plan` with ``plan_job`` prunes with
+        it. Options left None take PlanMeasure's defaults."""
+        body = {"sensitivity_job": _job_id(sensitivity_job), **_given(
+            objective=objective, budget=budget, target=target, interpolate=interpolate, metric=metric,
+            higher_is_better=higher_is_better, epochs=epochs, one_shot=one_shot, correct=correct, rounds=rounds,
+            baselines=baselines, experiment_id=_experiment_id(experiment))}
+        job = self._job(self._json("POST", "/plans/measure", json=body))
+        return self.wait(job) if wait else job
 
     def launch_plan(self, sensitivity_job: JobRef, max_drop: float | None = None, *,
                     target_sparsity: float | None = None, metric: str | None = None,
                     higher_is_better: bool | None = None, epochs: int | None = None,
-                    one_shot: bool | None = None, lr: float | None = None, thin: bool | None = None,
+                    one_shot: bool | None = None, objective: str | None = None, budget: float | None = None,
+                    target: float | None = None, interpolate: int | None = None, plan_job: JobRef | None = None,
+                    lr: float | None = None, thin: bool | None = None,
                     register_as: str | None = None, experiment: int | Experiment | None = None,
                     wait: bool = True) -> Job:
-        """Plan, then prune the sensitivity job's model on its dataset with that schedule (a prune job);
-        ``thin`` also removes the pruned structures and measures size and latency before and after.
-        Options left None take PlanLaunch's defaults."""
+        """Plan (the rule, the optimiser with ``objective``, or a measured ``plan_job``'s schedule), then prune
+        the sensitivity job's model on its dataset with that schedule (a prune job); ``thin`` also removes the
+        pruned structures and measures size and latency before and after. Options left None take PlanLaunch's
+        defaults."""
         body = _plan_body(sensitivity_job, max_drop, target_sparsity, metric=metric,
                           higher_is_better=higher_is_better, epochs=epochs,
-                          one_shot=one_shot, lr=lr, thin=thin, register_as=register_as,
-                          experiment_id=_experiment_id(experiment))
+                          one_shot=one_shot, objective=objective, budget=budget, target=target,
+                          interpolate=interpolate, plan_job=None if plan_job is None else _job_id(plan_job),
+                          lr=lr, thin=thin, register_as=register_as, experiment_id=_experiment_id(experiment))
         job = self._job(self._json("POST", "/plans/launch", json=body))
         return self.wait(job) if wait else job
+
+    # -- exports to experiment trackers (issue 18) --------------------------------------------------
+
+    def export_mlflow(self, job: JobRef, tracking_uri: str, experiment: str | None = None, *,
+                      artifact_location: str | None = None, on_server: bool = False) -> dict[str, str]:
+        """Log a job as one MLflow run at ``tracking_uri``: the spec as params, the points as metrics (sparsity
+        in per-mille as the step) and as a table, the curves' figure, epochs, the CSV, the spec's YAML, the HTML
+        report and the job's files; tags link the run back to this server's job. Exported from this process
+        (needs ``prunescope[mlflow]`` here), or by the server with ``on_server`` (an http(s) tracker, or the
+        server's own ``PRUNESCOPE_MLFLOW_TRACKING_URI``). Returns ``{run_id, experiment_id, tracking_uri}``."""
+        if on_server:
+            return self._json("POST", f"/jobs/{_job_id(job)}/export/mlflow",
+                              json=_given(tracking_uri=tracking_uri or None, experiment=experiment))
+        from api.export.content import from_client
+        from api.export.mlflow import export_mlflow
+
+        return export_mlflow(from_client(self, _job_id(job)), tracking_uri, experiment,
+                             artifact_location=artifact_location)
+
+    def export_tensorboard(self, job: JobRef, directory: str | os.PathLike) -> dict[str, Any]:
+        """Write a job as TensorBoard event files under ``directory/prunescope-<kind>-<id>``: the same scalars
+        as :meth:`export_mlflow`, the spec and CSV as text, the figure as an image where kaleido is installed.
+        Returns ``{logdir, image}``."""
+        from api.export.content import from_client
+        from api.export.tensorboard import export_tensorboard
+
+        return export_tensorboard(from_client(self, _job_id(job)), directory)
 
 
 def _given(**fields: Any) -> dict[str, Any]:
@@ -518,9 +584,8 @@ def _known(value: Any) -> bool:
 
 
 def _plan_body(job: JobRef, max_drop: float | None, target_sparsity: float | None, **fields: Any) -> dict[str, Any]:
-    """``POST /plans``'s fields (the server checks that exactly one of max_drop and target_sparsity is given)."""
-    return {"sensitivity_job": _job_id(job), "max_drop": max_drop, "target_sparsity": target_sparsity,
-            **_given(**fields)}
+    """``POST /plans``'s fields (the server checks that exactly one goal is given)."""
+    return {"sensitivity_job": _job_id(job), **_given(max_drop=max_drop, target_sparsity=target_sparsity, **fields)}
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -52,6 +52,7 @@ class Job(_Resource):
     progress_done: int = 0
     progress_total: int = 0
     error: str | None = None
+    result: dict[str, Any] | None = None  # what the job produced: a plan job's plan, final metrics, lineage
     worker: str | None = None
     device: str | None = None
     code_version: str | None = None

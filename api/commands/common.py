@@ -44,7 +44,10 @@ class SpecChoices(Sequence[str]):
     def _values(self) -> tuple[str, ...]:
         import api.schemas
 
-        return typing.get_args(getattr(api.schemas, self.spec).model_fields[self.field].annotation)
+        annotation = getattr(api.schemas, self.spec).model_fields[self.field].annotation
+        if typing.get_origin(annotation) is not typing.Literal:  # Literal[...] | None: the literal's values
+            annotation = next(a for a in typing.get_args(annotation) if typing.get_origin(a) is typing.Literal)
+        return typing.get_args(annotation)
 
     def __getitem__(self, index: Any) -> Any:
         return self._values()[index]

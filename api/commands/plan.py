@@ -25,7 +25,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                 help="what the tolerance measures: a metric of the CSV, top1, top5 or loss (default %(default)s)")
     p.add_argument("--target-sparsity", type=float, default=None,
                    help="instead of --max-drop: reach this overall weight sparsity (0..1) with the least damage")
-    p.add_argument("--model", default=None, help="architecture, for layer sizes (needed by --target-sparsity)")
+    spec_option(p, "--objective", SPEC, choices=True,
+                help="optimise instead of the equal-tolerance rule: %(choices)s removed, under --budget (the "
+                     "summed predicted damage) or reaching --target (a fraction) with the least; the baselines "
+                     "(uniform, equal-tolerance) are printed beside it")
+    p.add_argument("--budget", type=float, default=None, help="with --objective: the summed predicted damage allowed "
+                                                              "(top1 points, or loss rise, over all layers)")
+    p.add_argument("--target", type=float, default=None,
+                   help="with --objective: the fraction (0..1) of weights/MACs/latency to remove")
+    spec_option(p, "--interpolate", SPEC, type=int, help="with --objective: levels interpolated inside each measured "
+                                                         "gap (default %(default)s)")
+    p.add_argument("--model", default=None, help="architecture, for layer sizes (needed by --target-sparsity; "
+                                                 "with --objective, every prunable weight then counts)")
     p.add_argument("-o", "--out", required=True, help="schedule YAML to write")
     spec_option(p, "--epochs", SPEC, type=int, help="epochs the schedule is written for (default %(default)s)")
     spec_option(p, "--one-shot", SPEC, action="store_true", help="prune everything at epoch 0, then fine-tune")
@@ -34,8 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     resolve_spec_defaults(args)
+    if args.objective is not None:
+        return run_optimised(args)
+    if args.budget is not None or args.target is not None:
+        raise ValueError("--budget and --target need --objective (sparsity, macs or latency)")
     if (args.max_drop is None) == (args.target_sparsity is None):
-        raise ValueError("give exactly one of --max-drop and --target-sparsity")
+        raise ValueError("give exactly one of --max-drop and --target-sparsity (or --objective with --budget or "
+                         "--target)")
     from pruning_core.plan import choose_levels, format_plan, plan_for_target, plan_schedule
     from pruning_core.schedule import dump_schedule
     from pruning_core.sensitivity_io import read_csv
@@ -58,5 +74,46 @@ def run(args: argparse.Namespace) -> int:
     with open(args.out, "w") as fh:
         fh.write(header + dump_schedule(schedule))
     print(format_plan(plan))
+    print(f"schedule: {args.out} ({'one-shot' if args.one_shot else 'AGP'}, {args.epochs} epochs)")
+    return 0
+
+
+def _sizes(model: str | None) -> dict[str, int] | None:
+    if not model:
+        return None
+    from pruning_core.metrics import prunable_parameters
+    from pruning_core.models import create_model
+
+    return {n: p.numel() for n, p in prunable_parameters(create_model(model))}
+
+
+def run_optimised(args: argparse.Namespace) -> int:
+    """``--objective``: the optimiser's plan (predicted) beside the baselines that need no weights, and its
+    schedule; the same answer as POST /plans with an objective."""
+    from api.schemas import PlanGoal
+    from pruning_core.plan import format_plan, plan_schedule
+    from pruning_core.plan.compare import predicted_baselines
+    from pruning_core.schedule import dump_schedule
+    from pruning_core.sensitivity_io import read_csv
+
+    if args.max_drop is not None or args.target_sparsity is not None:
+        raise ValueError("--objective takes --budget or --target, not --max-drop or --target-sparsity")
+    goal = PlanGoal(objective=args.objective, budget=args.budget, target=args.target, metric=args.metric,
+                    interpolate=args.interpolate, epochs=args.epochs, one_shot=args.one_shot)
+    goal.check_goal()
+    points, sizes = read_csv(args.sensitivity), _sizes(args.model)
+    plan = goal.goal().solve(points, sizes)
+    schedule = plan_schedule(plan, epochs=args.epochs, one_shot=args.one_shot)
+    header = "".join(f"# {line}\n" for line in format_plan(plan).splitlines())
+    with open(args.out, "w") as fh:
+        fh.write(header + dump_schedule(schedule))
+    print(format_plan(plan))
+    rows = [("optimal", plan), *predicted_baselines(points, goal.goal(), sizes).items()]
+    print(f"\n{'method':<16} {'predicted drop':>14} {'overall sparsity':>16}")
+    for name, result in rows:
+        if isinstance(result, str):
+            print(f"{name:<16} {'no plan: ' + result}")
+        else:
+            print(f"{name:<16} {result.predicted_drop:>14.3f} {result.overall_sparsity:>16.3f}")
     print(f"schedule: {args.out} ({'one-shot' if args.one_shot else 'AGP'}, {args.epochs} epochs)")
     return 0

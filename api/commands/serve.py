@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import ipaddress
+import logging
 import os
 import sys
 
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.broker:
         os.environ["PRUNESCOPE_BROKER_URL"] = args.broker
     settings = Settings()
+    from api.logs import configure_logging, uvicorn_log_config
+
+    configure_logging(settings.log_format, settings.log_level)  # issue 18: one format for serve and worker
     if not _loopback(args.host) and not settings.token:
         raise ValueError(f"--host {args.host} is not a loopback address: set PRUNESCOPE_TOKEN so requests "
                          "need 'Authorization: Bearer <token>'")
@@ -75,8 +79,12 @@ def run(args: argparse.Namespace) -> int:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     base = f"http://{shown}:{args.port}"
     mode = f"broker {settings.broker_url}" if settings.broker_url else "embedded executor"
-    print(f"prunescope: dashboard {base}/  API {base}/api/v1  docs {base}/docs\n"
-          f"prunescope: store {settings.db_url}, {mode}", flush=True)
+    banner = (f"prunescope: dashboard {base}/  API {base}/api/v1  docs {base}/docs\n"
+              f"prunescope: store {settings.db_url}, {mode}")
+    if settings.log_format == "json":  # every line of the output is then a JSON record
+        logging.getLogger("prunescope").info(banner.replace("\n", "; "))
+    else:
+        print(banner, flush=True)
     if args.workers > 1:
         # Each worker process builds its own app from the environment; the demo runs once, here.
         from api.shared.dispatch import CeleryDispatcher
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             start_demo(make_session_factory(engine), CeleryDispatcher(
                 settings.broker_url, settings.visibility_timeout_s, settings.queue), base)
         uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                    log_level="warning")
+                    log_level="warning", log_config=uvicorn_log_config())
         return 0
     executor = None  # with a broker, Celery; without, this command chooses the embedded executor (the app never
     if not settings.broker_url:  # imports the worker)
@@ -97,5 +105,5 @@ def run(args: argparse.Namespace) -> int:
     app.state.data_dir_lock = lock  # held until this process exits (the kernel frees it even on SIGKILL)
     if not args.no_demo:
         app.state.on_startup.append(lambda: start_demo(app.state.session_factory, app.state.dispatcher, base))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=uvicorn_log_config())
     return 0

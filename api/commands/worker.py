@@ -53,16 +53,18 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--concurrency must be at least 1")
     if args.broker:
         os.environ["PRUNESCOPE_BROKER_URL"] = args.broker
+    from api.logs import configure_logging
     from api.shared.settings import get_settings
-    from worker.celery_app import make_celery, register_tasks
 
     settings = get_settings()
     if not settings.broker_url:
         raise ValueError("no broker: pass --broker redis://host:6379/0 or set PRUNESCOPE_BROKER_URL")
+    configure_logging(settings.log_format, args.loglevel)  # issue 18: the same records as `serve`
+    from worker.celery_app import worker_app
+
     redispatch_at_startup(settings)
     publisher = _publish_facts(settings)
-    app = make_celery(settings.broker_url, settings.visibility_timeout_s, settings.queue)
-    register_tasks(app)
+    app = worker_app(settings)  # task events on, so Flower shows the workers and their tasks
     # solo/threads only: the parent must never fork after touching CUDA.
     pool = "solo" if args.concurrency == 1 else "threads"
     try:

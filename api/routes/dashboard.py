@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import importlib.resources
 import importlib.util
+import math
 import os
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -228,6 +229,24 @@ def architectures(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     from api.store.repo import published_models
 
     return {**catalogue(), "published": published_models(session, stale_s=settings.heartbeat_stale_s)}
+
+
+@api_router.get("/shapes")
+def parameter_shapes(session: SessionDep, model: str, model_kind: str | None = None) -> dict[str, Any]:
+    """The parameter shapes of what a spec's ``model`` names (a registered model's, else the architecture's, as
+    SQL holds them): the job page's per-layer summary weighs each layer by its size even where the points carry
+    no ``nnz`` (an imported Distiller CSV). 404 when no shapes are known; torch-free."""
+    from api.schemas import known_architecture
+    from api.store.repo import architecture_facts, model_facts
+
+    facts = model_facts(session, model) if model_kind != "architecture" else None
+    if facts is None and (arch := known_architecture(model)) is not None:
+        facts = architecture_facts(session, arch)
+    if facts is None:
+        raise HTTPException(404, f"model: no parameter shapes are known for {model!r}")
+    sizes = {name: math.prod(dims) for name, dims in facts.shapes.items()}
+    return {"model": model, "source": facts.source, "prunable": list(facts.prunable),
+            "parameters": [{"name": n, "shape": list(d), "size": sizes[n]} for n, d in facts.shapes.items()]}
 
 
 def install(app: FastAPI) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from api import jobs
-from api.deps import DispatcherDep, SessionDep, SettingsDep
+from api.deps import DispatcherDep, SessionDep, SettingsDep, not_found
 from api.jobs import ExperimentQuery, KindQuery, StatusQuery, submit_job
 from api.schemas import ArtifactOut, EpochOut, JobCreate, JobDetail, JobOut, Page
+from api.store import repo
 from api.store.models import Artifact, EpochMetric, Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -33,8 +35,31 @@ def list_jobs(
     experiment: ExperimentQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
+    q: Annotated[str | None, Query(max_length=200, description="search: id, kind, status, model, dataset, name, "
+                                   "tags or experiment name (case-insensitive substring)")] = None,
+    sort: Annotated[str, Query(max_length=20, description=f"one of {', '.join(repo.JOB_SORTS)}; a leading - "
+                               "sorts descending")] = repo.DEFAULT_JOB_SORT,
 ) -> dict[str, Any]:
-    return jobs.job_page(session, status, kind, experiment, limit, offset)
+    """A page of jobs with the total the filters match; page on with ``offset`` (``limit`` at most 1000)."""
+    return jobs.job_page(session, status, kind, experiment, limit, offset, search=q, sort=sort)
+
+
+class JobLabels(BaseModel):
+    """A job's name and tags (kept in its result JSON beside what the runner reports); null removes one."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(default=None, max_length=100)
+
+
+@router.patch("/{job_id}", response_model=JobOut)
+def label_job(job_id: int, body: JobLabels, session: SessionDep) -> Job:
+    """Name or tag a job at any time (the fields sent are changed; the others are kept)."""
+    job = repo.set_labels(session, job_id, body.model_dump(exclude_unset=True))
+    if job is None:
+        raise not_found("job", job_id)
+    session.commit()
+    return job
 
 
 @router.get("/{job_id}", response_model=JobDetail)

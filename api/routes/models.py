@@ -26,6 +26,7 @@ from api.checkpoint_scan import UnsafeCheckpoint, check_checkpoint
 from api.deps import SessionDep, SettingsDep
 from api.jobs import require_published
 from api.schemas import ModelOut, Name, known_architecture
+from api.shared.specs import check_registry_name
 from api.store import repo
 from api.store.models import ModelEntry
 from api.store.repo import ParameterFacts
@@ -118,6 +119,10 @@ def upload_model(
                                                        "program (.pt2), which needs no architecture")],
     architecture: Annotated[str | None, Form(min_length=1, max_length=100)] = None,
 ) -> ModelEntry:
+    try:
+        check_registry_name(name)
+    except ValueError as exc:
+        raise HTTPException(422, f"name: {exc}") from None
     arch = None  # none given (or the programs' own): the content decides, after the scan
     if architecture not in (None, EXPORTED_ARCHITECTURE):
         arch = known_architecture(architecture)

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from api.compute import run_helper
@@ -22,8 +23,12 @@ from api.jobs import check_plannable, submit_job, unknown_model
 from api.schemas import (
     DATA_FIELDS,
     JobOut,
+    PlanGoal,
+    PlanJobCreate,
     PlanLaunch,
+    PlanMeasure,
     PlanRequest,
+    PlanSpec,
     PruneJobCreate,
     PruneSpec,
     ScheduleCheck,
@@ -33,13 +38,15 @@ from api.schemas import (
     known_architecture,
 )
 from api.shared.settings import Settings
+from api.shared.specs import PLAN_SWEEP_FIELDS
 from api.store import repo
 from api.store.models import POINT_ORDER, Job, ModelEntry, SensitivityPointRow
 from api.store.repo import ParameterFacts
-from pruning_core.plan import plan_answer, sizes_from_shapes
+from pruning_core.plan import damage_unit, plan_answer, plan_schedule, sizes_from_shapes
+from pruning_core.plan.compare import as_json, predicted_baselines
 from pruning_core.points import COLUMN_METRICS, METRIC_NAME_PATTERN, metric_names, metric_value
 from pruning_core.preview import preview
-from pruning_core.schedule import ScheduleError, check_schedule, parse_schedule, resolve_names
+from pruning_core.schedule import ScheduleError, check_schedule, dump_schedule, parse_schedule, resolve_names
 
 router = APIRouter(tags=["planning"])
 
@@ -122,7 +129,7 @@ def _finished_sensitivity(session: SessionDep, job_id: int, field: str) -> Job:
 def _model_ref(session: SessionDep, settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
     """Architecture and checkpoint path of a job's model, for the helper to build it; an unknown name is
     refused here, before any helper is asked."""
-    arch, checkpoint = repo.model_source(session, spec["model"], settings.data_dir)
+    arch, checkpoint = repo.model_source(session, spec["model"], settings.data_dir, spec.get("model_kind"))
     if checkpoint is None and known_architecture(arch) is None:
         raise HTTPException(422, f"model: {unknown_model(spec['model'])}")
     return {"arch": arch, "checkpoint": checkpoint}
@@ -142,6 +149,15 @@ def _plan(session: SessionDep, settings: Settings, body: PlanRequest) -> dict[st
                "higher_is_better": body.higher_is_better, "epochs": body.epochs, "one_shot": body.one_shot,
                "target_sparsity": body.target_sparsity}
     _require_metric(payload["points"], body.metric, f"job {body.sensitivity_job}'s points")
+    if body.objective is not None:  # the optimiser and the torch-free baselines, predicted, in this process
+        facts = repo.model_facts(session, job.spec["model"]) or repo.architecture_facts(
+            session, known_architecture(job.spec["model"]) or job.spec["model"])
+        session.commit()
+        sizes = sizes_from_shapes(facts.shapes, facts.prunable) if facts is not None else None
+        out = optimised_answer([SimpleNamespace(**p) for p in payload["points"]], body, sizes)
+        if "error" in out:
+            raise HTTPException(422, f"{'budget' if body.budget is not None else 'target'}: {out['error']}")
+        return out
     if body.target_sparsity is None:  # torch-free: answered here, in the API's own process
         points = [SimpleNamespace(**p) for p in payload["points"]]
         out = plan_answer(points, max_drop=body.max_drop, metric=body.metric, epochs=body.epochs,
@@ -164,6 +180,22 @@ def _plan(session: SessionDep, settings: Settings, body: PlanRequest) -> dict[st
     return out
 
 
+def optimised_answer(points: list[Any], body: PlanGoal, sizes: dict[str, int] | None) -> dict[str, Any]:
+    """POST /plans with an objective: the optimiser's ``plan`` (levels, predicted drop, gain, bound and gap),
+    its schedule's ``yaml``, and the ``baselines`` that need no weights at the same goal; or ``error``."""
+    goal = body.goal()
+    try:
+        chosen = goal.solve(points, sizes)
+        yaml_text = dump_schedule(plan_schedule(chosen, epochs=body.epochs, one_shot=body.one_shot))
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return {"yaml": yaml_text, "levels": chosen.levels, "tolerance": chosen.tolerance,
+            "overall_sparsity": chosen.overall_sparsity, "metric": chosen.metric,
+            "higher_is_better": chosen.higher_is_better, "unit": damage_unit(chosen.metric, chosen.higher_is_better),
+            "objective": goal.objective, "plan": chosen.to_dict(),
+            "baselines": {k: as_json(v) for k, v in predicted_baselines(points, goal, sizes).items()}}
+
+
 def _require_metric(points: list[dict[str, Any]], metric: str, whose: str) -> None:
     """A 422 naming the metrics ``points`` have when ``metric`` is not one of them (none: nothing to say yet)."""
     have = metric_names(points)
@@ -178,16 +210,64 @@ def make_plan(body: PlanRequest, session: SessionDep, settings: SettingsDep) -> 
     return _plan(session, settings, body)
 
 
+def _plan_job_yaml(session: SessionDep, body: PlanLaunch) -> tuple[str, int]:
+    """The schedule a succeeded plan job of this sweep chose and the epochs it was written for (422/409 saying
+    what is wrong otherwise)."""
+    _finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
+    job = session.get(Job, body.plan_job)
+    if job is None or job.kind != "plan":
+        raise HTTPException(422, f"plan_job: job {body.plan_job} is not a plan job")
+    if job.spec.get("sensitivity_job") != body.sensitivity_job:
+        raise HTTPException(422, f"plan_job: job {body.plan_job} plans sweep {job.spec.get('sensitivity_job')}, "
+                                 f"not {body.sensitivity_job}")
+    if job.status != "succeeded" or not (job.result or {}).get("yaml"):
+        raise HTTPException(409, f"plan_job: job {body.plan_job} is {job.status}; launch a succeeded plan job")
+    return job.result["yaml"], int(job.spec["epochs"])
+
+
 @router.post("/plans/launch", status_code=201, response_model=JobOut)
 def launch_plan(body: PlanLaunch, session: SessionDep, settings: SettingsDep, dispatcher: DispatcherDep) -> Job:
     """Plan, then run the schedule as a prune job on the sensitivity job's model and dataset."""
     source = get_or_404(session, Job, body.sensitivity_job, "job")
-    yaml_text = _plan(session, settings, body)["yaml"]
+    epochs = body.epochs
+    if body.plan_job is not None:  # the schedule was written for the plan job's epochs
+        yaml_text, epochs = _plan_job_yaml(session, body)
+    else:
+        yaml_text = _plan(session, settings, body)["yaml"]
     spec = {k: v for k, v in source.spec.items() if k in DATA_FIELDS}
-    spec.update(schedule=yaml_text, epochs=body.epochs, lr=body.lr, thin=body.thin, register_as=body.register_as)
+    spec.update(schedule=yaml_text, epochs=epochs, lr=body.lr, thin=body.thin, register_as=body.register_as)
     job_body = PruneJobCreate(kind="prune", spec=PruneSpec(**spec), experiment_id=body.experiment_id or
                               source.experiment_id)
-    return submit_job(session, settings, dispatcher, job_body)
+    job = submit_job(session, settings, dispatcher, job_body)
+    # lineage: the sweep and the plan request this prune job came from (the jobs list links them)
+    plan = body.model_dump(include=set(PlanRequest.model_fields) - {"sensitivity_job"})
+    repo.merge_result(session, job.id, {"lineage": {"sensitivity_job": source.id, "plan": plan,
+                                                    **({"plan_job": body.plan_job} if body.plan_job else {})}})
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+@router.post("/plans/measure", status_code=201, response_model=JobOut)
+def measure_plan(body: PlanMeasure, session: SessionDep, settings: SettingsDep, dispatcher: DispatcherDep) -> Job:
+    """A plan job: the optimiser's plan for the sweep, measured as a whole on the sweep's model and data (and,
+    with ``correct``, re-solved until the measured drop meets the budget), beside the baselines at the same
+    goal. Its result holds ``plan``, ``baselines`` and ``yaml``; ``POST /plans/launch`` with ``plan_job``
+    prunes with that schedule."""
+    source = _finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
+    spec = {k: v for k, v in source.spec.items() if k in DATA_FIELDS | PLAN_SWEEP_FIELDS}
+    spec.update(body.model_dump(exclude={"experiment_id"}))
+    try:
+        plan_spec = PlanSpec(**spec)
+    except ValidationError as exc:
+        raise HTTPException(422, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                                           for e in exc.errors())) from None
+    job = submit_job(session, settings, dispatcher, PlanJobCreate(
+        kind="plan", spec=plan_spec, experiment_id=body.experiment_id or source.experiment_id))
+    repo.merge_result(session, job.id, {"lineage": {"sensitivity_job": source.id}})
+    session.commit()
+    session.refresh(job)
+    return job
 
 
 @router.get("/compare")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,18 @@ class Settings(BaseSettings):
     max_sample_elements: int = Field(default=DEFAULT_LIMITS.max_sample_elements, ge=1)
     max_dataset_mb: float = Field(default=DEFAULT_LIMITS.max_dataset_mb, gt=0)
     max_image_size: int = Field(default=DEFAULT_LIMITS.max_image_size, ge=1)
+    # Issue 18. Every job that ends is exported to this MLflow tracking URI (empty: none), into the
+    # experiment named below, by whoever ran it (failures are logged, never fail the job).
+    mlflow_tracking_uri: str = ""
+    mlflow_experiment: str = "prunescope"
+    # Where that experiment keeps its files when prunescope creates it (empty: MLflow's default, which for a
+    # local store is ./mlruns in the working directory).
+    mlflow_artifact_location: str = ""
+    # The address users reach this service at, for the tags that link an exported run back to its job.
+    public_url: str = ""
+    # Log records as text lines for people (``text``) or one JSON object a line (``json``), serve and worker.
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
 
     @field_validator("token")
     @classmethod

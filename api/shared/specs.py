@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.shared.limits import current_limits
 from pruning_core.dataset_options import DATASETS, check_dataset_options
@@ -23,7 +23,10 @@ from pruning_core.limits import (
     LimitError,
     quote,
 )
-from pruning_core.names import MODEL_NAME_PATTERN
+from pruning_core.names import MODEL_NAME_PATTERN, canonical_model_name
+from pruning_core.plan import OBJECTIVES
+from pruning_core.plan.compare import Goal
+from pruning_core.points import METRIC_NAME_PATTERN, higher_is_better
 from pruning_core.schedule import YAML_MAX_BYTES
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
@@ -43,22 +46,54 @@ def check_options(dataset: str, options: dict[str, OptionValue], container: str)
     name may be a registered dataset: each option is then checked against the built-in kind that
     declares it, and the route checks them again against the registered kind."""
     limits = current_limits()
-    try:
-        if dataset in DATASETS:
-            check_dataset_options(dataset, options, limits)
-            return
-        for key, value in options.items():
-            kind = next((d for d in DATASETS.values() if any(o.name == key for o in d.options)), None)
+    problems: list[LimitError] = []
+    for key, value in options.items():  # each option alone, so the answer lists every bad one
+        kind = dataset if dataset in DATASETS else \
+            next((d.name for d in DATASETS.values() if any(o.name == key for o in d.options)), None)
+        try:
             if kind is None:
                 known = ", ".join(sorted({o.name for d in DATASETS.values() for o in d.options}))
                 raise LimitError(f"{quote(key)} is not an option of any dataset kind; options: {known}", field=key)
-            check_dataset_options(kind.name, {key: value}, limits)
-    except LimitError as exc:
-        raise LimitError(str(exc), field=f"{container}.{exc.field}" if exc.field else container) from None
+            check_dataset_options(kind, {key: value}, limits)
+        except LimitError as exc:
+            problems.append(exc)
+    if not problems and dataset in DATASETS:  # the options together (a budget such as n x shape)
+        try:
+            check_dataset_options(dataset, options, limits)
+        except LimitError as exc:
+            problems.append(exc)
+    if len(problems) == 1:
+        exc = problems[0]
+        raise LimitError(str(exc), field=f"{container}.{exc.field}" if exc.field else container)
+    if problems:
+        raise LimitError(f"{len(problems)} bad options: " + "; ".join(
+            f"{exc.field}: {exc}" if exc.field else str(exc) for exc in problems), field=container)
+
+
+#: What a spec's ``model`` names: an architecture (fresh weights) or a registered model (its checkpoint).
+MODEL_KINDS = ("architecture", "registered")
+
+
+def check_registry_name(name: str) -> str:
+    """A registered model's name never shadows an architecture: an architecture name or alias is refused
+    (``digits-cnn`` must always mean the architecture's fresh weights)."""
+    canonical = canonical_model_name(name)
+    if canonical is not None:
+        said = repr(canonical) if canonical == name else f"{canonical!r} (alias {name!r})"
+        raise ValueError(f"{name!r} is the name of the architecture {said}: a registered model needs a name of its "
+                         f"own (e.g. {canonical}-trained), so that {name!r} keeps meaning the architecture")
+    return name
+
+
+#: A model registry name: a plain name that is not an architecture's (see :func:`check_registry_name`).
+RegistryName = Annotated[Name, AfterValidator(check_registry_name)]
 
 
 class _DataSpec(_Strict):
     model: ModelName = Field(description="architecture name (timm/<name> for timm's) or a registered model's name")
+    model_kind: Literal[MODEL_KINDS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="what `model` names: an architecture (fresh weights) or a registered model "
+                                  "(its checkpoint); left out, the service decides at submit and stores it")
     dataset: Name = Field(description="a built-in dataset name or a registered dataset's name")
     dataset_options: dict[str, OptionValue] = Field(
         default_factory=dict, max_length=MAX_OPTIONS,
@@ -83,7 +118,8 @@ class _FitSpec(_DataSpec):
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(default=1e-4, ge=0, le=1)
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seeds the weights' shuffle order and any randomness")
-    register_as: Name | None = Field(default=None, description="model registry name for the result")
+    register_as: RegistryName | None = Field(default=None, description="model registry name for the result; "
+                                                                       "never an architecture's name or alias")
 
 
 #: The learning rate of an adaptive optimizer (adam, adamw) when none is given; sgd takes the field's default.
@@ -178,8 +214,78 @@ class PruneSpec(_FitSpec):
     latency_batch: int = Field(default=1, ge=1, le=4096, description="batch size of the thin latency measurement")
 
 
+class PlanGoal(_Strict):
+    """What a plan optimises and its bound (:func:`pruning_core.plan.optimise`): the fields POST /plans and a
+    plan job share, with the schedule it is written as."""
+
+    objective: Literal[OBJECTIVES] | None = Field(  # type: ignore[valid-type]
+        default=None, description="optimise: sparsity (weights removed), macs (MACs removed, structured groups) "
+                                  "or latency (ms saved, points with latency), with budget or target; absent: "
+                                  "the equal-tolerance rule (max_drop or target_sparsity)")
+    budget: float | None = Field(default=None, gt=0, le=1e9, allow_inf_nan=False,
+                                 description="the summed predicted damage allowed: per-layer drops of the metric "
+                                             "added up (top1 points, or loss rise)")
+    target: float | None = Field(default=None, gt=0, lt=1, description="instead of budget: the fraction of the "
+                                 "objective to remove (weights, MACs or latency) with the least predicted damage")
+    interpolate: int = Field(default=0, ge=0, le=9, description="levels interpolated inside each measured gap")
+    metric: str = Field(default="top1", pattern=METRIC_NAME_PATTERN,
+                        description="any metric the job's points have (top1, top5, loss, perplexity, a custom one)")
+    higher_is_better: bool | None = Field(default=None, description="the metric's direction: known for top1, top5, "
+                                          "loss and perplexity; needed for a custom metric")
+    epochs: int = Field(default=10, ge=1, le=10000, description="epochs of the schedule (AGP needs 3)")
+    one_shot: bool = Field(default=False, description="prune everything at epoch 0, then fine-tune")
+
+    def goal(self) -> Goal:
+        """The optimiser's goal these fields state (the sparsity objective where none is named)."""
+        return Goal(objective=self.objective or "sparsity", budget=self.budget, target=self.target,
+                    metric=self.metric, higher_is_better=self.higher_is_better, interpolate=self.interpolate)
+
+    def check_goal(self) -> None:
+        """ValueError (naming the field) unless the goal and the schedule are complete and consistent."""
+        if self.objective is not None and (self.budget is None) == (self.target is None):
+            raise ValueError("budget: with an objective give exactly one of budget and target")
+        if self.objective is None and (self.budget is not None or self.target is not None):
+            raise ValueError("objective: budget and target need an objective (sparsity, macs or latency)")
+        if not self.one_shot and self.epochs < 3:
+            raise ValueError("epochs: an AGP schedule needs at least 3 epochs (or one_shot)")
+        try:
+            higher_is_better(self.metric, self.higher_is_better)
+        except ValueError as exc:
+            raise ValueError(f"higher_is_better: {exc}") from None
+
+
+class PlanSpec(_DataSpec, PlanGoal):
+    """A plan job: the optimiser's plan for a finished sweep, measured as a whole on the sweep's model and data
+    (every chosen layer pruned at once, one evaluation), beside the baselines at the same goal; with
+    ``correct``, re-solved with a scaled budget until the measured drop meets it. Its model and data fields
+    are the sweep's (the API copies them)."""
+
+    sensitivity_job: int = Field(ge=1, description="the finished sensitivity job whose points are planned")
+    objective: Literal[OBJECTIVES] = "sparsity"  # type: ignore[valid-type]
+    correct: bool = Field(default=False, description="with budget: re-solve with a scaled budget until the "
+                                                     "measured drop meets the budget")
+    rounds: int = Field(default=4, ge=1, le=10, description="at most this many measured rounds when correcting")
+    baselines: bool = Field(default=True, description="also measure uniform, equal-tolerance and global "
+                                                      "(magnitude, or Torch-Pruning's ranking) at the same goal")
+    split: Literal["train", "test"] = SensitivitySpec.model_fields["split"]
+    samples: int | None = SensitivitySpec.model_fields["samples"]
+    seed: int = SensitivitySpec.model_fields["seed"]
+    coupled: bool = SensitivitySpec.model_fields["coupled"]
+
+    @model_validator(mode="after")
+    def _goal(self) -> PlanSpec:
+        self.check_goal()
+        if self.correct and self.budget is None:
+            raise ValueError("correct: the correction loop meets a budget: give budget, not target")
+        return self
+
+
+#: What a plan job takes over from its sweep's spec besides the model and data (DATA_FIELDS).
+PLAN_SWEEP_FIELDS = frozenset({"split", "samples", "seed", "coupled"})
+
 #: The spec model of each job kind: what the API validates with, the client and CLI build and the runners read.
-SPECS: dict[str, type[_DataSpec]] = {"train": TrainSpec, "sensitivity": SensitivitySpec, "prune": PruneSpec}
+SPECS: dict[str, type[_DataSpec]] = {"train": TrainSpec, "sensitivity": SensitivitySpec, "prune": PruneSpec,
+                                     "plan": PlanSpec}
 
 
 def field_default(spec: type[BaseModel], name: str) -> Any:

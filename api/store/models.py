@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pruning_core.points import POINT_FIELDS  # noqa: F401  (torch-free; the store's name for a point's fields)
 
-JOB_KINDS = ("train", "sensitivity", "prune")
+JOB_KINDS = ("train", "sensitivity", "prune", "plan")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
 TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import String, and_, cast, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from api.store.models import (
     ArchitectureFacts,
     Artifact,
     EpochMetric,
+    Experiment,
     Job,
     JobShard,
     ModelEntry,
@@ -356,10 +357,11 @@ def mark_dispatched(session: Session, pairs: Iterable[tuple[int, int]], *, relea
     session.commit()
 
 
-def model_source(session: Session, name: str, data_dir: Path) -> tuple[str, str | None]:
+def model_source(session: Session, name: str, data_dir: Path, kind: str | None = None) -> tuple[str, str | None]:
     """(architecture, checkpoint path or None) of a spec's ``model``: a registered model's, else the name
-    itself as an architecture with fresh weights."""
-    entry = session.scalar(select(ModelEntry).where(ModelEntry.name == name))
+    itself as an architecture with fresh weights. ``kind`` "architecture" (the spec's ``model_kind``) never
+    reads the registry."""
+    entry = None if kind == "architecture" else session.scalar(select(ModelEntry).where(ModelEntry.name == name))
     if entry is None:
         return name, None
     artifact = session.get(Artifact, entry.artifact_id) if entry.artifact_id is not None else None
@@ -565,3 +567,111 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
+
+
+# ----------------------------------------------------------------------------------------------
+# The jobs list: filters, search, sort and paging in SQL (both stores), and each job's key numbers
+# ----------------------------------------------------------------------------------------------
+
+#: What ``GET /jobs?sort=`` takes (a leading ``-`` sorts descending): name -> column or JSON field.
+JOB_SORTS: dict[str, Any] = {
+    "id": Job.id,
+    "kind": Job.kind,
+    "status": Job.status,
+    "model": Job.spec["model"].as_string(),
+    "dataset": Job.spec["dataset"].as_string(),
+    "name": Job.result["name"].as_string(),
+    "experiment": Job.experiment_id,
+    "created": Job.created_at,
+    "started": Job.started_at,
+    "finished": Job.finished_at,
+}
+#: Newest first: the order the list always had.
+DEFAULT_JOB_SORT = "-id"
+#: The labels a user gives a job (``PATCH /jobs/{id}``) are keys of its result JSON beside the runner's.
+LABEL_KEYS = ("name", "tags")
+
+
+def job_search(text: str) -> Any:
+    """One case-insensitive substring over what a person recognises a job by: its id (``12`` or ``#12``),
+    kind, status, model, dataset, name, tags and experiment name."""
+    needle = text.strip().lower()
+    fields = (Job.kind, Job.status, Job.spec["model"].as_string(), Job.spec["dataset"].as_string(),
+              Job.result["name"].as_string(), cast(Job.result["tags"], String))
+    terms = [func.lower(f).contains(needle, autoescape=True) for f in fields]
+    terms.append(Job.experiment_id.in_(
+        select(Experiment.id).where(func.lower(Experiment.name).contains(needle, autoescape=True))))
+    digits = needle.removeprefix("#")
+    if digits.isdigit() and len(digits) < 19:
+        terms.append(Job.id == int(digits))
+    return or_(*terms)
+
+
+def list_jobs(session: Session, *, status: str | None = None, kind: str | None = None,
+              experiment: int | None = None, search: str | None = None, sort: str = DEFAULT_JOB_SORT,
+              limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+    """One page of jobs and the total the filters match. ``sort`` is a key of :data:`JOB_SORTS`, ``-`` for
+    descending; ties (and empty values, always last) fall back to newest first, so pages never overlap."""
+    name = sort.removeprefix("-")
+    if name not in JOB_SORTS:
+        raise ValueError(f"unknown sort {sort!r}; one of {', '.join(JOB_SORTS)} (a leading - sorts descending)")
+    query = select(Job)
+    for column, value in ((Job.status, status), (Job.kind, kind), (Job.experiment_id, experiment)):
+        if value is not None:
+            query = query.where(column == value)
+    if search and search.strip():
+        query = query.where(job_search(search))
+    total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    column = JOB_SORTS[name]
+    order = [(column.desc() if sort.startswith("-") else column.asc()).nulls_last()]
+    if name != "id":
+        order.append(Job.id.desc())
+    rows = session.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
+    return list(rows), total
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def job_numbers(session: Session, jobs: Iterable[Job]) -> dict[int, dict[str, float | None]]:
+    """Per job the numbers the list shows: ``baseline_top1`` (a sensitivity job's unpruned top1, its
+    points at sparsity 0; a prune job's top1 before pruning), ``final_top1`` and ``final_sparsity``
+    (what a prune or train job ended with). One query for all the page's sensitivity jobs."""
+    jobs = list(jobs)
+    sens = [j.id for j in jobs if j.kind == "sensitivity"]
+    baselines: dict[int, float] = {}
+    if sens:
+        rows = session.execute(
+            select(SensitivityPointRow.job_id, func.max(SensitivityPointRow.top1))
+            .where(SensitivityPointRow.job_id.in_(sens), SensitivityPointRow.sparsity == 0)
+            .group_by(SensitivityPointRow.job_id))
+        baselines = {job_id: top1 for job_id, top1 in rows if top1 is not None}
+    out: dict[int, dict[str, float | None]] = {}
+    for job in jobs:
+        result = job.result or {}
+        before = result.get("baseline") if isinstance(result.get("baseline"), dict) else {}
+        final = result.get("final") if isinstance(result.get("final"), dict) else {}
+        out[job.id] = {
+            "baseline_top1": baselines.get(job.id) if job.kind == "sensitivity" else _number(before.get("top1")),
+            "final_top1": _number(final.get("top1")),
+            "final_sparsity": _number(result.get("sparsity")),
+        }
+    return out
+
+
+def set_labels(session: Session, job_id: int, labels: Mapping[str, Any]) -> Job | None:
+    """Merge a job's name and tags into its result JSON, locked as :func:`merge_result` is (a runner may be
+    merging its own keys); ``None`` removes one. Commit is the caller's."""
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None:
+        return None
+    result = dict(job.result or {})
+    for key in LABEL_KEYS:
+        if key in labels:
+            if labels[key] is None:
+                result.pop(key, None)
+            else:
+                result[key] = labels[key]
+    job.result = result
+    return job

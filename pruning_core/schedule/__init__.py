@@ -43,7 +43,6 @@ from .loader import (  # noqa: F401
     YAML_MAX_NODES,
 )
 from .parse import (  # noqa: F401
-    POLICY_ARGS,
     POLICY_KINDS,
     POLICY_REFUSED,
     REFUSED,

@@ -31,6 +31,8 @@ class _Lines:
     def __init__(self, source: str) -> None:
         self.source = source
         self.lines: dict[tuple, int] = {}
+        #: what was accepted but deserves a look (a key given twice with the same value), located
+        self.warnings: list[str] = []
 
     def line(self, path: Sequence[Any]) -> int | None:
         path = tuple(path)
@@ -54,9 +56,19 @@ def _to_python(node: yaml.Node, path: tuple, lines: _Lines, loader: yaml.SafeLoa
                 raise ScheduleError("a key must be a plain value", key=_key_text(path),
                                     line=key_node.start_mark.line + 1, source=lines.source)
             key = loader.construct_object(key_node)
-            lines.lines[path + (key,)] = key_node.start_mark.line + 1  # a key's line, not its value's
+            line = key_node.start_mark.line + 1
             if key in out:
-                raise lines.error(path + (key,), "key given twice")
+                first = lines.lines[path + (key,)]
+                again = _to_python(value_node, path + (key,), _Lines(lines.source), loader)
+                where = f"{lines.source} line {line}: {_key_text(path + (key,))}"
+                if again != out[key]:
+                    raise ScheduleError(f"key given twice with different values (line {first}: {out[key]!r}, "
+                                        f"line {line}: {again!r}); keep one", key=_key_text(path + (key,)),
+                                        line=line, source=lines.source)
+                lines.warnings.append(f"{where}: key given twice (lines {first} and {line}) with the same value; "
+                                      "the second is ignored")
+                continue
+            lines.lines[path + (key,)] = line  # a key's line, not its value's
             out[key] = _to_python(value_node, path + (key,), lines, loader)
         return out
     if isinstance(node, yaml.SequenceNode):

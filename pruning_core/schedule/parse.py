@@ -13,9 +13,7 @@ from ..declarations import (
     EXTENSION_CLASSES,
     PRUNER_CLASSES,
     REGULARIZER_CLASSES,
-    Checker,
     PrunerClass,
-    boolean,
     is_number,
     positive_int,
 )
@@ -37,7 +35,7 @@ Path_ = tuple  # a key path such as ("pruners", "p1", "weights", 2)
 # lr_table.py (lr schedulers), one declaration per class; the parser only reads them.
 # --------------------------------------------------------------------------------------------------
 
-_positive_int, _bool = positive_int, boolean
+_positive_int = positive_int
 
 # Distiller sections that prunescope refuses: an error that says why, not "unknown key".
 REFUSED = {
@@ -51,7 +49,6 @@ SECTIONS: dict[str, tuple[str, dict[str, PrunerClass]]] = {  # section -> (polic
 }
 POLICY_KINDS = ("pruner", "lr_scheduler", "regularizer", "extension")
 POLICY_REFUSED = {"quantizer": REFUSED["quantizers"]}
-POLICY_ARGS: dict[str, dict[str, Checker]] = {"regularizer": {"keep_mask": _bool}}  # kind -> per-policy args
 TOP_LEVEL = ("version", "pruners", "lr_schedulers", "regularizers", "extensions", "policies")
 
 
@@ -172,6 +169,33 @@ def _epoch_value(value: Any, path: tuple, lines: _Lines) -> int:
     return value
 
 
+def _policy_args(ref: dict, path: tuple, lines: _Lines, kind: str, instance: Any) -> dict[str, Any]:
+    """A policy's ``args:``, checked against what the class of the instance it names declares it takes
+    (``Declaration.policy_args``: pruners Distiller's PruningPolicy arguments, regularizers keep_mask)."""
+    if "args" not in ref:
+        return {}
+    declaration = _declaration_of(kind, instance)
+    accepted = declaration.policy_args if declaration is not None else {}
+    if not accepted:
+        raise lines.error(path + ("args",), f"{kind} policies take no args")
+    args = _mapping(ref["args"], path + ("args",), lines, "policy arguments") if ref["args"] is not None else {}
+    assert declaration is not None
+    problem = declaration.policy_problem(args)
+    if problem is not None:
+        key, why = problem
+        if why == "unknown":
+            why = f"unknown {kind} policy argument for {declaration.name}{_closest(str(key), accepted)}"
+        raise lines.error(path + ("args", key), why)
+    return dict(args)
+
+
+def _declaration_of(kind: str, instance: Any) -> PrunerClass | None:
+    for section_kind, table in SECTIONS.values():
+        if section_kind == kind:
+            return table.get(instance.cls)
+    return None
+
+
 def _parse_policy(i: int, body: Any, lines: _Lines, schedule: Schedule) -> PolicySpec:
     path: tuple = ("policies", i)
     body = _mapping(body, path, lines, "a pruner or lr_scheduler reference and its epochs")
@@ -186,19 +210,10 @@ def _parse_policy(i: int, body: Any, lines: _Lines, schedule: Schedule) -> Polic
         raise lines.error(path, f"a policy names exactly one of: {', '.join(POLICY_KINDS)}")
     kind = kinds[0]
     ref = _mapping(body[kind], path + (kind,), lines, "instance_name")
-    allowed_args = POLICY_ARGS.get(kind, {})
     for key in ref:
-        if key == "args" and allowed_args:
-            for arg, value in _mapping(ref["args"], path + (kind, "args"), lines, "policy arguments").items():
-                if arg not in allowed_args:
-                    raise lines.error(path + (kind, "args", arg), f"unknown {kind} policy argument"
-                                      f"{_closest(str(arg), allowed_args)}")
-                problem = allowed_args[arg](value)
-                if problem:
-                    raise lines.error(path + (kind, "args", arg), problem)
-        elif key != "instance_name":
-            raise lines.error(path + (kind, key), f"unknown key (only instance_name is supported; "
-                              f"{f'{kind} policies take no args' if key == 'args' else 'typo?'})")
+        if key not in ("instance_name", "args"):
+            raise lines.error(path + (kind, key), "unknown key (a policy's entry has instance_name and, for "
+                              "pruners and regularizers, args; typo?)")
     if "instance_name" not in ref:
         raise lines.error(path + (kind,), "missing 'instance_name'")
     instance = ref["instance_name"]
@@ -207,7 +222,8 @@ def _parse_policy(i: int, body: Any, lines: _Lines, schedule: Schedule) -> Polic
     if instance not in known:
         raise lines.error(path + (kind, "instance_name"),
                           f"no {kind} named {instance!r} in {section}{_closest(str(instance), known)}")
-    policy = PolicySpec(kind, instance, args=dict(ref.get("args") or {}))
+    args = _policy_args(ref, path + (kind,), lines, kind, known[instance])
+    policy = PolicySpec(kind, instance, args=args)
     if "epochs" in body:
         for key in ("starting_epoch", "ending_epoch", "frequency"):
             if key in body:
@@ -254,7 +270,7 @@ def parse_schedule(text: str, *, source: str = "<schedule>") -> Schedule:
             raise lines.error((key,), f"unknown top-level key{_closest(str(key), TOP_LEVEL)}")
     if data.get("version", 1) != 1:
         raise lines.error(("version",), f"only version 1 exists, got {data['version']!r}")
-    schedule = Schedule(source=source, lines=lines.lines)
+    schedule = Schedule(source=source, lines=lines.lines, warnings=lines.warnings)
     for section in SECTIONS:
         if data.get(section) is not None:
             setattr(schedule, section, _parse_section(data[section], lines, section))
@@ -277,7 +293,7 @@ def check_schedule(text: str, *, source: str = "schedule") -> dict[str, Any]:
         schedule = parse_schedule(text, source=source)
     except ScheduleError as exc:
         return {"valid": False, "error": str(exc), "key": exc.key or None, "line": exc.line}
-    return {"valid": True, "schedule": schedule.to_dict()}
+    return {"valid": True, "schedule": schedule.to_dict(), "warnings": list(schedule.warnings)}
 
 
 def load_schedule(path: str | Path) -> Schedule:

@@ -49,7 +49,9 @@ class PolicySpec:
     starting_epoch: int | None = None
     ending_epoch: int | None = None
     frequency: int = 1
-    args: dict[str, Any] = field(default_factory=dict)  # per-policy args (regularizer: keep_mask)
+    # per-policy args as written (pruner: keep_mask, mask_on_forward_only, ...; regularizer: keep_mask); the
+    # class's declaration (declarations.POLICY_ARGUMENTS) says which it takes and their defaults
+    args: dict[str, Any] = field(default_factory=dict)
 
     def active_epochs(self) -> list[int]:
         """Epochs at which this policy acts (sorted)."""
@@ -81,6 +83,8 @@ class Schedule:
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
     # (name in the schedule, name in the model) for every name resolve_schedule changed
     renames: list[tuple[str, str]] = field(default_factory=list, compare=False)
+    # accepted but worth a look, each located (``s.yaml line 9: pruners.p1.weights: key given twice ...``)
+    warnings: list[str] = field(default_factory=list, compare=False)
 
     def error(self, path: Sequence[Any], message: str) -> ScheduleError:
         """A ScheduleError located at ``path`` (the nearest known line)."""

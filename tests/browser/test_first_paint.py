@@ -107,6 +107,20 @@ def test_chart_page_loads_plotly_on_demand(fresh_tab, store) -> None:
     assert page.locator("#heatmap .hm").count() == 1  # plotly drew the heatmap too
 
 
+def test_demo_job_page_paints_under_a_second_and_stays_local(fresh_tab, store) -> None:
+    """The first-start demo's job (digits-cnn: 4 parameters x Distiller's 19 levels) in a fresh tab: its header
+    paints while plotly.js still loads (the charts follow); no request leaves 127.0.0.1."""
+    page, requests = fresh_tab.page, fresh_tab.requests
+    job = insert_sensitivity_job(store, 4, 19, seed=7)
+    figures = _paint(page, f"#/jobs/{job}")
+    _record("first_paint_demo_job", figures)
+    assert figures["plotly_loaded"] and sum(u.endswith("/static/plotly.min.js") for u in requests) == 1
+    assert page.evaluate("window.prunescope.lastRender.points") == 4 * 19
+    page.wait_for_load_state("networkidle")
+    assert not fresh_tab.left, f"requests that left the machine: {fresh_tab.left}"
+    assert figures["first_contentful_paint_ms"] < 1000, figures
+
+
 def test_swagger_ui_renders_with_no_request_leaving_the_machine(fresh_tab) -> None:
     page, requests = fresh_tab.page, fresh_tab.requests
     page.goto("/docs")

@@ -94,7 +94,8 @@ def test_sse_parsing() -> None:
 
 
 @pytest.mark.parametrize(("method", "spec"), [("train", "TrainSpec"), ("sense", "SensitivitySpec"),
-                                               ("prune", "PruneSpec"), ("launch_plan", "PlanLaunch")])
+                                               ("prune", "PruneSpec"), ("launch_plan", "PlanLaunch"),
+                                               ("measure_plan", "PlanMeasure")])
 def test_every_spec_field_is_a_keyword_of_its_method(method: str, spec: str) -> None:
     """The CLI/API parity lives in the schemas; the client must not fall behind them."""
     import inspect
@@ -127,7 +128,7 @@ def test_cli_options_reach_the_request_body() -> None:
     assert {k: specs[2][k] for k in ("optimizer", "momentum", "weight_decay", "seed", "start_epoch", "latency_batch",
                                      "thin")} == {"optimizer": "adam", "momentum": 0.1, "weight_decay": 0.2, "seed": 4,
                                                   "start_epoch": 2, "latency_batch": 8, "thin": True}
-    assert sent[3][0] == "/api/v1/plans/launch" and {k: specs[3][k] for k in (
+    assert sent[3][0] == "/api/v1/plans/launch" and {k: specs[3].get(k) for k in (
         "target_sparsity", "max_drop", "one_shot", "thin")} == {"target_sparsity": 0.5, "max_drop": None,
                                                                "one_shot": True, "thin": True}
 

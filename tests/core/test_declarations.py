@@ -168,7 +168,11 @@ class _Net(nn.Module):
 
 def test_every_pruner_class_previews_as_before() -> None:
     schedule = parse_schedule(EVERY_CLASS)
-    assert {p.cls for p in schedule.pruners.values()} == set(PRUNER_CLASSES)
+    # the classes issue 17 added never had the old preview: tests/core/test_distiller_pruners.py previews them
+    added = {"ActivationAPoZRankedFilterPruner", "ActivationAPoZRankedFilterPruner_AGP", "BaiduRNNPruner",
+             "ActivationMeanRankedFilterPruner", "ActivationMeanRankedFilterPruner_AGP", "BernoulliFilterPruner",
+             "BernoulliFilterPruner_AGP"}
+    assert {p.cls for p in schedule.pruners.values()} == set(PRUNER_CLASSES) - added
     model = _Net()
     for epochs in (None, 12):
         assert preview_schedule(schedule, model, lr=0.2, epochs=epochs) == _old_preview(schedule, model, lr=0.2,

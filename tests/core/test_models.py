@@ -33,7 +33,7 @@ def test_torchvision_model_by_its_own_name() -> None:
 def test_aliases_and_unknown_name() -> None:
     assert canonical_name("resnet20_cifar") == "resnet20-cifar"
     assert canonical_name("resnet56_cifar") == "resnet56-cifar"
-    assert canonical_name("vgg16_cifar") == "vgg16-cifar"
+    assert canonical_name("vgg16_cifar") == "vgg16_cifar"  # Distiller's, without BatchNorm: its own architecture
     assert canonical_name("vgg16_bn_cifar") == "vgg16-cifar"
     assert canonical_name("resnet18") == "resnet18"
     with pytest.raises(ValueError, match="known models: digits-cnn"):
@@ -90,8 +90,8 @@ def test_resnet56_cifar_has_nine_blocks_per_stage() -> None:
     assert len(convs) == 55  # 1 stem + 54 block convs, +fc = 56 layers
 
 
-def test_vgg16_cifar_has_distillers_names() -> None:
-    model = create_model("vgg16_cifar")
+def test_vgg16_bn_cifar_has_distillers_names() -> None:
+    model = create_model("vgg16_bn_cifar")
     names = [n for n, _ in model.named_parameters()]
     assert names[:6] == ["features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias",
                          "features.3.weight", "features.3.bias"]

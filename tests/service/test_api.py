@@ -325,7 +325,7 @@ def test_unmeasured_points_are_stored(client: TestClient) -> None:
         repo.upsert_point(s, job_id, {"parameter": "l0.weight", "sparsity": 0.9, "top1": None, "top5": None,
                                       "loss": None, "measured": False}, shard=0, worker="t", param_index=0)
         s.commit()
-    POINTS_CACHE.drop(job_id)
+    POINTS_CACHE.drop(client.app.state.settings.db_url, job_id)
     last = client.get(f"/api/v1/jobs/{job_id}/points").json()[-1]
     assert last["measured"] is False and last["top1"] is None
 
@@ -407,3 +407,37 @@ def test_documented_curl_bodies_are_accepted(client: TestClient) -> None:
     for body in bodies:
         r = client.post("/api/v1/jobs", json=json.loads(body))
         assert r.status_code == 201, r.text
+
+
+def test_validation_answers_the_schedules_warnings(client: TestClient) -> None:
+    """A key given twice with the same value is valid, and the REST answer says so with both lines."""
+    text = ("version: 1\npruners:\n  p:\n    class: SparsityLevelParameterPruner\n"
+            "    levels: {conv1.weight: 0.5}\n    levels: {conv1.weight: 0.5}\n"
+            "policies:\n  - pruner: {instance_name: p}\n    epochs: [0]\n")
+    answer = client.post("/api/v1/schedules/validate", json={"yaml": text}).json()
+    assert answer["valid"] is True
+    assert len(answer["warnings"]) == 1 and "lines 5 and 6" in answer["warnings"][0]
+    clash = text.replace("    levels: {conv1.weight: 0.5}\npolicies", "    levels: {conv1.weight: 0.6}\npolicies")
+    answer = client.post("/api/v1/schedules/validate", json={"yaml": clash}).json()
+    assert answer["valid"] is False and "line 5" in answer["error"] and "line 6" in answer["error"]
+
+
+def test_an_out_of_scope_distiller_architecture_says_why(client: TestClient) -> None:
+    spec = {"model": "maskrcnn_resnet50_fpn", "dataset": "synthetic"}
+    answer = client.post("/api/v1/jobs", json={"kind": "sensitivity", "spec": spec})
+    assert answer.status_code == 422
+    assert "not supported" in answer.text and "object detection" in answer.text
+
+
+def test_two_apps_in_one_process_serve_their_own_points(tmp_path) -> None:
+    """The points cache is keyed by store: job 1 of one store is never served from another's (two local
+    clients, or two test apps, in one process)."""
+    from tests.apps import sqlite_settings_in
+
+    apps = [TestClient(make_app(sqlite_settings_in(tmp_path / name))) for name in ("a", "b")]
+    with apps[0] as a, apps[1] as b:
+        first, second = _points_job(a, n_params=1), _points_job(b, n_params=3)
+        assert first == second  # the same id in each store
+        assert len(a.get(f"/api/v1/jobs/{first}/points").json()) == 2
+        assert len(b.get(f"/api/v1/jobs/{second}/points").json()) == 6
+        assert len(a.get(f"/api/v1/jobs/{first}/points").json()) == 2  # from the cache now

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.seed import DEMO_MODEL
 from tests.service.stack import free_port
 
 pytestmark = pytest.mark.slow
@@ -50,7 +51,8 @@ def test_first_start_demo_finishes_and_is_not_redone(tmp_path: Path) -> None:
         assert job["status"] == "succeeded", job
         points = httpx.get(f"{base}/api/v1/jobs/{job_id}/points", timeout=5).json()
         assert len(points) == 4 * 19  # every conv/linear weight of digits-cnn x Distiller's 19 levels
-        model = next(m for m in httpx.get(f"{base}/api/v1/models", timeout=5).json() if m["name"] == "digits-cnn")
+        model = next(m for m in httpx.get(f"{base}/api/v1/models", timeout=5).json() if m["name"] == DEMO_MODEL)
+        assert DEMO_MODEL != "digits-cnn" and job["spec"]["model_kind"] == "registered"  # the architecture stays fresh
         assert model["metrics"]["top1"] >= 97
     finally:
         server.kill()

@@ -21,6 +21,8 @@ from tests.apps import make_app
 from tests.live import Server, running_server
 from tests.trust.hostile import send_hostile
 
+pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
+
 PARAMS = ("conv1.weight", "conv2.weight", "fc.weight")  # digits-cnn's, in model order
 LEVELS = (0.0, 0.5, 0.9)
 

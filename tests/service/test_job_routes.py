@@ -20,6 +20,7 @@ JOB_OPERATIONS = [
     ("GET", "/jobs/events", "jobs_events_api_v1_jobs_events_get", "api.routes.events"),
     ("GET", "/jobs/{job_id}", "get_job_api_v1_jobs__job_id__get", "api.routes.jobs"),
     ("DELETE", "/jobs/{job_id}", "delete_job_api_v1_jobs__job_id__delete", "api.routes.jobs"),
+    ("PATCH", "/jobs/{job_id}", "label_job_api_v1_jobs__job_id__patch", "api.routes.jobs"),  # name, tags
     ("POST", "/jobs/{job_id}/cancel", "cancel_job_api_v1_jobs__job_id__cancel_post", "api.routes.jobs"),
     ("GET", "/jobs/{job_id}/points", "get_points_api_v1_jobs__job_id__points_get", "api.routes.points"),
     ("GET", "/jobs/{job_id}/points.csv", "get_points_csv_api_v1_jobs__job_id__points_csv_get", "api.routes.points"),

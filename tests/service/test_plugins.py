@@ -34,6 +34,8 @@ from tests.services import REDIS_URL, pg_schema_url, require_redis
 from tests.trust.hostile import send_hostile
 from worker.facts import CapabilityPublisher, capabilities
 
+pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
+
 PLUG = "tiny-plug"
 SPEC = {"model": PLUG, "dataset": "synthetic", "dataset_options": {"n": 16}, "levels": "0,0.5", "batch_size": 16,
         "shards": 1}

@@ -24,7 +24,14 @@ from api.jobs import point_rows
 from api.shared.settings import Settings
 from api.store import make_engine, make_session_factory, migrate, repo
 from api.store.db import alembic_config
-from pruning_core.points import COLUMN_METRICS, HIGHER_IS_BETTER, LOWER_IS_BETTER, POINT_FIELDS, SensitivityPoint
+from pruning_core.points import (
+    COLUMN_METRICS,
+    HIGHER_IS_BETTER,
+    LOWER_IS_BETTER,
+    POINT_FIELDS,
+    POINT_FLAGS,
+    SensitivityPoint,
+)
 from tests.apps import make_app
 
 PARAMS = ("embed.weight", "rnn.weight_ih_l0", "head.weight")  # a small LM's, in model order
@@ -233,3 +240,14 @@ def test_the_dashboard_knows_the_directions_the_library_defines() -> None:
     assert {k for k, v in table.items() if v == "false"} == LOWER_IS_BETTER
     columns = re.search(r"export const COLUMN_METRICS = \[(.*)\];", source).group(1)
     assert tuple(re.findall(r'"(\w+)"', columns)) == COLUMN_METRICS
+    flags = re.search(r"export const POINT_FLAGS = \[(.*)\];", source).group(1)
+    assert tuple(re.findall(r'"(\w+)"', flags)) == POINT_FLAGS
+
+
+def test_the_jobs_page_knows_every_job_kind() -> None:
+    """frontend/jobs.js filters by kind from its own list; it must be the store's JOB_KINDS."""
+    from api.store.models import JOB_KINDS
+
+    source = (Path(__file__).resolve().parents[2] / "frontend" / "jobs.js").read_text()
+    kinds = re.search(r"^const KINDS = \[(.*)\];", source, re.M).group(1)
+    assert set(re.findall(r'"(\w+)"', kinds)) == set(JOB_KINDS)

@@ -37,6 +37,8 @@ from tests.trust.hostile import send_hostile
 from worker import facts
 from worker.executor import Executor
 
+pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
+
 # AGP on a glob and on a DataParallel-prefixed name (renamed), a fixed-level pruner, StepLR, thinning.
 SCHEDULE = """version: 1
 pruners:

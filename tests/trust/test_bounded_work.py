@@ -42,6 +42,8 @@ from tests.services import pg_schema_url
 from tests.trust.hostile import FAST_S, HealthProbe, send_hostile
 from tests.trust.watch import GIB, ServerWatch
 
+pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
+
 DISTILLER = Path(__file__).resolve().parents[3] / "shared" / "distiller-schedules"
 SCHEDULE = """version: 1
 pruners:

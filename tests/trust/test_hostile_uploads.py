@@ -27,6 +27,8 @@ from tests.live import Server, running_server
 from tests.trust.hostile import FAST_S, HealthProbe, send_hostile
 from tests.trust.watch import GIB, ServerWatch
 
+pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
+
 MiB = 2**20
 LIMITS = ScanLimits()
 

@@ -16,6 +16,8 @@ from tests.live import ROOT, running_server
 from tests.services import pg_schema_url
 from tests.trust.hostile import send_hostile
 
+pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
+
 TRAIN = {"kind": "train", "spec": {"model": "digits-cnn", "dataset": "digits", "epochs": 1, "batch_size": 256}}
 BIG_ID = 3_000_000_000  # past 2**31: int4 overflows, int8 does not
 
@@ -91,7 +93,7 @@ def test_sqlite_upgrade_from_0003_keeps_every_row(tmp_path: Path) -> None:
 
 def test_options_lists_the_methods_of_each_path(tmp_path: Path) -> None:
     with running_server(tmp_path / "data") as server:
-        cases = {"/api/v1/jobs": {"GET", "POST", "OPTIONS"}, "/api/v1/jobs/1": {"GET", "DELETE", "OPTIONS"},
+        cases = {"/api/v1/jobs": {"GET", "POST", "OPTIONS"}, "/api/v1/jobs/1": {"GET", "PATCH", "DELETE", "OPTIONS"},
                  "/api/v1/jobs/1/cancel": {"POST", "OPTIONS"}, "/": {"GET", "HEAD", "OPTIONS"}}
         for path, methods in cases.items():
             outcome = send_hostile(server.url, lambda c, p=path: c.options(p))

@@ -37,6 +37,8 @@ from tests.services import pg_schema_url
 from tests.trust.hostile import send_hostile
 from worker.executor import Executor
 
+pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
+
 # A long job: 18 convolutions x 8 levels; each parameter's 8 points take seconds on one thread.
 LEVELS = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7"
 LONG_SPEC = {"model": "resnet20-cifar", "dataset": "synthetic", "dataset_options": {"n": 256}, "levels": LEVELS,

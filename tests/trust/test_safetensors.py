@@ -39,6 +39,8 @@ from pruning_core.safetensors_scan import MAX_HEADER_BYTES, scan_safetensors
 from tests.live import Server, running_server
 from tests.trust.hostile import send_hostile
 
+pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
+
 #: The limits the live server scans with (its settings' defaults), so messages can be matched exactly.
 LIMITS = limits_for(Settings())
 MARKER_NAME = "pwned"

@@ -29,6 +29,8 @@ from tests.service.stack import Stack
 from tests.services import pg_schema_url
 from tests.trust.hostile import send_hostile
 
+pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
+
 JOBS = "/api/v1/jobs"
 SPEC = {"model": "digits-cnn", "dataset": "synthetic", "levels": "0,0.5"}
 DEFAULT_19 = parse_levels(DEFAULT_LEVELS)
