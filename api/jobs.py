@@ -7,10 +7,8 @@ definition of each rule. Errors are ``HTTPException``s that name the field and s
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
-import io
 import json
 import threading
 import time
@@ -57,7 +55,7 @@ from pruning_core.names import (
     architecture,
     unsupported_reason,
 )
-from pruning_core.points import CSV_HEADER
+from pruning_core.points import csv_text
 from pruning_core.schedule import check_schedule
 
 # Filters shared by GET /jobs and its stream GET /jobs/events.
@@ -389,18 +387,6 @@ def sensitivity_job(session: Session, job_id: int) -> Job:
     return job
 
 
-def points_csv(rows: list[dict]) -> str:
-    """Distiller's sensitivity CSV: ``parameter,sparsity,top1,top5,loss`` (top1/top5 in percent). A metric the
-    points lack (top1/top5 of a language model, every metric of an unmeasured level) is an empty cell, as in
-    :func:`pruning_core.sensitivity_io.write_csv`; ``metrics`` (perplexity, custom) are in the JSON only."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for r in rows:
-        writer.writerow([r[k] for k in CSV_HEADER])
-    return buf.getvalue()
-
-
 class CachedBody(NamedTuple):
     """A serialized points response, with its gzip form made once."""
 
@@ -456,7 +442,7 @@ class PointsCache:
 POINTS_CACHE = PointsCache()
 _FORMATS = {
     "json": ("application/json", lambda rows: json.dumps(rows).encode()),
-    "csv": ("text/csv", lambda rows: points_csv(rows).encode()),
+    "csv": ("text/csv", lambda rows: csv_text(rows).encode()),
 }
 
 

@@ -37,6 +37,19 @@ class _ParameterMasks:
         except AttributeError:
             raise KeyError(f"{name!r} is not a parameter of the model") from None
 
+    def names(self) -> list[str]:
+        """Names of the masked parameters, in the order they were set."""
+        return list(self._masks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._masks
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._masks))
+
 
 class MaskSet(_ParameterMasks):
     """One boolean mask per pruned parameter of ``model`` (True = keep, False = pruned)."""
@@ -80,18 +93,6 @@ class MaskSet(_ParameterMasks):
         if handle is not None:
             handle.remove()
 
-    def names(self) -> list[str]:
-        """Names of the masked parameters, in the order they were set."""
-        return list(self._masks)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._masks
-
-    def __len__(self) -> int:
-        return len(self._masks)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._masks))
 
     def _apply_one(self, name: str) -> None:
         param = self._param(name)
@@ -204,15 +205,6 @@ class ForwardMasks(_ParameterMasks):
 
     def get(self, name: str) -> torch.Tensor:
         return self._masks[name]
-
-    def names(self) -> list[str]:
-        return list(self._masks)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._masks
-
-    def __len__(self) -> int:
-        return len(self._masks)
 
     def remove(self, name: str) -> None:
         """Forget ``name``'s mask (its dense copy, if held, is put back first)."""

@@ -8,7 +8,9 @@ test); Distiller's CSV keeps its own five columns, :data:`CSV_HEADER`, a subset 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import csv
+import io
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 
 
@@ -59,6 +61,19 @@ class SensitivityPoint:
 POINT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SensitivityPoint))
 #: Distiller's sensitivity CSV columns (top1/top5 in percent).
 CSV_HEADER: tuple[str, ...] = ("parameter", "sparsity", "top1", "top5", "loss")
+
+
+def csv_text(rows: Iterable[Mapping[str, object]]) -> str:
+    """Distiller's sensitivity CSV of point rows (dicts, as REST serves them): ``parameter,sparsity,top1,top5,
+    loss`` (top1/top5 in percent). A metric the points lack (top1/top5 of a language model, every metric of an
+    unmeasured level) is an empty cell; ``metrics`` (perplexity, custom) are in the JSON only. What
+    ``GET /jobs/{id}/points.csv`` serves and an export writes."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for r in rows:
+        writer.writerow([r.get(k) for k in CSV_HEADER])
+    return buf.getvalue()
 assert set(CSV_HEADER) <= set(POINT_FIELDS), "the CSV columns are point fields"
 
 #: Metrics kept as their own fields; any other metric a point carries is a key of ``metrics``.

@@ -12,8 +12,6 @@ tracker lazily.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.store.models import POINT_ORDER, Artifact, EpochMetric, Job, ModelEntry, SensitivityPointRow
-from pruning_core.points import CSV_HEADER, POINT_FIELDS, SensitivityPoint, metric_names, metric_value
+from pruning_core.points import POINT_FIELDS, SensitivityPoint, csv_text, metric_names, metric_value
 
 if TYPE_CHECKING:
     from api.client import Client
@@ -145,12 +143,7 @@ class JobExport:
 
     def csv_text(self) -> str:
         """Distiller's CSV, as ``GET /jobs/{id}/points.csv`` serves it."""
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(CSV_HEADER)
-        for p in self.points:
-            writer.writerow([p.get(k) for k in CSV_HEADER])
-        return buf.getvalue()
+        return csv_text(self.points)
 
     def spec_yaml(self) -> str:
         return yaml.safe_dump({"kind": self.kind, "spec": self.job.get("spec") or {}}, sort_keys=False)

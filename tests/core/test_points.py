@@ -16,11 +16,11 @@ from sqlalchemy.sql.sqltypes import JSON, Boolean, Float, Integer, String
 
 from api.client import POINT_COLUMNS
 from api.client.frames import points_frame
-from api.jobs import point_rows, points_csv
+from api.jobs import point_rows
 from api.routes.points import router
 from api.store import make_engine, make_session_factory, migrate, repo
 from api.store.models import SensitivityPointRow
-from pruning_core.points import CSV_HEADER, POINT_FIELDS, SensitivityPoint
+from pruning_core.points import CSV_HEADER, POINT_FIELDS, SensitivityPoint, csv_text
 from pruning_core.sensitivity_io import points_from_json, read_csv, to_json, write_csv
 
 #: SQL columns that are bookkeeping of the store, not fields of a point
@@ -64,7 +64,7 @@ def test_a_point_goes_through_store_rest_csv_json_and_client_unchanged(tmp_path:
     assert tuple(row) == POINT_FIELDS  # the REST JSON: every field, in the point's order
     assert row == asdict(point)
 
-    assert points_csv([row]).splitlines() == [",".join(CSV_HEADER), "conv1.weight,0.5,91.25,99.5,0.3125"]
+    assert csv_text([row]).splitlines() == [",".join(CSV_HEADER), "conv1.weight,0.5,91.25,99.5,0.3125"]
     (back,) = read_csv(write_csv([point], tmp_path / "s.csv"))
     assert {k: getattr(back, k) for k in CSV_HEADER} == {k: getattr(point, k) for k in CSV_HEADER}
 
