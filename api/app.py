@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.deps import single_valued_query
 from api.limits import ApplyLimits
 from api.options import OptionsAnswer
 from api.routes import (
@@ -203,7 +204,7 @@ def create_app(settings: Settings | None = None,
     app.add_exception_handler(DataError, _unstorable)
     for module in (health, events, imports, jobs, points, models, datasets, experiments, artifacts, planning,
                    exports):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(single_valued_query)])
     app.include_router(health.router)  # /healthz at the root too, for probes
     metrics.install(app)  # /metrics (Prometheus) and the request-latency middleware (issue 18)
     if FRONTEND_DIR is not None:

@@ -4,9 +4,10 @@ The bearer token is checked by :class:`api.security.TokenAuth` (middleware, deny
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
@@ -57,3 +58,32 @@ def get_or_404(session: Session, model: type, key: object, what: str):  # noqa: 
     if row is None:
         raise not_found(what, key)
     return row
+
+
+def _query_fields(dependant: Any) -> Iterator[Any]:
+    """The query parameters of a route and of every dependency it has (FastAPI's ``Dependant`` tree)."""
+    yield from dependant.query_params
+    for sub in dependant.dependencies:
+        yield from _query_fields(sub)
+
+
+def _is_sequence(annotation: Any) -> bool:
+    """``list[int]``, ``list[str] | None``...: a query parameter that may be repeated."""
+    kinds = (list, tuple, set, frozenset)
+    return typing.get_origin(annotation) in kinds or any(typing.get_origin(a) in kinds
+                                                         for a in typing.get_args(annotation))
+
+
+def single_valued_query(request: Request) -> None:
+    """A query parameter that takes one value, given twice (``?q=a&q=b``), is a 422 naming it: otherwise the
+    last value would win silently. Lists (``/compare?jobs=2&jobs=5``) may repeat, as they declare."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    single = {f.alias for f in _query_fields(dependant) if not _is_sequence(f.field_info.annotation)}
+    repeated = sorted(k for k in set(request.query_params.keys())
+                      if k in single and len(request.query_params.getlist(k)) > 1)
+    if repeated:
+        raise HTTPException(422, "; ".join(f"{k} (query): given {len(request.query_params.getlist(k))} times; it "
+                                           "takes one value" for k in repeated))

@@ -31,15 +31,12 @@ from api.store.models import (
     ACTIVE_STATUSES,
     JOB_KINDS,
     JOB_STATUSES,
-    POINT_FIELDS,
-    POINT_ORDER,
     TERMINAL_STATUSES,
     DatasetEntry,
     Experiment,
     Job,
     JobShard,
     ModelEntry,
-    SensitivityPointRow,
     utcnow,
 )
 from api.version import code_version
@@ -185,11 +182,8 @@ def submit_job(
         check = check_schedule(spec.schedule)  # torch-free, in this process
         if not check["valid"]:
             raise bad("spec.schedule", check["error"])
-    if body.kind == "plan":
-        source = session.get(Job, spec.sensitivity_job)
-        if source is None or source.kind != "sensitivity" or source.status != "succeeded":
-            raise bad("spec.sensitivity_job", f"job {spec.sensitivity_job} is not a succeeded sensitivity job: a "
-                                              "plan job plans a finished sweep's points")
+    if body.kind == "plan":  # it plans a finished sweep's points
+        finished_sensitivity(session, spec.sensitivity_job, "spec.sensitivity_job")
     shards = 1
     if isinstance(body, SensitivityJobCreate):
         shards = spec.shards or settings.sensitivity_shards
@@ -245,6 +239,26 @@ def check_plannable(session: Session, job: Job) -> None:
                                  "server does not know (neither a registered model nor an architecture): "
                                  "register it (POST /api/v1/models) or import the analysis under the name of "
                                  "a known model to plan from it")
+
+
+def named_sweep(session: Session, job_id: int, field: str, missing: int = 422) -> Job:
+    """The sensitivity job a request names in ``field``: ``missing`` if it does not exist, 422 if another kind."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(missing, f"{field}: job {job_id} does not exist")
+    if job.kind != "sensitivity":
+        raise HTTPException(422, f"{field}: job {job_id} is a {job.kind} job, not a sensitivity job")
+    return job
+
+
+def finished_sensitivity(session: Session, job_id: int, field: str) -> Job:
+    """The succeeded sensitivity job a plan names in ``field`` (a 409 while it is not; see
+    :func:`named_sweep` and :func:`check_plannable`)."""
+    job = named_sweep(session, job_id, field)
+    if job.status != "succeeded":
+        raise HTTPException(409, f"{field}: job {job_id} is {job.status}; plan from a succeeded job")
+    check_plannable(session, job)  # an imported job: only on a model this server knows
+    return job
 
 
 def check_filters(status: str | None, kind: str | None) -> None:
@@ -356,22 +370,7 @@ def snapshot(factory: Any, job_id: int, after_id: int, points: bool) -> tuple[di
         state = {"id": job.id, "status": job.status, "done": job.progress_done, "total": job.progress_total,
                  "error": job.error}
         wanted = points and job.kind == "sensitivity"
-        return state, point_rows(session, job_id, after_id=after_id, position=True) if wanted else []
-
-
-def point_rows(session: Session, job_id: int, parameter: str | None = None, after_id: int = 0, *,
-               position: bool = False) -> list[dict]:
-    """Plain rows (Core, no ORM objects): a result can hold tens of thousands of points. ``position``: each
-    row also says its parameter's place in the model (the event stream's points arrive in shard order, and
-    the dashboard keeps model order with it)."""
-    cols = [SensitivityPointRow.id, *(getattr(SensitivityPointRow, f) for f in POINT_FIELDS)]
-    if position:
-        cols.append(SensitivityPointRow.param_index.label("position"))
-    query = select(*cols).where(SensitivityPointRow.job_id == job_id, SensitivityPointRow.id > after_id)
-    if parameter is not None:
-        query = query.where(SensitivityPointRow.parameter == parameter)
-    query = query.order_by(*POINT_ORDER)
-    return [dict(r._mapping) for r in session.execute(query)]
+        return state, repo.point_rows(session, job_id, after_id=after_id, position=True) if wanted else []
 
 
 def require_sensitivity(job_id: int, kind: str) -> None:
@@ -468,7 +467,7 @@ def _points_from_store(request: Request, job_id: int, fmt: str, parameter: str |
         require_sensitivity(job_id, row.kind)
 
         def build() -> bytes:
-            return serialize([_without_id(r) for r in point_rows(session, job_id, parameter)])
+            return serialize([_without_id(r) for r in repo.point_rows(session, job_id, parameter)])
 
         if row.status != "succeeded":  # still growing: never cached
             return Response(build(), media_type=media_type, headers={**headers, "Cache-Control": "no-store"})

@@ -304,6 +304,9 @@ export async function planPage(view, id) {
     epochs: Number(epochsIn.value) || 10, lr: lrIn.value, register: regIn.value.trim(), thin: thinIn.checked }), yamlBox));
 }
 
+/** What a plan may optimise (pruning_core.plan.OBJECTIVES; tests/service/test_point_metrics.py checks). */
+export const OBJECTIVES = ["sparsity", "macs", "latency"];
+
 /** Positions of the logarithmic tolerance slider (0 is tolerance 0). */
 const LOG_STEPS = 400;
 
@@ -313,7 +316,7 @@ const num = (v, d = 3) => (v === null || v === undefined ? "–" : fmtNum(v, d))
 /** The optimiser beside the baselines (POST /plans with an objective: predicted), then measured as a whole
  * by a plan job (POST /plans/measure), and launched from it (POST /plans/launch with plan_job). */
 function optimiseCard(id, job, group, settings, yamlBox) {
-  const objectives = ["sparsity", ...(group === "element" ? [] : ["macs"]), "latency"];
+  const objectives = OBJECTIVES.filter((o) => o !== "macs" || group !== "element"); // element pruning thins nothing
   const objective = h("select#opt-objective", { "data-field": "objective" }, objectives.map((o) => h("option", { value: o }, o)));
   const mode = h("select#opt-mode", h("option", { value: "target" }, "reach a target (least damage)"),
     h("option", { value: "budget" }, "within a damage budget (most removed)"));

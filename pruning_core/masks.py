@@ -37,6 +37,17 @@ class _ParameterMasks:
         except AttributeError:
             raise KeyError(f"{name!r} is not a parameter of the model") from None
 
+    def get(self, name: str) -> torch.Tensor:
+        """The mask of ``name`` (KeyError if it has none)."""
+        return self._masks[name]
+
+    def remove(self, name: str) -> None:
+        """Forget the mask of ``name``; its weights may grow back from zero when training."""
+        del self._masks[name]
+        handle = self._grad_hooks.pop(name, None)
+        if handle is not None:
+            handle.remove()
+
     def names(self) -> list[str]:
         """Names of the masked parameters, in the order they were set."""
         return list(self._masks)
@@ -81,17 +92,6 @@ class MaskSet(_ParameterMasks):
         if self._step_hooks and name not in self._grad_hooks:
             self._hook_grad(name)
         self._apply_one(name)
-
-    def get(self, name: str) -> torch.Tensor:
-        """The mask of ``name`` (KeyError if it has none)."""
-        return self._masks[name]
-
-    def remove(self, name: str) -> None:
-        """Forget the mask of ``name``; its weights may grow back from zero when training."""
-        del self._masks[name]
-        handle = self._grad_hooks.pop(name, None)
-        if handle is not None:
-            handle.remove()
 
 
     def _apply_one(self, name: str) -> None:
@@ -203,21 +203,15 @@ class ForwardMasks(_ParameterMasks):
                 self._param(name).copy_(dense)
             self._apply_one(name)
 
-    def get(self, name: str) -> torch.Tensor:
-        return self._masks[name]
-
     def remove(self, name: str) -> None:
         """Forget ``name``'s mask (its dense copy, if held, is put back first)."""
         dense = self._dense.pop(name, None)
         if dense is not None:
             with torch.no_grad():
                 self._param(name).copy_(dense)
-        self._masks.pop(name)
+        super().remove(name)
         self._double.discard(name)
         self._scales.pop(name, None)
-        handle = self._grad_hooks.pop(name, None)
-        if handle is not None:
-            handle.remove()
 
     def _apply_one(self, name: str) -> None:
         param = self._param(name)

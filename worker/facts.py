@@ -192,11 +192,12 @@ class CapabilityPublisher:
     """Publishes a worker's capabilities now and refreshes them every ``interval_s`` from a daemon thread, so
     the API counts the worker as live while it runs; :meth:`stop` withdraws them. ``compute`` returns the
     capabilities (it may be slow: importing torch, or a child process) and runs once, in the thread; a
-    failure is retried at the next interval. ``then`` runs after the first publication (shape facts)."""
+    failure is retried at the next interval. ``then(capabilities)`` runs after the first publication (shape
+    facts)."""
 
     def __init__(self, factory: sessionmaker[Session], worker: str, interval_s: float,
                  compute: Callable[[], dict[str, Any] | None], *, stale_s: float,
-                 then: Callable[[], object] | None = None) -> None:
+                 then: Callable[[dict[str, Any]], object] | None = None) -> None:
         self.factory, self.worker, self.interval_s, self.stale_s = factory, worker, interval_s, stale_s
         self._compute, self._then = compute, then
         self.capabilities: dict[str, Any] | None = None
@@ -223,7 +224,7 @@ class CapabilityPublisher:
                      ", ".join(self.capabilities["devices"]))
             self.published.set()
             if self._then is not None:
-                self._then()
+                self._then(self.capabilities)
             return
         with self.factory() as s:
             refreshed = repo.refresh_capabilities(s, self.worker)
@@ -262,20 +263,15 @@ def publish_worker(factory: sessionmaker[Session], worker: str, stale_s: float) 
     facts of the built-in and plugin architectures, all from a background thread. The facts come from this
     interpreter's cache (:func:`_cache_path`) where it holds them all, since building every architecture on the
     meta device takes seconds of the worker's cores; else they are built, then cached."""
-    holder: list[CapabilityPublisher] = []
-
-    def then() -> None:
+    def then(caps: dict[str, Any]) -> None:
         names = [*MODEL_NAMES, *plugin_architecture_names()]
         if not missing_architectures(factory, names) or _cached(factory, names) is not None:
             return
         published = publish_architectures(factory, names)
         log.info("published the parameter facts of %s", ", ".join(published) or "nothing new")
-        if holder and holder[0].capabilities is not None:
-            _remember(factory, holder[0].capabilities, names)
+        _remember(factory, caps, names)
 
-    holder.append(CapabilityPublisher(factory, worker, refresh_interval(stale_s), capabilities, stale_s=stale_s,
-                                      then=then))
-    return holder[0]
+    return CapabilityPublisher(factory, worker, refresh_interval(stale_s), capabilities, stale_s=stale_s, then=then)
 
 
 def _stored_capabilities(factory: sessionmaker[Session]) -> dict[str, Any] | None:

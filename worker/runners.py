@@ -419,16 +419,8 @@ def _sweep_points(ctx: JobContext, job_id: int) -> list[Any]:
     """The sweep's points, in model order, as the plan functions read them (attributes)."""
     from types import SimpleNamespace
 
-    from api.store.models import POINT_ORDER
-
     with ctx.factory() as s:
-        rows = s.execute(select(SensitivityPointRow.parameter, SensitivityPointRow.sparsity,
-                                SensitivityPointRow.top1, SensitivityPointRow.top5, SensitivityPointRow.loss,
-                                SensitivityPointRow.metrics, SensitivityPointRow.group, SensitivityPointRow.nnz,
-                                SensitivityPointRow.macs, SensitivityPointRow.latency_ms,
-                                SensitivityPointRow.measured)
-                         .where(SensitivityPointRow.job_id == job_id).order_by(*POINT_ORDER))
-        return [SimpleNamespace(**r._mapping) for r in rows]
+        return [SimpleNamespace(**row) for row in repo.point_rows(s, job_id)]
 
 
 def run_plan(ctx: JobContext) -> None:
@@ -437,7 +429,7 @@ def run_plan(ctx: JobContext) -> None:
     with its predicted and measured drop, or why it has no plan) and the plan's schedule ``yaml``."""
     from pruning_core.datasets import make_loader
     from pruning_core.metrics import prunable_parameters
-    from pruning_core.plan import plan_schedule
+    from pruning_core.plan import plan_schedule, planned_sizes
     from pruning_core.plan.compare import as_json, predicted_baselines, weight_baseline
     from pruning_core.plan.verify import correct, verify
     from pruning_core.schedule import dump_schedule
@@ -450,8 +442,8 @@ def run_plan(ctx: JobContext) -> None:
     loader = make_loader(bundle, batch_size=spec.batch_size)
     example = bundle.dataset[0][0].unsqueeze(0)
     points = _sweep_points(ctx, spec.sensitivity_job)
-    sizes = {n: p.numel() for n, p in prunable_parameters(model)}  # as the API weighs the overall sparsity
-    sizes.update({p.parameter: int(p.nnz) for p in points if p.parameter not in sizes and p.sparsity == 0 and p.nnz})
+    sizes = planned_sizes({n: tuple(p.shape) for n, p in model.named_parameters()},
+                          [n for n, _ in prunable_parameters(model)], points)
     measure = {"coupled": spec.coupled, "device": ctx.device, "samples": spec.samples, "seed": spec.seed,
                "task": bundle.task}
     others: dict[str, Any] = predicted_baselines(points, goal, sizes) if spec.baselines else {}
@@ -473,8 +465,10 @@ def run_plan(ctx: JobContext) -> None:
                          repo.set_progress(s, ctx.job_id, done=done), ctx.check_cancel(s)), "plan")
     store_file(ctx, "schedule", "plan.yaml", yaml_text.encode())
     measured: dict[str, Any] = {}
+    dense = chosen.measured["dense"]  # the unpruned model's metric: evaluated once for every plan
     for name, baseline in others.items():
-        measured[name] = baseline if isinstance(baseline, str) else verify(baseline, model, loader, **measure)
+        measured[name] = baseline if isinstance(baseline, str) else verify(baseline, model, loader, dense=dense,
+                                                                           **measure)
         if not isinstance(baseline, str):
             done += 1
         ctx.store(lambda s, d=done: (repo.merge_result(s, ctx.job_id, {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from api.commands.common import resolve_spec_defaults, spec_option
 
@@ -52,68 +53,72 @@ def run(args: argparse.Namespace) -> int:
     if (args.max_drop is None) == (args.target_sparsity is None):
         raise ValueError("give exactly one of --max-drop and --target-sparsity (or --objective with --budget or "
                          "--target)")
-    from pruning_core.plan import choose_levels, format_plan, plan_for_target, plan_schedule
-    from pruning_core.schedule import dump_schedule
+    from pruning_core.plan import choose_levels, plan_for_target
     from pruning_core.sensitivity_io import read_csv
 
     points = read_csv(args.sensitivity)
-    sizes = None
-    if args.model:
-        from pruning_core.metrics import prunable_parameters
-        from pruning_core.models import create_model
-
-        sizes = {n: p.numel() for n, p in prunable_parameters(create_model(args.model))}
+    sizes = _sizes(args.model, points)
     if args.target_sparsity is not None:
         if sizes is None:
             raise ValueError("--target-sparsity needs --model (the layer sizes weigh the overall sparsity)")
         plan = plan_for_target(points, args.target_sparsity, sizes, args.metric)
     else:
         plan = choose_levels(points, args.max_drop, args.metric, sizes)
+    _write(args, plan)
+    return _done(args)
+
+
+def _sizes(model: str | None, points: list[Any]) -> dict[str, int] | None:
+    """The model's prunable weights and the planned parameters, sized as the service sizes them."""
+    if not model:
+        return None
+    from pruning_core.metrics import prunable_parameters
+    from pruning_core.models import create_model
+    from pruning_core.plan import planned_sizes
+
+    built = create_model(model)
+    return planned_sizes({n: tuple(p.shape) for n, p in built.named_parameters()},
+                         [n for n, _ in prunable_parameters(built)], points)
+
+
+def _write(args: argparse.Namespace, plan: Any) -> None:
+    """Write ``plan``'s schedule to ``--out`` with the plan's table as a comment header, and print the table."""
+    from pruning_core.plan import format_plan, plan_schedule
+    from pruning_core.schedule import dump_schedule
+
     schedule = plan_schedule(plan, epochs=args.epochs, one_shot=args.one_shot)
     header = "".join(f"# {line}\n" for line in format_plan(plan).splitlines())
     with open(args.out, "w") as fh:
         fh.write(header + dump_schedule(schedule))
     print(format_plan(plan))
+
+
+def _done(args: argparse.Namespace) -> int:
     print(f"schedule: {args.out} ({'one-shot' if args.one_shot else 'AGP'}, {args.epochs} epochs)")
     return 0
-
-
-def _sizes(model: str | None) -> dict[str, int] | None:
-    if not model:
-        return None
-    from pruning_core.metrics import prunable_parameters
-    from pruning_core.models import create_model
-
-    return {n: p.numel() for n, p in prunable_parameters(create_model(model))}
 
 
 def run_optimised(args: argparse.Namespace) -> int:
     """``--objective``: the optimiser's plan (predicted) beside the baselines that need no weights, and its
     schedule; the same answer as POST /plans with an objective."""
     from api.schemas import PlanGoal
-    from pruning_core.plan import format_plan, plan_schedule
     from pruning_core.plan.compare import predicted_baselines
-    from pruning_core.schedule import dump_schedule
     from pruning_core.sensitivity_io import read_csv
 
     if args.max_drop is not None or args.target_sparsity is not None:
         raise ValueError("--objective takes --budget or --target, not --max-drop or --target-sparsity")
-    goal = PlanGoal(objective=args.objective, budget=args.budget, target=args.target, metric=args.metric,
-                    interpolate=args.interpolate, epochs=args.epochs, one_shot=args.one_shot)
-    goal.check_goal()
-    points, sizes = read_csv(args.sensitivity), _sizes(args.model)
-    plan = goal.goal().solve(points, sizes)
-    schedule = plan_schedule(plan, epochs=args.epochs, one_shot=args.one_shot)
-    header = "".join(f"# {line}\n" for line in format_plan(plan).splitlines())
-    with open(args.out, "w") as fh:
-        fh.write(header + dump_schedule(schedule))
-    print(format_plan(plan))
-    rows = [("optimal", plan), *predicted_baselines(points, goal.goal(), sizes).items()]
+    request = PlanGoal(objective=args.objective, budget=args.budget, target=args.target, metric=args.metric,
+                       interpolate=args.interpolate, epochs=args.epochs, one_shot=args.one_shot)
+    request.check_goal()
+    goal = request.goal()
+    points = read_csv(args.sensitivity)
+    sizes = _sizes(args.model, points)
+    plan = goal.solve(points, sizes)
+    _write(args, plan)
     print(f"\n{'method':<16} {'predicted drop':>14} {'overall sparsity':>16}")
-    for name, result in rows:
+    for name, result in [("optimal", plan), *predicted_baselines(points, goal, sizes).items()]:
         if isinstance(result, str):
             print(f"{name:<16} {'no plan: ' + result}")
         else:
             print(f"{name:<16} {result.predicted_drop:>14.3f} {result.overall_sparsity:>16.3f}")
-    print(f"schedule: {args.out} ({'one-shot' if args.one_shot else 'AGP'}, {args.epochs} epochs)")
-    return 0
+    return _done(args)

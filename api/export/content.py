@@ -22,7 +22,8 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.store.models import POINT_ORDER, Artifact, EpochMetric, Job, ModelEntry, SensitivityPointRow
+from api.store.models import Artifact, EpochMetric, Job, ModelEntry
+from api.store.repo import EPOCH_COLUMNS, point_rows
 from pruning_core.points import POINT_FIELDS, SensitivityPoint, csv_text, metric_names, metric_value
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ STEP_UNIT = "sparsity per-mille (step = round(sparsity * 1000))"
 MAX_PARAM_CHARS = 500
 #: Where a run's files go, inside the tracker's run: ``prunescope/spec.yaml``, ``prunescope/artifacts/<name>``.
 FOLDER = "prunescope"
-#: The typed per-epoch fields (the store's EpochMetric columns); numeric keys of ``data`` are logged too.
-EPOCH_FIELDS = ("train_loss", "top1", "top5", "loss", "lr", "sparsity")
 
 
 @dataclass
@@ -119,7 +118,7 @@ class JobExport:
         """``epoch/<field>`` -> [(epoch, value)]: the typed fields, then numeric keys of each epoch's data."""
         series: dict[str, list[tuple[int, float]]] = {}
         for e in sorted(self.epochs, key=lambda e: e["epoch"]):
-            values = {k: e.get(k) for k in EPOCH_FIELDS}
+            values = {k: e.get(k) for k in EPOCH_COLUMNS}
             values.update({k: v for k, v in (e.get("data") or {}).items() if k not in values and k != "epoch"})
             for key, value in values.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
@@ -220,9 +219,8 @@ def from_store(session: Session, job_id: int, data_dir: Path, *, server: str = "
     job = session.get(Job, job_id)
     if job is None:
         raise LookupError(f"job {job_id} not found")
-    points = [_row(r, POINT_FIELDS) for r in session.scalars(
-        select(SensitivityPointRow).where(SensitivityPointRow.job_id == job_id).order_by(*POINT_ORDER))]
-    epochs = [_row(r, ("epoch", *EPOCH_FIELDS, "data")) for r in session.scalars(
+    points = point_rows(session, job_id)
+    epochs = [_row(r, ("epoch", *EPOCH_COLUMNS, "data")) for r in session.scalars(
         select(EpochMetric).where(EpochMetric.job_id == job_id).order_by(EpochMetric.epoch))]
     files = [ExportFile(a.name, a.kind, (data_dir / a.path).read_bytes()) for a in session.scalars(
         select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)) if (data_dir / a.path).is_file()]

@@ -61,7 +61,8 @@ class StoreCollector:
         yield devices
         depth = self._broker_depth()
         if depth is not None:
-            broker = GaugeMetricFamily("prunescope_broker_queue_depth", "Messages waiting in the broker's queue")
+            broker = GaugeMetricFamily("prunescope_broker_queue_depth", "Messages waiting in the broker's queue",
+                                       labels=["queue"])
             broker.add_metric([self.settings.queue], depth)
             yield broker
 
@@ -101,15 +102,13 @@ class StoreCollector:
         yield histogram
 
     def _broker_depth(self) -> int | None:
-        url = getattr(self.dispatcher, "broker_url", None)
-        if not url:
+        depth = getattr(self.dispatcher, "queue_depth", None)
+        if depth is None:  # the embedded executor: no broker
             return None
         try:
-            import redis
-
-            return int(redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).llen(self.settings.queue))
+            return depth()
         except Exception:  # noqa: BLE001 - a broker outage shows as a missing series, /healthz says why
-            log.warning("broker queue depth unavailable at %s", url)
+            log.warning("broker queue depth unavailable at %s", self.dispatcher.broker_url)
             return None
 
 

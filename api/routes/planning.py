@@ -14,12 +14,13 @@ from types import SimpleNamespace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import select
 
 from api.compute import run_helper
 from api.deps import DispatcherDep, SessionDep, SettingsDep, get_or_404
-from api.jobs import check_plannable, submit_job, unknown_model
+from api.jobs import finished_sensitivity, named_sweep, submit_job, unknown_model
 from api.schemas import (
     DATA_FIELDS,
     JobOut,
@@ -42,7 +43,7 @@ from api.shared.specs import PLAN_SWEEP_FIELDS
 from api.store import repo
 from api.store.models import POINT_ORDER, Job, ModelEntry, SensitivityPointRow
 from api.store.repo import ParameterFacts
-from pruning_core.plan import damage_unit, plan_answer, plan_schedule, sizes_from_shapes
+from pruning_core.plan import damage_unit, plan_answer, plan_schedule, planned_sizes, sizes_from_shapes
 from pruning_core.plan.compare import as_json, predicted_baselines
 from pruning_core.points import COLUMN_METRICS, METRIC_NAME_PATTERN, metric_names, metric_value
 from pruning_core.preview import preview
@@ -74,15 +75,22 @@ def _torch_here() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def _facts_or_pool(session: SessionDep, name: str, field: str) -> ParameterFacts | None:
-    """The stored parameter facts of ``name`` (a registered model's, else its architecture's); None where
-    the pool can build the model instead; a 409 that says how to get them where it cannot."""
-    registered = session.scalar(select(ModelEntry.architecture).where(ModelEntry.name == name))
-    facts = repo.model_facts(session, name) if registered is not None else \
+def _stored_facts(session: SessionDep, name: str) -> tuple[ParameterFacts | None, bool]:
+    """The stored parameter facts of ``name`` (a registered model's, else its architecture's) and whether
+    ``name`` is a registered model."""
+    registered = session.scalar(select(ModelEntry.architecture).where(ModelEntry.name == name)) is not None
+    facts = repo.model_facts(session, name) if registered else \
         repo.architecture_facts(session, known_architecture(name) or name)
+    return facts, registered
+
+
+def _facts_or_pool(session: SessionDep, name: str, field: str) -> ParameterFacts | None:
+    """The stored parameter facts of ``name``; None where the pool can build the model instead; a 409 that
+    says how to get them where it cannot."""
+    facts, registered = _stored_facts(session, name)
     if facts is not None or _torch_here():
         return facts
-    if registered is not None:
+    if registered:
         raise HTTPException(409, f"{field}: registered model {name!r} has no stored parameter shapes (it was "
                                  "registered before they were recorded) and torch is not installed in the API's "
                                  "environment to read them: register it again (upload its checkpoint)")
@@ -108,24 +116,6 @@ def preview_schedule(body: SchedulePreviewRequest, session: SessionDep, settings
     return out
 
 
-def _sensitivity_job(session: SessionDep, job_id: int, field: str, missing: int = 422) -> Job:
-    """The sensitivity job a request names in ``field``: ``missing`` if it does not exist, 422 if another kind."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise HTTPException(missing, f"{field}: job {job_id} does not exist")
-    if job.kind != "sensitivity":
-        raise HTTPException(422, f"{field}: job {job_id} is a {job.kind} job, not a sensitivity job")
-    return job
-
-
-def _finished_sensitivity(session: SessionDep, job_id: int, field: str) -> Job:
-    job = _sensitivity_job(session, job_id, field)
-    if job.status != "succeeded":
-        raise HTTPException(409, f"{field}: job {job_id} is {job.status}; plan from a succeeded job")
-    check_plannable(session, job)  # an imported job: only on a model this server knows
-    return job
-
-
 def _model_ref(session: SessionDep, settings: Settings, spec: dict[str, Any]) -> dict[str, Any]:
     """Architecture and checkpoint path of a job's model, for the helper to build it; an unknown name is
     refused here, before any helper is asked."""
@@ -138,23 +128,18 @@ def _model_ref(session: SessionDep, settings: Settings, spec: dict[str, Any]) ->
 def _plan(session: SessionDep, settings: Settings, body: PlanRequest) -> dict[str, Any]:
     """The helper's plan: ``yaml``, ``levels``, ``tolerance``, ``overall_sparsity`` and what was measured. A
     metric the job's points do not have is a 422 that names those they have."""
-    job = _finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
-    rows = session.execute(
-        select(SensitivityPointRow.parameter, SensitivityPointRow.sparsity, SensitivityPointRow.top1,
-               SensitivityPointRow.top5, SensitivityPointRow.loss, SensitivityPointRow.metrics,
-               SensitivityPointRow.group, SensitivityPointRow.measured)
-        .where(SensitivityPointRow.job_id == body.sensitivity_job).order_by(*POINT_ORDER)
-    )
-    payload = {"points": [dict(r._mapping) for r in rows], "max_drop": body.max_drop, "metric": body.metric,
+    job = finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
+    payload = {"points": repo.point_rows(session, body.sensitivity_job), "max_drop": body.max_drop,
+               "metric": body.metric,
                "higher_is_better": body.higher_is_better, "epochs": body.epochs, "one_shot": body.one_shot,
                "target_sparsity": body.target_sparsity}
     _require_metric(payload["points"], body.metric, f"job {body.sensitivity_job}'s points")
     if body.objective is not None:  # the optimiser and the torch-free baselines, predicted, in this process
-        facts = repo.model_facts(session, job.spec["model"]) or repo.architecture_facts(
-            session, known_architecture(job.spec["model"]) or job.spec["model"])
+        facts = _stored_facts(session, job.spec["model"])[0]  # without them: the dense points' nnz
         session.commit()
-        sizes = sizes_from_shapes(facts.shapes, facts.prunable) if facts is not None else None
-        out = optimised_answer([SimpleNamespace(**p) for p in payload["points"]], body, sizes)
+        points = [SimpleNamespace(**p) for p in payload["points"]]
+        sizes = planned_sizes(facts.shapes, facts.prunable, points) if facts is not None else None
+        out = optimised_answer(points, body, sizes)
         if "error" in out:
             raise HTTPException(422, f"{'budget' if body.budget is not None else 'target'}: {out['error']}")
         return out
@@ -213,7 +198,7 @@ def make_plan(body: PlanRequest, session: SessionDep, settings: SettingsDep) -> 
 def _plan_job_yaml(session: SessionDep, body: PlanLaunch) -> tuple[str, int]:
     """The schedule a succeeded plan job of this sweep chose and the epochs it was written for (422/409 saying
     what is wrong otherwise)."""
-    _finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
+    finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
     job = session.get(Job, body.plan_job)
     if job is None or job.kind != "plan":
         raise HTTPException(422, f"plan_job: job {body.plan_job} is not a plan job")
@@ -254,14 +239,13 @@ def measure_plan(body: PlanMeasure, session: SessionDep, settings: SettingsDep, 
     with ``correct``, re-solved until the measured drop meets the budget), beside the baselines at the same
     goal. Its result holds ``plan``, ``baselines`` and ``yaml``; ``POST /plans/launch`` with ``plan_job``
     prunes with that schedule."""
-    source = _finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
+    source = finished_sensitivity(session, body.sensitivity_job, "sensitivity_job")
     spec = {k: v for k, v in source.spec.items() if k in DATA_FIELDS | PLAN_SWEEP_FIELDS}
     spec.update(body.model_dump(exclude={"experiment_id"}))
     try:
         plan_spec = PlanSpec(**spec)
-    except ValidationError as exc:
-        raise HTTPException(422, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                                           for e in exc.errors())) from None
+    except ValidationError as exc:  # answered as any request body's errors are
+        raise RequestValidationError(exc.errors()) from None
     job = submit_job(session, settings, dispatcher, PlanJobCreate(
         kind="plan", spec=plan_spec, experiment_id=body.experiment_id or source.experiment_id))
     repo.merge_result(session, job.id, {"lineage": {"sensitivity_job": source.id}})
@@ -282,7 +266,7 @@ def compare(
     if len(set(jobs)) != len(jobs):
         raise HTTPException(422, "jobs (query): a job is listed twice")
     for job_id in jobs:
-        _sensitivity_job(session, job_id, "jobs (query)", missing=404)
+        named_sweep(session, job_id, "jobs (query)", missing=404)
     # a column metric is read alone; any other is a key of the metrics JSON, read (as JSON) with it
     value = getattr(SensitivityPointRow, metric if metric in COLUMN_METRICS else "metrics")
     rows = session.execute(

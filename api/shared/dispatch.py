@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,20 +56,34 @@ class CeleryDispatcher:
     name = "celery"
 
     def __init__(self, broker_url: str, visibility_timeout_s: int, queue: str = "prunescope") -> None:
-        self.broker_url = broker_url
+        self.broker_url, self.queue = broker_url, queue
         self.app = make_celery(broker_url, visibility_timeout_s, queue)
+        self._redis: dict[float, Any] = {}
 
     def dispatch(self, job_id: int, shard: int) -> None:
         self.app.send_task(TASK_NAME, args=[job_id, shard])
 
-    def healthy(self) -> tuple[bool, str]:
-        import redis
+    def _broker(self, timeout_s: float) -> Any:
+        """A Redis client on the broker (its own connection pool), made once per timeout: probes and scrapes
+        reuse a connection instead of opening one per call."""
+        client = self._redis.get(timeout_s)
+        if client is None:
+            import redis
 
+            client = self._redis[timeout_s] = redis.Redis.from_url(
+                self.broker_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        return client
+
+    def healthy(self) -> tuple[bool, str]:
         try:
-            redis.Redis.from_url(self.broker_url, socket_timeout=2, socket_connect_timeout=2).ping()
+            self._broker(2.0).ping()
             return True, f"redis ok ({self.broker_url})"
         except Exception as exc:  # noqa: BLE001 - any failure means "down", reported as text
             return False, f"broker {self.broker_url} unreachable: {exc}"
+
+    def queue_depth(self) -> int:
+        """Messages waiting in the broker's queue (raises when the broker is unreachable)."""
+        return int(self._broker(1.0).llen(self.queue))
 
 
 def dispatch_job(dispatcher: Dispatcher, job_id: int, shards: int) -> None:

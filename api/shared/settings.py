@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.logs import FORMATS as LOG_FORMATS
 from pruning_core.limits import DEFAULT_LIMITS, Limits
 
 
@@ -71,7 +72,7 @@ class Settings(BaseSettings):
     # The address users reach this service at, for the tags that link an exported run back to its job.
     public_url: str = ""
     # Log records as text lines for people (``text``) or one JSON object a line (``json``), serve and worker.
-    log_format: Literal["text", "json"] = "text"
+    log_format: Literal[LOG_FORMATS] = "text"  # type: ignore[valid-type]
     log_level: str = "INFO"
 
     @field_validator("token")

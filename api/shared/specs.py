@@ -280,8 +280,9 @@ class PlanSpec(_DataSpec, PlanGoal):
         return self
 
 
-#: What a plan job takes over from its sweep's spec besides the model and data (DATA_FIELDS).
-PLAN_SWEEP_FIELDS = frozenset({"split", "samples", "seed", "coupled"})
+#: What a plan job takes over from its sweep's spec besides the model and data (DATA_FIELDS): the fields it
+#: shares with SensitivitySpec (split, samples, seed, coupled), so it evaluates as the sweep did.
+PLAN_SWEEP_FIELDS = (frozenset(PlanSpec.model_fields) & frozenset(SensitivitySpec.model_fields)) - DATA_FIELDS
 
 #: The spec model of each job kind: what the API validates with, the client and CLI build and the runners read.
 SPECS: dict[str, type[_DataSpec]] = {"train": TrainSpec, "sensitivity": SensitivitySpec, "prune": PruneSpec,

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from api.store.models import (
     ACTIVE_STATUSES,
     POINT_FIELDS,
+    POINT_ORDER,
     TERMINAL_STATUSES,
     ArchitectureFacts,
     Artifact,
@@ -675,3 +676,18 @@ def set_labels(session: Session, job_id: int, labels: Mapping[str, Any]) -> Job 
                 result[key] = labels[key]
     job.result = result
     return job
+
+
+def point_rows(session: Session, job_id: int, parameter: str | None = None, after_id: int = 0, *,
+               position: bool = False) -> list[dict]:
+    """Plain rows (Core, no ORM objects): a result can hold tens of thousands of points. ``position``: each
+    row also says its parameter's place in the model (the event stream's points arrive in shard order, and
+    the dashboard keeps model order with it)."""
+    cols = [SensitivityPointRow.id, *(getattr(SensitivityPointRow, f) for f in POINT_FIELDS)]
+    if position:
+        cols.append(SensitivityPointRow.param_index.label("position"))
+    query = select(*cols).where(SensitivityPointRow.job_id == job_id, SensitivityPointRow.id > after_id)
+    if parameter is not None:
+        query = query.where(SensitivityPointRow.parameter == parameter)
+    query = query.order_by(*POINT_ORDER)
+    return [dict(r._mapping) for r in session.execute(query)]

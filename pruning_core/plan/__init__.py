@@ -13,7 +13,7 @@
 Everything importable from here is torch-free: the API plans in its own process.
 """
 
-from .base import Plan, damage_curves, damage_unit, overall_sparsity, points_group, sizes_from_shapes
+from .base import Plan, damage_curves, damage_unit, overall_sparsity, planned_sizes, points_group, sizes_from_shapes
 from .baselines import BASELINES, equal_tolerance, global_magnitude, torch_pruning_global, uniform
 from .optimise import GRID, Solution, optimise, solve, solve_budget, solve_target
 from .output import format_plan, plan_answer, plan_schedule
@@ -25,6 +25,7 @@ __all__ = [
     "BASELINES", "GRID", "OBJECTIVES", "Option", "Plan", "PlanResult", "PlanRound", "Problem", "Solution",
     "build_problem", "choose_levels", "choose_within", "damage_curves", "damage_unit", "equal_tolerance",
     "format_plan", "global_magnitude", "optimise", "overall_sparsity", "plan_answer", "plan_for_target",
+    "planned_sizes",
     "plan_schedule", "points_group", "sizes_from_shapes", "solve", "solve_budget", "solve_target",
     "tolerances", "torch_pruning_global", "uniform",
 ]

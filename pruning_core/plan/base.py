@@ -77,6 +77,17 @@ def sizes_from_shapes(shapes: Mapping[str, Sequence[int]], prunable: Iterable[st
     return {n: math.prod(shapes[n]) for n in names}
 
 
+def planned_sizes(shapes: Mapping[str, Sequence[int]], prunable: Iterable[str] | None,
+                  points: Iterable[Any]) -> dict[str, int]:
+    """What an optimised plan weighs its sparsity with: every prunable weight (dense unless planned) and every
+    parameter the points plan, also one outside the default prunable set (an LSTM's ``rnn.weight_hh_l0``). The
+    API (stored shapes) and a plan job (the built model) both call it, so their plans weigh alike."""
+    from ..preview import default_prunable
+
+    base = list(prunable) if prunable is not None else default_prunable(shapes)
+    return sizes_from_shapes(shapes, dict.fromkeys([*base, *(p.parameter for p in points if p.parameter in shapes)]))
+
+
 def overall_sparsity(levels: Mapping[str, float], sizes: Mapping[str, int]) -> float:
     """Fraction of all ``sizes`` weights pruned when each parameter gets its level (others stay dense)."""
     total = sum(sizes.values())

@@ -82,18 +82,21 @@ def _thinned_macs_ratio(model: nn.Module, masks: Mapping[str, torch.Tensor], exa
 
 
 def verify(plan: PlanResult, model: nn.Module, loader: DataLoader, *, coupled: bool = False, macs: bool = True,
-           **kwargs: Any) -> PlanResult:
+           dense: float | None = None, **kwargs: Any) -> PlanResult:
     """``plan`` measured as a whole: a copy of it with ``measured_drop`` (the metric's drop, or rise, against
     the unpruned model evaluated the same way) and ``measured`` (``dense``, ``pruned``: the metric's values;
     ``sparsity``: the zeroed fraction of the planned weights; ``macs_ratio``: MACs left after thinning, for
     structured groups when ``macs``). ``coupled`` must be what the sensitivity analysis used; ``kwargs`` go to
     :class:`~pruning_core.sensitivity.SensitivityAnalysis` (``device``, ``samples``, ``seed``, ``task``...).
+    ``dense``: the unpruned model's metric from an earlier :func:`verify` on the same model, data and
+    ``kwargs`` (``measured["dense"]``), so several plans of one sweep evaluate the dense model once.
     The model's weights are left as they were."""
     analysis = _analysis(plan, model, loader, coupled=coupled, **kwargs)
     was_training = analysis._was_training
     try:
         masks = plan_masks(analysis, plan.levels)
-        dense = _metric(analysis._evaluate_model(), plan.metric)
+        if dense is None:
+            dense = _metric(analysis._evaluate_model(), plan.metric)
         pruned = _metric(analysis._plain(analysis._pruned(masks)), plan.metric) if masks else dense
     finally:
         model.train(was_training)
@@ -120,11 +123,13 @@ def correct(points: Iterable[Any], model: nn.Module, loader: DataLoader, *, budg
     history: list[PlanRound] = []
     solve_budget = budget
     plan = None
+    dense = kwargs.pop("dense", None)
     for index in range(max(rounds, 1)):
         plan = optimise(points, objective=objective, budget=solve_budget, sizes=sizes, metric=metric,
                         higher_is_better=higher_is_better, interpolate=interpolate, resolution=resolution,
                         grid=grid)
-        plan = verify(plan, model, loader, coupled=coupled, macs=macs, **kwargs)
+        plan = verify(plan, model, loader, coupled=coupled, macs=macs, dense=dense, **kwargs)
+        dense = plan.measured["dense"]  # the unpruned model is evaluated in the first round only
         history.append(PlanRound(index, solve_budget, plan.predicted_drop, plan.measured_drop, dict(plan.levels)))
         if plan.measured_drop <= budget + 1e-9 or plan.predicted_drop <= 0:
             break

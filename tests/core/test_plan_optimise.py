@@ -236,6 +236,9 @@ def test_plan_carries_predicted_and_measured_drop_and_prunes_its_levels(trained_
     assert plan.measured["sparsity"] == pytest.approx(plan.overall_sparsity)  # every weight is planned here
     before = {n: p.detach().clone() for n, p in trained_digits.named_parameters()}
     assert all(torch.equal(before[n], p) for n, p in trained_digits.named_parameters())  # weights untouched
+    again = verify(optimise(element_points, target=0.8, sizes=sizes), trained_digits, digits_test, device="cpu",
+                   dense=plan.measured["dense"])  # the dense model's metric reused: the same measurement
+    assert again.measured == plan.measured and again.measured_drop == plan.measured_drop
 
 
 def test_correction_loop_meets_the_budget_on_digits_cnn(trained_digits, digits_test, element_points) -> None:
@@ -260,3 +263,16 @@ def test_torch_pruning_global_ranking_as_filter_levels(trained_digits, digits_te
     assert 1 - plan.macs_ratio >= 0.3
     ours = optimise(points, objective="macs", target=0.3)
     assert 1 - ours.macs_ratio >= 0.3 and ours.objective == "macs"
+
+
+def test_planned_sizes_are_the_prunable_weights_and_every_planned_parameter() -> None:
+    """The API (stored shapes) and a plan job (the model) weigh a plan alike, also for a planned LSTM weight."""
+    from types import SimpleNamespace
+
+    from pruning_core.plan import planned_sizes
+
+    shapes = {"conv.weight": (4, 3, 3, 3), "conv.bias": (4,), "rnn.weight_hh_l0": (8, 2), "fc.weight": (10, 4)}
+    points = [SimpleNamespace(parameter="rnn.weight_hh_l0"), SimpleNamespace(parameter="conv.weight")]
+    assert planned_sizes(shapes, ["conv.weight", "fc.weight"], points) == {
+        "conv.weight": 108, "fc.weight": 40, "rnn.weight_hh_l0": 16}
+    assert planned_sizes(shapes, None, points) == {"conv.weight": 108, "rnn.weight_hh_l0": 16, "fc.weight": 40}

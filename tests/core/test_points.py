@@ -16,10 +16,10 @@ from sqlalchemy.sql.sqltypes import JSON, Boolean, Float, Integer, String
 
 from api.client import POINT_COLUMNS
 from api.client.frames import points_frame
-from api.jobs import point_rows
 from api.routes.points import router
 from api.store import make_engine, make_session_factory, migrate, repo
 from api.store.models import SensitivityPointRow
+from api.store.repo import point_rows
 from pruning_core.points import CSV_HEADER, POINT_FIELDS, SensitivityPoint, csv_text
 from pruning_core.sensitivity_io import points_from_json, read_csv, to_json, write_csv
 

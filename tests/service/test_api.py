@@ -441,3 +441,12 @@ def test_two_apps_in_one_process_serve_their_own_points(tmp_path) -> None:
         assert len(a.get(f"/api/v1/jobs/{first}/points").json()) == 2
         assert len(b.get(f"/api/v1/jobs/{second}/points").json()) == 6
         assert len(a.get(f"/api/v1/jobs/{first}/points").json()) == 2  # from the cache now
+
+
+def test_a_single_valued_query_parameter_given_twice_is_a_422(client: TestClient) -> None:
+    """``?q=a&q=b`` would silently keep the last value; a list (``/compare?jobs=…&jobs=…``) may repeat."""
+    for query, name in (("q=a&q=b", "q"), ("status=queued&status=running", "status"), ("limit=5&limit=6", "limit")):
+        answer = client.get(f"/api/v1/jobs?{query}")
+        assert answer.status_code == 422 and f"{name} (query): given 2 times" in answer.json()["detail"], query
+    assert client.get("/api/v1/jobs?q=a&limit=5").status_code == 200
+    assert client.get("/api/v1/compare?jobs=424242&jobs=424243").status_code == 404  # repeated, and looked up

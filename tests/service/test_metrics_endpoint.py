@@ -55,3 +55,28 @@ def test_metrics_need_the_token_when_one_is_set(client: TestClient, sqlite_setti
     answer = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
     assert answer.status_code == 200 and ("prunescope_jobs", (("kind", "train"), ("status", "queued"))) in _samples(
         answer.text)
+
+
+def test_the_broker_queue_depth_is_read_through_the_dispatchers_client(redis_url: str, tmp_path) -> None:
+    """With a broker, /metrics reports the queue's length; the dispatcher's probes reuse one Redis client."""
+    import uuid
+
+    import redis
+
+    from api.app import create_app
+    from api.shared.dispatch import CeleryDispatcher
+    from tests.apps import sqlite_settings_in
+
+    queue = f"prunescope-test-{uuid.uuid4().hex[:8]}"
+    raw = redis.Redis.from_url(redis_url)
+    raw.rpush(queue, "a", "b", "c")
+    try:
+        dispatcher = CeleryDispatcher(redis_url, 3600, queue)
+        assert dispatcher.queue_depth() == 3 and dispatcher.healthy()[0]
+        assert dispatcher._broker(1.0) is dispatcher._broker(1.0)  # made once, not per call
+        settings = sqlite_settings_in(tmp_path, broker_url=redis_url, queue=queue)
+        with TestClient(create_app(settings, dispatcher=dispatcher)) as client:
+            samples = _samples(client.get("/metrics").text)
+        assert samples[("prunescope_broker_queue_depth", (("queue", queue),))] == 3
+    finally:
+        raw.delete(queue)

@@ -44,6 +44,9 @@ def test_a_goal_is_one_goal(sweep: tuple[Client, int]) -> None:
         with pytest.raises(PrunescopeError) as err:
             client._json("POST", "/plans", json={"sensitivity_job": job, **bad})
         assert err.value.status == 422, bad
+    with pytest.raises(PrunescopeError) as err:  # a plan job's spec is checked the same way, before it is made
+        client.measure_plan(job, budget=1.0, target=0.5, wait=False)
+    assert err.value.status == 422 and "exactly one of budget and target" in str(err.value)
 
 
 def test_a_corrected_plan_job_meets_its_budget_and_measures_the_baselines(sweep: tuple[Client, int]) -> None:

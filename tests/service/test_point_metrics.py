@@ -20,10 +20,10 @@ from sqlalchemy import text
 from api import jobs as api_jobs
 from api.client import Client
 from api.client.local import InProcessTransport
-from api.jobs import point_rows
 from api.shared.settings import Settings
 from api.store import make_engine, make_session_factory, migrate, repo
 from api.store.db import alembic_config
+from api.store.repo import point_rows
 from pruning_core.points import (
     COLUMN_METRICS,
     HIGHER_IS_BETTER,
@@ -251,3 +251,12 @@ def test_the_jobs_page_knows_every_job_kind() -> None:
     source = (Path(__file__).resolve().parents[2] / "frontend" / "jobs.js").read_text()
     kinds = re.search(r"^const KINDS = \[(.*)\];", source, re.M).group(1)
     assert set(re.findall(r'"(\w+)"', kinds)) == set(JOB_KINDS)
+
+
+def test_the_plan_page_offers_the_optimisers_objectives() -> None:
+    """frontend/plan.js lists the objectives for its menu; they must be pruning_core.plan's."""
+    from pruning_core.plan import OBJECTIVES
+
+    source = (Path(__file__).resolve().parents[2] / "frontend" / "plan.js").read_text()
+    listed = re.search(r"^export const OBJECTIVES = \[(.*)\];", source, re.M).group(1)
+    assert tuple(re.findall(r'"(\w+)"', listed)) == OBJECTIVES
