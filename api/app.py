@@ -202,10 +202,10 @@ def create_app(settings: Settings | None = None,
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(OverflowError, _unstorable)
     app.add_exception_handler(DataError, _unstorable)
+    app.include_router(health.router)  # /healthz at the root too, for probes: first, so probes match at once
     for module in (health, events, imports, jobs, points, models, datasets, experiments, artifacts, planning,
                    exports):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(single_valued_query)])
-    app.include_router(health.router)  # /healthz at the root too, for probes
     metrics.install(app)  # /metrics (Prometheus) and the request-latency middleware (issue 18)
     if FRONTEND_DIR is not None:
         app.mount("/", dashboard.DashboardFiles(directory=FRONTEND_DIR, html=True), name="frontend")

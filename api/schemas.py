@@ -268,6 +268,8 @@ class PlanMeasure(PlanGoal):
     objective: Literal[OBJECTIVES] = PlanSpec.model_fields["objective"]  # type: ignore[valid-type]
     correct: bool = PlanSpec.model_fields["correct"]
     rounds: int = PlanSpec.model_fields["rounds"]
+    search: bool = PlanSpec.model_fields["search"]
+    evaluations: int = PlanSpec.model_fields["evaluations"]
     baselines: bool = PlanSpec.model_fields["baselines"]
     experiment_id: int | None = Field(default=None, ge=1)
 

@@ -26,3 +26,26 @@ def timed(fn: Callable[[], list[Row]], device: str) -> tuple[float, list[Row]]:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter() - start, rows
+
+
+def mac_work(model: torch.nn.Module, example: torch.Tensor, names: list[str], levels: list[float],
+             group: str) -> dict[str, int]:
+    """MACs per sample each side computes for a sweep (``pruning_core.parallel.sweep_work``): the reference
+    ratio beside each measured one. ``distiller`` runs the whole model per point; ``plain`` once more for the
+    unpruned model; ``fast`` that, the prefix chain once and each level that prunes something after its cut."""
+    from pruning_core import pruners
+    from pruning_core.parallel import sweep_work
+
+    work = sweep_work(model, example, names)
+    weights = dict(model.named_parameters())
+
+    def prunes(name: str, level: float) -> bool:
+        w = weights[name].detach()
+        mask = pruners.level_mask(w, level) if group == "element" else \
+            pruners.structure_mask(w, level, "filters" if group == "filter" else "channels")
+        return not bool(mask.all())
+
+    changed = {n: sum(prunes(n, lv) for lv in levels) for n in names}
+    return {"distiller": work.distiller(len(names) * len(levels)),
+            "plain": work.engine(names, dict.fromkeys(names, len(levels)), fast=False),
+            "fast": work.engine(names, changed)}

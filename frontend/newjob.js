@@ -186,6 +186,9 @@ export async function newJobPage(view) {
       row("Engine", "spec.engine", choice("engine", ["fast", "plain"]), "fast: the unchanged prefix of the network runs once per batch; plain: the whole model per point"),
       row("Early stop (top1 floor, %)", "spec.early_stop", input({ placeholder: "off", inputmode: "decimal" }), hint("early_stop")),
       row("Mixed precision (approximate)", "spec.amp", check("amp"), hint("amp")),
+      row("Adaptive tolerance (top1 points, approximate)", "spec.adaptive_tolerance", input({ placeholder: "off (exact)", inputmode: "decimal" }), hint("adaptive_tolerance")),
+      row("Adaptive confidence", "spec.adaptive_confidence", input({ placeholder: String(sf("adaptive_confidence").default ?? 0.95), inputmode: "decimal" }), hint("adaptive_confidence")),
+      row("Memory (MB)", "spec.memory_mb", input({ placeholder: String(sf("memory_mb").default ?? 1024), inputmode: "decimal" }), hint("memory_mb")),
       row("Coupled (structured)", "spec.coupled", check("coupled"), hint("coupled", "residual-coupled dependency groups")),
       row("Latency (structured)", "spec.latency", check("latency"), hint("latency"))));
 
@@ -268,6 +271,12 @@ export async function newJobPage(view) {
       if (seed !== undefined) spec.seed = seed;
       const floor = numeric(val("spec.early_stop").value);
       if (floor !== undefined) spec.early_stop = floor;
+      const tolerance = numeric(val("spec.adaptive_tolerance").value);
+      if (tolerance !== undefined) spec.adaptive_tolerance = tolerance;
+      const confidence = numeric(val("spec.adaptive_confidence").value);
+      if (confidence !== undefined) spec.adaptive_confidence = confidence;
+      const memory = numeric(val("spec.memory_mb").value);
+      if (memory !== undefined) spec.memory_mb = memory;
       for (const flag of ["amp", "coupled", "latency"]) if (val(`spec.${flag}`).checked) spec[flag] = true;
     } else {
       const ep = numeric(epochs.value, { int: true });

@@ -322,6 +322,7 @@ function optimiseCard(id, job, group, settings, yamlBox) {
     h("option", { value: "budget" }, "within a damage budget (most removed)"));
   const value = h("input#opt-value", { type: "number", min: "0", step: "0.01", value: "0.5", "data-field": "target" });
   const correct = h("input#opt-correct", { type: "checkbox", "data-field": "correct" });
+  const search = h("input#opt-search", { type: "checkbox", "data-field": "search" });
   const hint = h("div.hint#opt-hint");
   const status = h("div.muted#opt-status");
   const table = h("tbody#opt-body");
@@ -333,7 +334,8 @@ function optimiseCard(id, job, group, settings, yamlBox) {
       h("div.field", h("label", { for: "opt-mode" }, "Goal"), mode),
       h("div.field", h("label", { for: "opt-value" }, "Target or budget"), value, hint,
         h("div.field-error", { "data-error-for": "target" }), h("div.field-error", { "data-error-for": "budget" })),
-      h("div.field", h("label.check", { title: "re-solve with a scaled budget until the measured drop meets it" }, correct, " Correct to the budget"))),
+      h("div.field", h("label.check", { title: "re-solve with a scaled budget until the measured drop meets it" }, correct, " Correct to the budget"),
+        h("label.check", { title: "improve the plan by measuring exchanges between layers that keep the target (on the sweep's data)" }, search, " Search by measurement"))),
     h("div.form-error", { hidden: true, role: "alert" }),
     h("div.form-actions", h("button.btn#opt-plan", { type: "button", onclick: () => plan() }, "Optimise"), measureBtn, launchBtn),
     status,
@@ -353,6 +355,8 @@ function optimiseCard(id, job, group, settings, yamlBox) {
     hint.textContent = mode.value === "target" ? "fraction of the objective to remove, 0 to 1" : "summed per-layer drop allowed";
     correct.disabled = mode.value !== "budget";
     if (correct.disabled) correct.checked = false;
+    search.disabled = mode.value !== "target";
+    if (search.disabled) search.checked = false;
   }
   function rows(entries) {
     table.innerHTML = entries.map(([name, r]) => (r.error ? `<tr data-method="${esc(name)}"><td>${esc(name)}</td><td colspan="5" class="muted">no plan: ${esc(r.error)}</td></tr>`
@@ -375,7 +379,7 @@ function optimiseCard(id, job, group, settings, yamlBox) {
     clearErrors(card);
     measureBtn.disabled = true;
     try {
-      const created = await api("plans/measure", { method: "POST", body: { ...goal(), correct: correct.checked } });
+      const created = await api("plans/measure", { method: "POST", body: { ...goal(), correct: correct.checked, search: search.checked } });
       status.innerHTML = `Measuring in plan job <a href="#/jobs/${created.id}">#${created.id}</a>…`;
       let j = created;
       while (!["succeeded", "failed", "cancelled"].includes(j.status)) {

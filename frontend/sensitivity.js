@@ -11,7 +11,16 @@ export const METRICS = {
 /** Metrics kept as a point's own fields; any other is a key of its `metrics`. */
 export const COLUMN_METRICS = ["top1", "top5", "loss"];
 /** Keys of a point's `metrics` that are flags, not metrics (pruning_core.points: POINT_FLAGS). */
-export const POINT_FLAGS = ["thinnable"];
+export const POINT_FLAGS = ["thinnable", "confidence"];
+
+/** How a point is approximate, for the table and the hover: an adaptive point (pruning_core.adaptive) stopped
+ * early, its top1 known to lie on one side of the tolerance at its `metrics.confidence` (its one-sided bound in
+ * top1_low or top1_high); mixed precision otherwise. "" when exact. */
+export function approximateNote(p) {
+  if (!p.approximate) return "";
+  const c = (p.metrics || {}).confidence;
+  return c === undefined || c === null ? "approx." : `approx. (adaptive: stopped at ${p.samples} samples, ${Number(c) * 100}% confidence)`;
+}
 
 /** A metric's axis title, band fields and direction (goodHigh null: a custom metric, direction unknown). */
 export function metricInfo(name) {
@@ -104,14 +113,15 @@ export function curveTraces(curves, metric, { xAxis = "sparsity", bands = true, 
     const y = pts.map((p) => metricValue(p, metric));
     const group = `${prefix}${name}`;
     const visible = hidden && hidden.has(name) ? "legendonly" : true;
-    const custom = pts.map((p) => [p.sparsity, m.low ? p[m.low] : null, m.high ? p[m.high] : null, p.macs, ...names.map((n) => metricValue(p, n))]);
+    const custom = pts.map((p) => [p.sparsity, m.low ? p[m.low] : null, m.high ? p[m.high] : null, p.macs, ...names.map((n) => metricValue(p, n)),
+      approximateNote(p) ? `<br><i>${esc(approximateNote(p))}</i>` : ""]);
     lines.push({
       type: "scatter", mode: markers ? "lines+markers" : "lines", name: `${prefix}${name}`, legendgroup: group, meta: "curve", x, y, visible,
       line: { color, width: 1.6, dash }, marker: { size: 4, color },
       customdata: custom,
       hovertemplate: `<b>${esc(prefix + name)}</b><br>sparsity %{customdata[0]:.1%}${hover}` +
         (m.low ? `<br>${metric} 95% CI [%{customdata[1]:.2f}, %{customdata[2]:.2f}]` : "") +
-        (xAxis === "macs" ? "<br>MACs %{customdata[3]:.3s}" : "") + "<extra></extra>",
+        (xAxis === "macs" ? "<br>MACs %{customdata[3]:.3s}" : "") + `%{customdata[${4 + names.length}]}<extra></extra>`,
     });
     if (bands && m.low) {
       const withBand = pts.filter((p) => p[m.low] !== null && p[m.low] !== undefined && p[m.high] !== null && p[m.high] !== undefined);
@@ -221,7 +231,7 @@ export function pointsTableHtml(points, { structured = false } = {}) {
   const head = ["parameter", "sparsity", "top1", "top1 95% CI", "top5", "loss", ...extra.map(esc), "nnz", ...(structured ? ["MACs", "params left"] : []), "samples", "notes"];
   const rows = points.map((p) => {
     const row = `<tr data-param="${esc(p.parameter)}">`;
-    const notes = [p.measured === false ? "not measured" : "", p.approximate ? "approx." : "", p.subset ? "subset" : "", p.mode && p.mode !== "independent" ? p.mode : ""].filter(Boolean).join(", ");
+    const notes = [p.measured === false ? "not measured" : "", approximateNote(p), p.subset ? "subset" : "", p.mode && p.mode !== "independent" ? p.mode : ""].filter(Boolean).join(", ");
     const ci = p.top1_low !== null && p.top1_low !== undefined ? `[${f(p.top1_low, 2)}, ${f(p.top1_high, 2)}]` : "–";
     return `${row}<td class="mono">${esc(p.parameter)}</td><td class="num">${f(100 * p.sparsity, 1)}%</td><td class="num">${f(p.top1, 3)}</td>` +
       `<td class="num muted">${ci}</td><td class="num">${f(p.top5, 3)}</td><td class="num">${f(p.loss, 5)}</td>` +

@@ -8,7 +8,8 @@
   read with an unpickler that only admits the numpy array types those files need).
 - ``mnist``: ``root`` holding the idx files (``train-images-idx3-ubyte`` ..., optionally ``.gz``),
   directly or under ``MNIST/raw`` or ``raw`` (torchvision's layout).
-- ``imagefolder``: ``root/<split>/<class>/<image>`` read by torchvision's ImageFolder.
+- ``imagefolder``: ``root/<split>/<class>/<image>`` read by torchvision's ImageFolder, resized and centre-cropped
+  to ``size`` (``pruning_core.image_cache``: decoded once per sweep where the memory budget allows).
 - ``text`` (language-model): ``root``, a local text file (its last ``test_fraction`` of words held out for
   test) or a directory holding ``train.txt`` and ``test.txt``, tokenised by words (:class:`Vocabulary`, built
   from the train split) and cut into sequences of ``seq_len`` tokens: ``x = tokens[i:i+T]``,
@@ -47,6 +48,7 @@ from pruning_core.dataset_options import (
     dataset_task,
     parse_shape,
 )
+from pruning_core.image_cache import ImageFiles, file_workers
 from pruning_core.limits import DEFAULT_LIMITS, Limits
 from pruning_core.names import (
     DATASET_NAMES,
@@ -321,23 +323,14 @@ def _mnist(split: str, opts: dict[str, Any]) -> DatasetBundle:
 
 
 def _imagefolder(split: str, opts: dict[str, Any]) -> DatasetBundle:
-    from torchvision import datasets, transforms
-
     layout = "ROOT/<split>/<class>/<image> (e.g. ROOT/train/cat/1.png)"
     root = _require_root("imagefolder", opts["root"], layout)
     folder = root / split
     if not folder.is_dir():
         raise _missing("imagefolder", folder, layout)
     size = opts["size"]
-    transform = transforms.Compose(
-        [
-            transforms.Resize(size),
-            transforms.CenterCrop(size),
-            transforms.ToTensor(),
-            transforms.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
-        ]
-    )
-    ds = datasets.ImageFolder(str(folder), transform=transform)  # its loader converts to RGB
+    # Resize, CenterCrop, ToTensor, Normalize: the pixels decoded once, normalised per sample or per batch
+    ds = ImageFiles(folder, size, _IMAGENET_MEAN, _IMAGENET_STD)
     return DatasetBundle("imagefolder", ds, (3, size, size), len(ds.classes), split, list(ds.classes))
 
 
@@ -532,11 +525,18 @@ def make_loader(
     shuffle: bool = False,
     seed: int = 0,
     subset: int | None = None,
+    workers: int | None = None,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
-    """A single-process DataLoader; ``subset`` keeps a fixed seeded random subset of that many samples.
+    """A DataLoader; ``subset`` keeps a fixed seeded random subset of that many samples.
 
     The shuffle order comes from a generator seeded with ``seed`` (``train`` re-seeds it from its own
-    seed so the same training seed gives the same weights even when a loader is reused).
+    seed so the same training seed gives the same weights even when a loader is reused). ``workers``
+    processes (default ``image_cache.file_workers``: one per spare CPU for image files, none for data held
+    in memory, where a process only adds copies and would move the global RNG's augmentations out of reach
+    of ``set_seed``) load the samples; ``pin_memory`` (default: with workers, when CUDA is present) stages
+    their batches for asynchronous copies to the GPU. Neither changes a sample or the order, epoch after
+    epoch, so results are the same whatever they are.
     """
     dataset = bundle.dataset if isinstance(bundle, DatasetBundle) else bundle
     total = len(dataset)  # type: ignore[arg-type]
@@ -546,4 +546,11 @@ def make_loader(
         picked = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:subset]
         dataset = Subset(dataset, sorted(picked.tolist()))
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+    workers = file_workers(dataset) if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (got {workers})")
+    pin = (workers > 0 and torch.cuda.is_available()) if pin_memory is None else pin_memory
+    # Workers are kept between passes unless shuffling: a kept iterator draws its workers' seed from the shuffle
+    # generator once, not once per epoch, so later epochs would come in another order than without workers.
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+                      pin_memory=pin, persistent_workers=workers > 0 and not shuffle)

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 #: The largest seed accepted anywhere (numpy's and most RNGs' 32-bit range; torch would take 64 bits,
 #: but the synthetic data derives per-sample seeds from it by multiplication).
 MAX_SEED = 2**32 - 1
+#: What a sweep may hold in memory by default (MB): half for the evaluation data (decoded images as uint8,
+#: or the batches), half for the values cached at the cut. ImageNet's 50,000 validation images at 224x224
+#: are 7.5 GB as uint8: give about 16,000 to decode them once per sweep.
+SWEEP_MEMORY_MB = 1024
 #: Parameter names or globs in one sensitivity spec, and the length of each one.
 MAX_PARAMS = 1000
 MAX_GLOB_CHARS = 300

@@ -56,6 +56,14 @@ class SensitivityPoint:
         value = (self.metrics or {}).get("thinnable")
         return None if value is None else bool(value)
 
+    @property
+    def confidence(self) -> float | None:
+        """An adaptive point stopped early (``pruning_core.adaptive``, ``approximate``): the confidence of its
+        sequential top1 interval (``top1_low``/``top1_high``); None for a point measured on all its samples, whose
+        interval is the 95 % Wilson one. Kept under ``metrics`` (:data:`POINT_FLAGS`)."""
+        value = (self.metrics or {}).get(CONFIDENCE)
+        return None if value is None else float(value)
+
 
 #: Every field of a point, in order: the REST JSON, the JSON export and the client's columns.
 POINT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SensitivityPoint))
@@ -78,9 +86,12 @@ assert set(CSV_HEADER) <= set(POINT_FIELDS), "the CSV columns are point fields"
 
 #: Metrics kept as their own fields; any other metric a point carries is a key of ``metrics``.
 COLUMN_METRICS: tuple[str, ...] = ("top1", "top5", "loss")
-#: Keys of ``metrics`` that are flags of the point (1.0 true, 0.0 false), not metrics: no plan, selector or
-#: column lists them as a metric. They live there because a point's SQL columns are fixed by migrations.
-POINT_FLAGS: tuple[str, ...] = ("thinnable",)
+#: The key of ``metrics`` holding an adaptive point's interval confidence (``SensitivityPoint.confidence``).
+CONFIDENCE = "confidence"
+#: Keys of ``metrics`` that describe the point (flags: 1.0 true, 0.0 false; an adaptive point's confidence), not
+#: metrics: no plan, selector or column lists them as a metric. They live there because a point's SQL columns
+#: are fixed by migrations.
+POINT_FLAGS: tuple[str, ...] = ("thinnable", CONFIDENCE)
 #: Known metrics where smaller is better (a custom metric says its direction where it is used).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"loss", "perplexity"})
 #: Known metrics where larger is better.

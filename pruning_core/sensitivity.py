@@ -13,9 +13,12 @@ physical pruning would remove (``coupled=True``). Two engines give the same poin
   (never copied into the trained tensors); levels whose mask prunes nothing reuse the unpruned
   evaluation; everything runs under ``torch.inference_mode``.
 
-Level batching (several levels in one forward of the suffix, stacked along the batch) is left out:
-on a CPU a larger batch is slower per sample (ResNet-20, one thread: 512 samples took 1.25 s in
-batches of 256 against 0.83 s in batches of 64), so stacking 9 levels of a 128 batch would lose.
+Level batching (``level_batch``; :mod:`pruning_core.level_batching`) runs several levels of one layer in
+one vmapped forward of the suffix (the levels' weights stacked, split into groups that fit the memory), with
+the same points; where vmap cannot run a suffix it loops, saying why. ``None`` turns it on for CUDA only,
+where one wide forward replaces many small launches. On a CPU a larger batch is slower per sample (ResNet-20,
+one thread: 512 samples took 1.25 s in batches of 256 against 0.83 s in batches of 64), and so is a batch
+of levels: 9 levels of 3 layers over 256 samples took 1.35-1.42x the time of the per-level loop.
 
 What a point measures is a task's metrics or the caller's own (``pruning_core.tasks``): ``task=`` picks
 ``classification`` (the default) or ``language-model``; ``metric=fn`` adds ``fn(outputs, batch)`` under
@@ -39,8 +42,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from pruning_core.adaptive import AdaptiveRule, BaseScores, PairedTally, shuffled_loader
 from pruning_core.groups import SENSITIVITY, SENSITIVITY_GROUPS
+from pruning_core.level_batching import LevelBatcher
 from pruning_core.levels import parse_levels
+from pruning_core.limits import SWEEP_MEMORY_MB
 from pruning_core.points import COLUMN_METRICS, SensitivityPoint
 from pruning_core.tasks import Evaluation, Measures, MetricFn, batch_inputs, batch_size, check_task, output_logits
 
@@ -135,29 +141,51 @@ def _joined(parts: list[Any]) -> Any:
 
 
 class _Batches:
-    """The evaluation data on the device, kept in memory after the first pass if it fits the budget."""
+    """The evaluation data on the device, kept in memory after the first pass if it fits the budget.
+
+    Image files (``pruning_core.image_cache``) travel as their uint8 pixels, normalised on the device into the
+    very float batches their loader gives: held as those float batches when they fit the budget beside the
+    pixels, else as the pixels (a quarter of the bytes) normalised each pass, else decoded again every pass
+    (said once in the log). The first pass is shared with a pass given up after its first batch (the probe)."""
 
     def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool, budget: int) -> None:
+        from pruning_core.image_cache import HeldPass, log_decoded_over_budget, pixel_loader
+
         self.loader, self.device, self.channels_last, self.budget = loader, device, channels_last, budget
-        self.cache: list[Any] | None = None
+        self.cache: list[Any] | None = None  # the batches the model takes, once the whole set is held as those
         self.nbytes = 0
+        twin = pixel_loader(loader)
+        self.transform = twin[1] if twin is not None else None
+        move = lambda raw: _to_device(raw, device, channels_last)  # noqa: E731 - uint8 pixels stay as they are
+        self.held: HeldPass | None = HeldPass(twin[0] if twin is not None else loader, move, _nbytes, budget,
+                                              log_decoded_over_budget if twin is not None else None)
+
+    def _finish(self, batch: Any) -> Any:
+        """A batch as the model takes it: image pixels ``[x, y, ...]`` normalised on the device."""
+        if self.transform is None:
+            return batch
+        return [_to_device(self.transform(batch[0]), self.device, self.channels_last), *batch[1:]]
 
     def __iter__(self) -> Iterator[Any]:
         if self.cache is not None:
             yield from self.cache
             return
-        cache: list | None = []
+        assert self.held is not None
+        floats: list | None = [] if self.transform is not None else None
         size = 0
-        for raw in self.loader:
-            batch = _to_device(raw, self.device, self.channels_last)
-            size += _nbytes(batch)
-            if cache is not None and size <= self.budget:
-                cache.append(batch)
-            else:
-                cache = None
+        for raw in self.held:
+            batch = self._finish(raw)
+            if floats is not None:
+                size += _nbytes(batch)
+                if size + self.held.size <= self.budget:
+                    floats.append(batch)
+                else:
+                    floats = None
             yield batch
-        if cache is not None:
-            self.cache, self.nbytes = cache, size
+        if self.held.complete and self.transform is None:
+            self.cache, self.nbytes = self.held.held, self.held.size
+        elif self.held.complete and floats is not None:
+            self.cache, self.nbytes, self.held = floats, size, None
 
 
 _NO_DEFAULT = object()
@@ -322,10 +350,12 @@ class SensitivityAnalysis:
                  params: Sequence[str] | None = None, group: str = "element",
                  device: str | torch.device | None = None, engine: str = "fast", coupled: bool = False,
                  samples: int | None = None, seed: int = 0, early_stop_top1: float | None = None,
-                 amp: bool = False, memory_budget_mb: float = 1024, latency: bool = False,
+                 amp: bool = False, memory_budget_mb: float = SWEEP_MEMORY_MB, latency: bool = False,
                  latency_batch: int = 8, latency_repeats: int = 20, cpu_chunk: int | None = 32,
                  task: str | None = None, metric: MetricFn | None = None, metric_name: str = "metric",
-                 forward: ForwardFn | None = None, inputs: InputsFn | None = None) -> None:
+                 adaptive_tolerance: float | None = None, adaptive_confidence: float = 0.95,
+                 forward: ForwardFn | None = None, inputs: InputsFn | None = None,
+                 level_batch: bool | None = None) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
         if coupled and group == "element":
@@ -341,6 +371,11 @@ class SensitivityAnalysis:
         if early_stop_top1 is not None and self.task != "classification":
             what = f"the {self.task} task" if self.task else "a metric without a task"
             raise ValueError(f"early_stop_top1 needs top1, which {what} does not measure")
+        # adaptive evaluation (pruning_core.adaptive): opt-in, its early-stopped points are flagged approximate
+        self.adaptive = None if adaptive_tolerance is None else AdaptiveRule(adaptive_tolerance, adaptive_confidence)
+        if self.adaptive is not None and self.task != "classification":
+            raise ValueError("adaptive evaluation bounds the top1 drop, which only the classification task measures")
+        self._base_scores: BaseScores | None = None
         self.metric, self.metric_name = metric, metric_name
         self.forward, self.inputs = forward, inputs
         self.levels = sorted(parse_levels(levels))
@@ -359,6 +394,8 @@ class SensitivityAnalysis:
         # it is computed in (oneDNN's convolutions on one thread do): the engines' points stay identical.
         self.chunk = cpu_chunk if self.device.type == "cpu" else None
         self.loader, self.subset = _subset_loader(loader, samples, seed)
+        if self.adaptive is not None:
+            self.loader = shuffled_loader(self.loader, seed)
         self.batches = _Batches(self.loader, self.device, channels_last, self.budget // 2)
         first = next(iter(self.batches))
         one = _head(first, 1, batch_size(first))
@@ -392,6 +429,9 @@ class SensitivityAnalysis:
                 log.warning(self.engine_note)
         self.baseline: dict | None = None
         self._chain: tuple[int, list] | None = None  # (cut, [(live values per chunk, batch)] per batch)
+        # several levels per forward of the suffix: on by default on CUDA only (see the module docstring)
+        self.level_batch = self.device.type == "cuda" if level_batch is None else level_batch
+        self._batcher = LevelBatcher(self.device, self.budget) if self.level_batch and self._splitter else None
 
     def _forecaster(self, model: nn.Module) -> Any:
         """What thinning would leave of each point (``thinning.Footprints``): structured groups only, and only
@@ -492,12 +532,35 @@ class SensitivityAnalysis:
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def _evaluate_model(self) -> Measures:
+    def _evaluate_model(self, tally: PairedTally | None = None) -> Measures:
+        """The model over the data; a ``tally`` (adaptive) stops once it is decided. Adaptive and without one, this
+        is the baseline: its per-sample scores are kept for the levels' paired intervals."""
+        if tally is not None:
+            with torch.inference_mode(), self._autocast():
+                for batch in self.batches:
+                    tally.add(self._run(batch), batch)
+                    if tally.done:
+                        break
+            return tally.result()
         evaluation = self._evaluation()
+        scores = BaseScores() if self.adaptive is not None else None
         with torch.inference_mode(), self._autocast():
             for batch in self.batches:
-                evaluation.add(self._run(batch), batch)
-        return evaluation.result()
+                out = self._run(batch)
+                evaluation.add(out, batch)
+                if scores is not None:
+                    scores.add(out, batch)
+        measures = evaluation.result()
+        if scores is not None:
+            scores.measures, self._base_scores = measures, scores
+        return measures
+
+    def _tally(self, evaluation: Evaluation | None = None) -> PairedTally | None:
+        """A level's paired tally under the adaptive rule (None when the analysis is exact)."""
+        if self.adaptive is None:
+            return None
+        assert self._base_scores is not None, "the baseline is measured first"
+        return PairedTally(self.adaptive, self._base_scores, evaluation or self._evaluation())
 
     def _pruned(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """New tensors holding the trained values with the pruned entries zeroed (made once per point)."""
@@ -573,10 +636,11 @@ class SensitivityAnalysis:
                 for level in wave:
                     yield self._point(name, level, weights[level], None)
                 continue
+            # a level that prunes nothing is the unpruned evaluation: the fast engine (and adaptive) reuse it
+            changed = {lv: weights[lv] for lv in wave if not all(bool(m.all()) for m in masks[lv].values())}
             if cut is None:  # the reference: every level evaluated in full
-                tallies = {lv: self._plain(weights[lv]) for lv in wave}
-            else:  # a level that prunes nothing is the unpruned evaluation: reuse it
-                changed = {lv: weights[lv] for lv in wave if not all(bool(m.all()) for m in masks[lv].values())}
+                tallies = {lv: self._plain(weights[lv]) for lv in wave if lv in changed or self.adaptive is None}
+            else:
                 tallies = self._fast(cut, changed) if changed else {}
             latencies = self._latencies({lv: weights[lv] for lv in wave}) if self.latency else {}
             for level in wave:
@@ -588,7 +652,7 @@ class SensitivityAnalysis:
     def _plain(self, weights: dict[str, torch.Tensor]) -> Measures:
         """Distiller's step: prune, evaluate the whole model, restore."""
         with _swapped(self.named, weights):
-            return self._evaluate_model()
+            return self._evaluate_model(self._tally())
 
     def _live_at(self, cut: int) -> Iterator[tuple[list[tuple], Any]]:
         """(values live at ``cut`` per chunk, the batch) per batch: advanced from the previous cut when
@@ -625,15 +689,36 @@ class SensitivityAnalysis:
 
     def _fast(self, cut: int, weights_by_level: dict[float, dict]) -> dict[float, Measures]:
         """One pass over the data: the live values at the cut once per batch, the suffix per level. A batch's
-        chunks are joined again before they are scored, so every metric sees the batch the plain engine sees."""
+        chunks are joined again before they are scored, so every metric sees the batch the plain engine sees.
+        Adaptive: a level's suffix stops running once its tally is decided; the prefix pass still runs to the end
+        so that the values cached at the cut are complete for the next cut (``_live_at`` keeps only a full pass)."""
         suffix = self._splitter.segment(cut)
         evaluations = {lv: self._evaluation() for lv in weights_by_level}
+        tallies = {lv: self._tally(e) for lv, e in evaluations.items()} if self.adaptive is not None else {}
         with torch.inference_mode(), self._autocast():
             for lives, batch in self._live_at(cut):
-                for level, weights in weights_by_level.items():
-                    with _swapped(self.named, weights):
-                        evaluations[level].add(_joined([suffix(live) for live in lives]), batch)
+                active = {lv: w for lv, w in weights_by_level.items() if lv not in tallies or not tallies[lv].done}
+                if not active:
+                    continue
+                for level, out in self._suffix_levels(suffix, lives, active).items():
+                    (tallies[level] if tallies else evaluations[level]).add(out, batch)
+        if tallies:
+            return {lv: t.result() for lv, t in tallies.items()}
         return {lv: e.result() for lv, e in evaluations.items()}
+
+    def _suffix_levels(self, suffix: Callable[[tuple], Any], lives: list[tuple],
+                       weights_by_level: dict[float, dict]) -> dict[float, Any]:
+        """The suffix's outputs on one batch (its chunks joined) for each level's pruned weights: in one
+        batched forward per group of levels where level batching is on and can run the suffix, else per level."""
+        if self._batcher is not None:
+            batched = self._batcher.outputs(suffix, lives, weights_by_level)
+            if batched is not None:
+                return {level: _joined(parts) for level, parts in batched.items()}
+        outputs = {}
+        for level, weights in weights_by_level.items():
+            with _swapped(self.named, weights):
+                outputs[level] = _joined([suffix(live) for live in lives])
+        return outputs
 
 
 @contextlib.contextmanager
@@ -695,4 +780,5 @@ def analyze(model: nn.Module, loader: DataLoader, *, on_point: Callable[[Sensiti
     return SensitivityResult(points, run.skipped, run.engine, run.engine_note, run.baseline,
                              {"device": str(run.device), "group": run.group, "mode": run.mode,
                               "levels": run.levels, "subset": run.subset, "task": run.task,
-                              "metric": run.metric_name if run.metric is not None else None})
+                              "metric": run.metric_name if run.metric is not None else None,
+                              "level_batch": run._batcher is not None and run._batcher.ran})

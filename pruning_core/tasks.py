@@ -148,6 +148,13 @@ class Measures:
 
 # -- accumulators -------------------------------------------------------------------------------------
 
+def classification_hits(outputs: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(float logits [B, C], class ids [B], top-k hits [B, k]): column 0 is the top1 hit, any() the top5 one.
+    The one rule for both the summed measures and adaptive evaluation's per-sample scores."""
+    logits, target = output_logits(outputs).float(), batch_targets(batch)
+    return logits, target, logits.topk(min(5, logits.shape[1]), dim=1).indices == target[:, None]
+
+
 class _Classification:
     """top1/top5 hits and summed cross-entropy of logits [B, C] against class ids [B]."""
 
@@ -158,9 +165,7 @@ class _Classification:
         self.n = 0
 
     def add(self, outputs: Any, batch: Any) -> None:
-        logits, target = output_logits(outputs).float(), batch_targets(batch)
-        k = min(5, logits.shape[1])
-        hit = logits.topk(k, dim=1).indices == target[:, None]
+        logits, target, hit = classification_hits(outputs, batch)
         self.hits1 = self.hits1 + hit[:, 0].sum()
         self.hits5 = self.hits5 + hit.any(dim=1).sum()
         self.loss = self.loss + F.cross_entropy(logits, target, reduction="sum").double()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pruning_core.image_cache import pixel_loader
 from pruning_core.tasks import IGNORE_INDEX
 
 if TYPE_CHECKING:
@@ -107,8 +108,10 @@ def evaluate(model: nn.Module, loader: Iterable[Any], device: str | torch.device
     correct1 = correct5 = 0
     loss_sum = 0.0
     samples = 0
-    for inputs, targets in _batches(loader, dev):
-        logits, targets = _scored(_logits(model(inputs)), targets)
+    pixels = pixel_loader(loader)  # image files: uint8 batches normalised on the device, the same floats
+    normalise = pixels[1] if pixels is not None else (lambda x: x)
+    for inputs, targets in _batches(pixels[0] if pixels is not None else loader, dev):
+        logits, targets = _scored(_logits(model(normalise(inputs))), targets)
         loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices

@@ -35,6 +35,16 @@ def _store(url: str) -> Any:
     return make_session_factory(engine)
 
 
+def preload(settings: Settings) -> None:
+    """Pay before consuming what a worker's first shard would otherwise pay inside a sweep: the store (engine,
+    migration) and the runners' imports (seconds of a core). Every worker pays it once: inside a sweep it is a
+    fixed cost that more workers do not shrink (bench/scaleout.py's cold runs)."""
+    from worker.runners import preload_modules
+
+    _store(settings.db_url)
+    preload_modules()
+
+
 def register_tasks(app: Celery) -> None:
     """Bind the runner to the task name (worker side only)."""
 

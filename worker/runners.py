@@ -9,14 +9,15 @@ points. torch and pruning_core are imported here only, never by the API.
 from __future__ import annotations
 
 import contextvars
+import copy
 import functools
+import importlib
 import json
 import logging
-import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,6 +111,18 @@ def with_store(factory: sessionmaker[Session], write: Callable[[Session], T], *,
             delay = min(delay * 2, 5.0)
 
 
+#: What the runners import on first use: ``prunescope worker`` imports them before it takes a shard
+#: (:func:`worker.celery_app.preload`), so a worker's first shard starts as fast as its later ones.
+RUNNER_MODULES = ("torch", "pruning_core.training", "pruning_core.datasets", "pruning_core.checkpoint",
+                  "pruning_core.sensitivity", "pruning_core.fastpath", "pruning_core.parallel")
+
+
+def preload_modules() -> None:
+    """Import :data:`RUNNER_MODULES` (seconds of a core: torch, fx, the engines)."""
+    for name in RUNNER_MODULES:
+        importlib.import_module(name)
+
+
 @functools.lru_cache(maxsize=1)
 def configure_torch(threads: int) -> int:
     """Set torch's intra-op threads once per process: by default half the usable cores, because the
@@ -117,8 +130,9 @@ def configure_torch(threads: int) -> int:
     import torch
 
     if threads <= 0:
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, usable // 2)
+        from pruning_core.cores import usable_cores
+
+        threads = max(1, usable_cores() // 2)
     torch.set_num_threads(threads)
     return threads
 
@@ -166,6 +180,8 @@ def run_shard(job_id: int, shard: int, *, factory: sessionmaker[Session], settin
         log.info("job %s shard %s/%s started (%s)", job_id, shard, ctx.shards, ctx.kind)
         final = _run_claimed(ctx)
         log.info("job %s shard %s ended; the job is %s", job_id, shard, final)
+        if final in TERMINAL_STATUSES:
+            forget_setups(job_id)
         if final in TERMINAL_STATUSES and settings.mlflow_tracking_uri:
             from api.export.auto import export_finished
 
@@ -234,28 +250,113 @@ def load_spec_dataset(ctx: JobContext, arch: str, split: str) -> Any:
 
 # -- sensitivity ---------------------------------------------------------------------------------
 
-def shard_parameters(params: list[str], shard: int, shards: int) -> list[tuple[int, str]]:
-    """This shard's (model index, parameter) pairs: round-robin, so shards get similar work."""
-    return [(i, p) for i, p in enumerate(params) if i % shards == shard]
+def shard_parameters(params: Sequence[str], shard: int, shards: int,
+                     cost: Callable[[Sequence[str]], float] = len) -> list[str]:
+    """This shard's parameters: the ``shard``-th of at most ``shards`` contiguous pieces of ``params`` (model
+    order) whose largest ``cost`` is least (:func:`pruning_core.parallel.balanced_shards`). Round-robin pieces
+    of equal count cost unequal work (an early layer's suffix is the whole model), and each one's fast-engine
+    chain runs to the model's end; balanced contiguous pieces finish together, their chains stop at their own
+    last cut. Every shard computes the same pieces; one beyond them (fewer parameters than shards) has none."""
+    from pruning_core.parallel import balanced_shards
+
+    pieces = balanced_shards(params, cost, shards) if params else []
+    return pieces[shard] if shard < len(pieces) else []
 
 
-def run_sensitivity(ctx: JobContext) -> None:
-    from pruning_core.datasets import make_loader
-    from pruning_core.sensitivity import SensitivityAnalysis, select_parameters
+def sweep_cost(model: Any, example: Any, params: Sequence[str], levels: Sequence[float],
+               engine: str) -> Callable[[Sequence[str]], float]:
+    """What measuring a piece of ``params`` costs the engine, in MACs per sample
+    (:func:`pruning_core.parallel.sweep_work`: the unpruned pass, the prefix chain, each pruning level's
+    suffix); the piece's parameter count where the model's work cannot be counted."""
+    from pruning_core.parallel import sweep_work
+
+    try:
+        work = sweep_work(model, example, params)
+    except Exception as exc:  # noqa: BLE001 - hooks and tracing fail on odd models; only the balance suffers
+        log.warning("shards balanced by parameter count: the sweep's work cannot be counted (%s)", exc)
+        return len
+    changed = dict.fromkeys(params, sum(1 for level in levels if level > 0))  # level 0 reuses the unpruned pass
+    return lambda piece: work.engine(piece, changed, engine == "fast")
+
+
+@dataclass
+class SweepSetup:
+    """What every shard of a sensitivity job builds alike, built once per worker process and job
+    (:func:`sweep_setup`), so that a shard starts cheaply and jobs can have more shards than workers: the
+    dataset, the model as loaded (each shard measures a copy), the levels, the selected and skipped parameters,
+    each parameter's position in the model and the cost that balances the shards' pieces."""
+
+    bundle: Any
+    model: Any
+    example: Any
+    levels: list[float]
+    params: list[str]
+    skipped: list[Any]
+    index: dict[str, int]
+    cost: Callable[[Sequence[str]], float]
+
+    def piece(self, shard: int, shards: int) -> list[str]:
+        return shard_parameters(self.params, shard, shards, self.cost)
+
+    def fresh_model(self) -> Any:
+        """A copy of the model as loaded: the analysis moves and swaps its weights, the next shard's must not see
+        that (a copy has the same values, so the same points)."""
+        return copy.deepcopy(self.model)
+
+
+#: Setups kept per process, newest last: a worker runs one job's shards after another, a threads pool a few.
+_SETUPS_KEPT = 2
+_setups: dict[tuple[Any, ...], SweepSetup] = {}
+_setups_lock = threading.Lock()
+
+
+def sweep_setup(ctx: JobContext) -> SweepSetup:
+    """The job's :class:`SweepSetup`: this process's, when one of its shards built it already."""
+    key = (ctx.job_id, json.dumps(ctx.stored, sort_keys=True, default=str), str(ctx.device))
+    with _setups_lock:
+        setup = _setups.get(key)
+    if setup is None:
+        setup = _build_setup(ctx)
+        with _setups_lock:
+            _setups[key] = setup
+            while len(_setups) > _SETUPS_KEPT:
+                _setups.pop(next(iter(_setups)))
+    return setup
+
+
+def forget_setups(job_id: int) -> None:
+    """Drop the job's setups (its dataset and model) once it has ended."""
+    with _setups_lock:
+        for key in [k for k in _setups if k[0] == job_id]:
+            del _setups[key]
+
+
+def _build_setup(ctx: JobContext) -> SweepSetup:
+    from pruning_core.sensitivity import select_parameters
 
     spec: SensitivitySpec = ctx.spec
     arch, path = spec_architecture(ctx)
     bundle = load_spec_dataset(ctx, arch, spec.split)
     model = load_spec_model(arch, path, bundle)
     facts.publish_from_runner(ctx.factory, arch, path, model, bundle.input_shape)
-    loader = make_loader(bundle, batch_size=spec.batch_size)
     example = bundle.dataset[0][0].unsqueeze(0)
     # parsed by the spec's validator (a stored text, from before levels were stored parsed, included)
     levels = [round(float(x), 10) for x in spec.levels]
-    all_params, skipped = select_parameters(model, spec.params, spec.group, example)
+    params, skipped = select_parameters(model, spec.params, spec.group, example)
     # the position in named_parameters(), whatever order the spec's globs listed them in: reads sort on it
     index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
-    mine = shard_parameters(all_params, ctx.shard, ctx.shards)
+    cost = sweep_cost(model, example, params, levels, spec.engine)
+    return SweepSetup(bundle, model, example, levels, params, skipped, index, cost)
+
+
+def run_sensitivity(ctx: JobContext) -> None:
+    from pruning_core.datasets import make_loader
+    from pruning_core.sensitivity import SensitivityAnalysis
+
+    spec: SensitivitySpec = ctx.spec
+    setup = sweep_setup(ctx)
+    bundle, levels, all_params, skipped, index = setup.bundle, setup.levels, setup.params, setup.skipped, setup.index
+    mine = setup.piece(ctx.shard, ctx.shards)
     # Every shard selects the same parameters, so each may record the skipped ones (same value).
     skipped_rows = [{"parameter": sp.parameter, "reason": sp.reason} for sp in skipped]
 
@@ -268,13 +369,16 @@ def run_sensitivity(ctx: JobContext) -> None:
 
     stored = ctx.store(start, "start")
     ctx.store(ctx.check_cancel, "cancel check")
-    todo = [p for _, p in mine if any((p, lv) not in stored for lv in levels)]
+    todo = [p for p in mine if any((p, lv) not in stored for lv in levels)]
     if not todo:
         return  # a resumed shard whose points are all stored already
+    model, loader = setup.fresh_model(), make_loader(bundle, batch_size=spec.batch_size)
     analysis = SensitivityAnalysis(
         model, loader, levels=levels, params=todo, group=spec.group, device=ctx.device, engine=spec.engine,
         coupled=spec.coupled, samples=spec.samples, seed=spec.seed, early_stop_top1=spec.early_stop, amp=spec.amp,
         latency=spec.latency, task=bundle.task,
+        adaptive_tolerance=spec.adaptive_tolerance, adaptive_confidence=spec.adaptive_confidence,
+        memory_budget_mb=spec.memory_mb,
     )
     ctx.store(lambda s: repo.merge_result(s, ctx.job_id, {"engine": analysis.engine,
                                                           "engine_note": analysis.engine_note}), "engine")
@@ -431,6 +535,7 @@ def run_plan(ctx: JobContext) -> None:
     from pruning_core.metrics import prunable_parameters
     from pruning_core.plan import plan_schedule, planned_sizes
     from pruning_core.plan.compare import as_json, predicted_baselines, weight_baseline
+    from pruning_core.plan.search import search
     from pruning_core.plan.verify import correct, verify
     from pruning_core.schedule import dump_schedule
 
@@ -457,6 +562,9 @@ def run_plan(ctx: JobContext) -> None:
         chosen = correct(points, model, loader, budget=spec.budget, objective=goal.objective, rounds=spec.rounds,
                          sizes=sizes, metric=goal.metric, higher_is_better=goal.higher_is_better,
                          interpolate=goal.interpolate, **measure)
+    elif spec.search:
+        chosen = search(goal.solve(points, sizes), points, model, loader, sizes=sizes, interpolate=goal.interpolate,
+                        evaluations=spec.evaluations, **measure)
     else:
         chosen = verify(goal.solve(points, sizes), model, loader, **measure)
     done = len(chosen.rounds) or 1

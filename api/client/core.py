@@ -291,16 +291,20 @@ class Client:
               amp: bool | None = None, coupled: bool | None = None, latency: bool | None = None,
               engine: str | None = None, shards: int | None = None, batch_size: int | None = None,
               device: str | None = None, model_kind: str | None = None,
+              adaptive_tolerance: float | None = None, adaptive_confidence: float | None = None,
+              memory_mb: float | None = None,
               experiment: int | Experiment | None = None, wait: bool = True) -> Job:
         """``prunescope sense``: a sensitivity sweep; ``model`` is an architecture or a registered model name.
-        ``early_stop`` is the CLI's ``--early-stop`` top1 floor (%). Options left None take SensitivitySpec's
-        defaults (levels ``0:0.95:0.05``, element group, every conv and linear weight)."""
+        ``early_stop`` is the CLI's ``--early-stop`` top1 floor (%); ``adaptive_tolerance`` (top1 points) opts in
+        to adaptive evaluation, whose stopped points are flagged approximate. Options left None take
+        SensitivitySpec's defaults (levels ``0:0.95:0.05``, element group, every conv and linear weight)."""
         spec = self._data_spec(
             model, dataset, checkpoint, dataset_options, batch_size=batch_size, device=device, split=split,
             model_kind=model_kind,
             group=group, levels=levels if levels is None or isinstance(levels, str) else list(levels),
             params=None if params is None else list(params), samples=samples, seed=seed, early_stop=early_stop,
-            amp=amp, coupled=coupled, latency=latency, engine=engine, shards=shards)
+            amp=amp, coupled=coupled, latency=latency, engine=engine, shards=shards,
+            adaptive_tolerance=adaptive_tolerance, adaptive_confidence=adaptive_confidence, memory_mb=memory_mb)
         return self._run("sensitivity", spec, experiment, wait)
 
     def prune(self, model: str, dataset: str, schedule: str | os.PathLike, *,
@@ -494,16 +498,18 @@ class Client:
     def measure_plan(self, sensitivity_job: JobRef, *, objective: str | None = None, budget: float | None = None,
                      target: float | None = None, interpolate: int | None = None, metric: str | None = None,
                      higher_is_better: bool | None = None, epochs: int | None = None, one_shot: bool | None = None,
-                     correct: bool | None = None, rounds: int | None = None, baselines: bool | None = None,
+                     correct: bool | None = None, rounds: int | None = None, search: bool | None = None,
+                     evaluations: int | None = None, baselines: bool | None = None,
                      experiment: int | Experiment | None = None, wait: bool = True) -> Job:
         """A plan job: the optimiser's plan measured as a whole on the sweep's model and data (``correct``:
-        re-solved until the measured drop meets ``budget``), beside the baselines measured the same way. Its
+        re-solved until the measured drop meets ``budget``; ``search``: improved by measured exchanges that
+        keep ``target``, within ``evaluations``), beside the baselines measured the same way. Its
         ``result`` holds ``plan``, ``baselines`` and ``yaml``; :meth:`launch_plan` with ``plan_job`` prunes with
         it. Options left None take PlanMeasure's defaults."""
         body = {"sensitivity_job": _job_id(sensitivity_job), **_given(
             objective=objective, budget=budget, target=target, interpolate=interpolate, metric=metric,
             higher_is_better=higher_is_better, epochs=epochs, one_shot=one_shot, correct=correct, rounds=rounds,
-            baselines=baselines, experiment_id=_experiment_id(experiment))}
+            search=search, evaluations=evaluations, baselines=baselines, experiment_id=_experiment_id(experiment))}
         job = self._job(self._json("POST", "/plans/measure", json=body))
         return self.wait(job) if wait else job
 

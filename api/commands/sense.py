@@ -49,8 +49,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     spec_option(p, "--latency", SPEC, action="store_true",
                    help="filter/channel groups: also time each point's model physically thinned with Torch-Pruning "
                    "(fastest of interleaved rounds, ms); slower, most telling with --coupled")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes, one torch thread each, measuring contiguous shards of the parameters "
+                   "(identical points, merged in model order); default every core given to this process on a "
+                   "CPU, 1 on a GPU; 1 runs in this process")
     spec_option(p, "--amp", SPEC, action="store_true",
                    help="mixed precision (autocast): faster on GPUs, points are flagged approximate")
+    p.add_argument("--adaptive", type=float, metavar="TOL", dest="adaptive_tolerance",
+                   help="adaptive evaluation (approximate): samples in a seeded random order, each point stops once "
+                   "its top1 drop, scored against the baseline on the same samples, is known to lie within or "
+                   "beyond TOL top1 points; those points record the samples they used and are flagged approximate")
+    spec_option(p, "--adaptive-confidence", SPEC, type=float, metavar="C",
+                help="--adaptive: confidence that a stopped point is on the right side (default %(default)s)")
+    spec_option(p, "--memory-mb", SPEC, type=float, metavar="MB", dest="memory_mb",
+                help="memory the sweep may hold: half for the evaluation data (image files kept decoded as uint8, "
+                     "decoded once per sweep when they fit), half for the values cached at the cut "
+                     "(default %(default)s)")
     p.set_defaults(handler=run)
 
 
@@ -73,19 +87,23 @@ def run(args: argparse.Namespace) -> int:
     resolve_spec_defaults(args)
     from pruning_core.datasets import make_loader
     from pruning_core.levels import parse_levels
-    from pruning_core.sensitivity import analyze
+    from pruning_core.parallel import analyze_parallel
     from pruning_core.sensitivity_io import write_csv, write_html, write_json
 
     levels = parse_levels(args.levels)
     if args.samples is not None and args.samples < 1:
         raise ValueError("--samples must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be at least 1")
     data = load_split(args, args.split)
     model = load_cli_model(args, data)
     loader = make_loader(data, batch_size=args.batch_size)
-    result = analyze(model, loader, levels=levels, params=args.params, group=args.group, device=args.device,
-                     engine=args.engine, coupled=args.coupled, samples=args.samples, seed=args.seed,
-                     early_stop_top1=args.early_stop, amp=args.amp, latency=args.latency, progress=True,
-                     task=data.task)
+    result = analyze_parallel(model, loader, workers=args.workers, levels=levels, params=args.params,
+                              group=args.group, device=args.device, engine=args.engine, coupled=args.coupled,
+                              samples=args.samples, seed=args.seed, early_stop_top1=args.early_stop, amp=args.amp,
+                              latency=args.latency, progress=True, task=data.task,
+                              adaptive_tolerance=args.adaptive_tolerance,
+                              adaptive_confidence=args.adaptive_confidence, memory_budget_mb=args.memory_mb)
     base = result.baseline or {}
     mode = "coupled" if args.coupled else "independent"
     metric = metric_names(result.points)[0] if metric_names(result.points) else "top1"

@@ -60,10 +60,11 @@ def run(args: argparse.Namespace) -> int:
     if not settings.broker_url:
         raise ValueError("no broker: pass --broker redis://host:6379/0 or set PRUNESCOPE_BROKER_URL")
     configure_logging(settings.log_format, args.loglevel)  # issue 18: the same records as `serve`
-    from worker.celery_app import worker_app
+    from worker.celery_app import preload, worker_app
 
     redispatch_at_startup(settings)
-    publisher = _publish_facts(settings)
+    publisher = _publish_facts(settings)  # from its own thread, at once: the API learns what this worker builds
+    preload(settings)  # the first shard then starts as fast as the next ones
     app = worker_app(settings)  # task events on, so Flower shows the workers and their tasks
     # solo/threads only: the parent must never fork after touching CUDA.
     pool = "solo" if args.concurrency == 1 else "threads"

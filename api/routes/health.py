@@ -7,6 +7,10 @@ hold: it is an ``async`` route with no sync dependencies (those would wait for a
 its store check uses a one-connection engine of its own (not the pool requests may have exhausted),
 and both blocking checks run on two threads of its own, awaited with a timeout; a check still
 running is shared by the next probes instead of piling up more of them.
+
+Load balancers and tests poll it many times a second, so each check's answer is reused for
+:data:`CACHE_S` (an outage shows within that long): a probe in between costs no thread, no round
+trip to the store or the broker. The compute pool's counts are read live (no I/O).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -28,6 +34,8 @@ router = APIRouter(tags=["health"])
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]*@")
 #: How long one probe waits for a store or broker check before reporting it as not answering.
 CHECK_TIMEOUT_S = 0.8
+#: How long a store or broker check's answer (a failure or a timeout too) is reused by the next probes.
+CACHE_S = 1.0
 _checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="healthz")
 _lock = threading.Lock()
 
@@ -71,14 +79,37 @@ async def _bounded(state: State, what: str, check: Callable[[], Any]) -> tuple[b
         return False, f"the {what} check failed: {exc}"
 
 
+@dataclass
+class CheckCache:
+    """The last answer of each check with the time it was asked (``clock``: monotonic seconds)."""
+
+    ttl_s: float = CACHE_S
+    clock: Callable[[], float] = time.monotonic
+    answers: dict[str, tuple[float, tuple[bool, Any]]] = field(default_factory=dict)
+
+
+async def _cached(state: State, what: str, check: Callable[[], Any]) -> tuple[bool, Any]:
+    """:func:`_bounded`'s answer, reused for ``ttl_s`` after it was asked (one cache per app)."""
+    cache: CheckCache | None = getattr(state, "health_cache", None)
+    if cache is None:
+        cache = state.health_cache = CheckCache()
+    asked = cache.clock()
+    hit = cache.answers.get(what)
+    if hit is not None and asked - hit[0] < cache.ttl_s:
+        return hit[1]
+    answer = await _bounded(state, what, check)
+    cache.answers[what] = (asked, answer)
+    return answer
+
+
 @router.get("/healthz")
 async def healthz(request: Request, response: Response) -> dict[str, Any]:
     state = request.app.state
     dispatcher = state.dispatcher
-    done, store = await _bounded(state, "store", lambda: _store_check(state))
+    done, store = await _cached(state, "store", lambda: _store_check(state))
     if not done:
         store = {"ok": False, "error": store}
-    done, answer = await _bounded(state, "broker", dispatcher.healthy)
+    done, answer = await _cached(state, "broker", dispatcher.healthy)
     ok, detail = answer if done else (False, answer)
     broker = {"ok": ok, "kind": dispatcher.name, "detail": redact(detail)}
     healthy = store["ok"] and ok

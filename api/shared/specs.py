@@ -20,6 +20,7 @@ from pruning_core.limits import (
     MAX_OPTIONS,
     MAX_PARAMS,
     MAX_SEED,
+    SWEEP_MEMORY_MB,
     LimitError,
     quote,
 )
@@ -162,9 +163,22 @@ class SensitivitySpec(_DataSpec):
         description="top1 floor (%): once a parameter falls below it, its higher levels are recorded unmeasured",
     )
     amp: bool = Field(default=False, description="mixed precision; points are flagged approximate")
+    adaptive_tolerance: float | None = Field(
+        default=None, ge=0, le=100,
+        description="adaptive evaluation (top1 points): samples in a seeded random order, a point stops once its "
+                    "top1 drop, scored against the baseline on the same samples, is known (at adaptive_confidence) "
+                    "to lie within or beyond this tolerance; those points record the samples they used and are "
+                    "flagged approximate")
+    adaptive_confidence: float = Field(default=0.95, gt=0, lt=1,
+                                       description="adaptive: the confidence that a stopped point is on the right "
+                                                   "side of the tolerance (spent over every look)")
     coupled: bool = False
     latency: bool = Field(default=False, description="structured groups: time each point's thinned model (ms)")
     engine: Literal["fast", "plain"] = "fast"
+    memory_mb: float = Field(default=SWEEP_MEMORY_MB, ge=16, le=4_000_000,
+                             description="memory the sweep may hold (MB): half for the evaluation data (decoded "
+                                         "images as uint8, decoded once per sweep when they fit), half for the "
+                                         "values cached at the cut")
     shards: int | None = Field(default=None, ge=1, le=256, description="parallel pieces (groups of layers)")
 
     @field_validator("levels", mode="before")
@@ -265,6 +279,10 @@ class PlanSpec(_DataSpec, PlanGoal):
     correct: bool = Field(default=False, description="with budget: re-solve with a scaled budget until the "
                                                      "measured drop meets the budget")
     rounds: int = Field(default=4, ge=1, le=10, description="at most this many measured rounds when correcting")
+    search: bool = Field(default=False, description="with target: improve the plan by measured exchanges that keep "
+                                                    "the target (pruning_core.plan.search), on the sweep's data")
+    evaluations: int = Field(default=300, ge=1, le=5000, description="at most this many whole-plan evaluations "
+                                                                     "when searching")
     baselines: bool = Field(default=True, description="also measure uniform, equal-tolerance and global "
                                                       "(magnitude, or Torch-Pruning's ranking) at the same goal")
     split: Literal["train", "test"] = SensitivitySpec.model_fields["split"]
@@ -277,6 +295,8 @@ class PlanSpec(_DataSpec, PlanGoal):
         self.check_goal()
         if self.correct and self.budget is None:
             raise ValueError("correct: the correction loop meets a budget: give budget, not target")
+        if self.search and self.target is None:
+            raise ValueError("search: the measured search keeps a target: give target, not budget")
         return self
 
 

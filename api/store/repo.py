@@ -7,7 +7,9 @@ points keyed by (job, parameter, sparsity), shard claims guarded by heartbeats) 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import json
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass
@@ -16,9 +18,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import String, and_, cast, delete, func, or_, select, update
+from sqlalchemy import JSON, String, Text, and_, bindparam, cast, delete, func, or_, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from api.store.models import (
     ACTIVE_STATUSES,
@@ -608,31 +612,131 @@ def job_search(text: str) -> Any:
     return or_(*terms)
 
 
+def _job_conditions(status: str | None, kind: str | None, experiment: int | None, search: str | None) -> list[Any]:
+    """The WHERE of a jobs list: equality filters and the search (see :func:`job_search`)."""
+    conds = [column == value for column, value in ((Job.status, status), (Job.kind, kind),
+                                                   (Job.experiment_id, experiment)) if value is not None]
+    if search and search.strip():
+        conds.append(job_search(search))
+    return conds
+
+
+def _job_order(sort: str) -> list[Any]:
+    """The ORDER BY of ``sort`` (a key of :data:`JOB_SORTS`, ``-`` for descending); ValueError if unknown."""
+    name = sort.removeprefix("-")
+    if name not in JOB_SORTS:
+        raise ValueError(f"unknown sort {sort!r}; one of {', '.join(JOB_SORTS)} (a leading - sorts descending)")
+    column = JOB_SORTS[name]
+    order = [(column.desc() if sort.startswith("-") else column.asc()).nulls_last()]
+    if name != "id":
+        order.append(Job.id.desc())
+    return order
+
+
+def _job_total(session: Session, conds: list[Any]) -> int:
+    return int(session.scalar(select(func.count()).select_from(Job).where(*conds)) or 0)
+
+
 def list_jobs(session: Session, *, status: str | None = None, kind: str | None = None,
               experiment: int | None = None, search: str | None = None, sort: str = DEFAULT_JOB_SORT,
               limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
     """One page of jobs and the total the filters match. ``sort`` is a key of :data:`JOB_SORTS`, ``-`` for
     descending; ties (and empty values, always last) fall back to newest first, so pages never overlap."""
-    name = sort.removeprefix("-")
-    if name not in JOB_SORTS:
-        raise ValueError(f"unknown sort {sort!r}; one of {', '.join(JOB_SORTS)} (a leading - sorts descending)")
-    query = select(Job)
-    for column, value in ((Job.status, status), (Job.kind, kind), (Job.experiment_id, experiment)):
-        if value is not None:
-            query = query.where(column == value)
-    if search and search.strip():
-        query = query.where(job_search(search))
-    total = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
-    column = JOB_SORTS[name]
-    order = [(column.desc() if sort.startswith("-") else column.asc()).nulls_last()]
-    if name != "id":
-        order.append(Job.id.desc())
-    rows = session.scalars(query.order_by(*order).limit(limit).offset(offset)).all()
-    return list(rows), total
+    order = _job_order(sort)
+    conds = _job_conditions(status, kind, experiment, search)
+    rows = session.scalars(select(Job).where(*conds).order_by(*order).limit(limit).offset(offset)).all()
+    return list(rows), _job_total(session, conds)
+
+
+def _stored(name: str) -> Any:
+    """A job column as stored, undecoded: JSON as its text, the rest as the driver hands it over."""
+    column = getattr(Job, name)
+    return (cast(column, Text) if isinstance(column.type, JSON) else type_coerce(column, NullType())).label(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_page_query(fields: tuple[str, ...], status: str | None, kind: str | None, experiment: int | None,
+                       search: str | None, sort: str, limit: int, offset: int) -> Any:
+    """The page of stored rows, each ending with the total; built once per distinct list (building a
+    SELECT costs more than running it)."""
+    conds = _job_conditions(status, kind, experiment, search)
+    total = select(func.count()).select_from(Job).where(*conds).scalar_subquery().label("total")
+    return select(*(_stored(n) for n in fields), total).where(*conds).order_by(*_job_order(sort)) \
+        .limit(limit).offset(offset)
+
+
+def stored_job_page(session: Session, fields: tuple[str, ...], *, status: str | None = None, kind: str | None = None,
+                    experiment: int | None = None, search: str | None = None, sort: str = DEFAULT_JOB_SORT,
+                    limit: int = 50, offset: int = 0) -> tuple[list[tuple], int, dict[int, float]]:
+    """:func:`list_jobs` as stored: the page's rows of the columns ``fields`` names (which must include id
+    and kind) as plain tuples, left undecoded so that an unchanged page is recognised by comparing them
+    (decode with :func:`decode_job_rows`), the total, and the sensitivity jobs' baselines. At most two
+    statements whatever the page size (the total rides on the page; a third one past the end)."""
+    conn = session.connection()  # Core: plain rows, none of the ORM's per-statement work
+    rows = [tuple(r) for r in conn.execute(_stored_page_query(fields, status, kind, experiment, search, sort,
+                                                              limit, offset))]
+    total = rows[0][-1] if rows else _job_total(session, _job_conditions(status, kind, experiment, search))
+    id_at, kind_at = fields.index("id"), fields.index("kind")
+    baselines = _baselines(conn, [r[id_at] for r in rows if r[kind_at] == "sensitivity"])
+    return [r[:-1] for r in rows], int(total or 0), baselines
+
+
+@functools.lru_cache(maxsize=8)
+def _decoders(fields: tuple[str, ...], dialect: Dialect) -> list[Any]:
+    """Per column what the ORM would do to a stored value (JSON text -> json.loads; otherwise the column
+    type's own result processor on this dialect, e.g. SQLite's text times and 0/1 flags)."""
+    out = []
+    for name in fields:
+        kind = getattr(Job, name).type
+        out.append(json.loads if isinstance(kind, JSON) else kind.dialect_impl(dialect).result_processor(dialect, None))
+    return out
+
+
+def decode_job_rows(session: Session, fields: tuple[str, ...], rows: list[tuple],
+                    baselines: dict[int, float]) -> list[dict[str, Any]]:
+    """Stored rows of :func:`stored_job_page` as the ORM reads them (times in UTC), each with its
+    ``numbers`` (:func:`job_numbers`'s)."""
+    decoders = _decoders(fields, session.get_bind().dialect)
+    out = []
+    for raw in rows:
+        row = {}
+        for name, decode, value in zip(fields, decoders, raw, strict=True):
+            value = decode(value) if decode is not None and value is not None else value
+            row[name] = as_utc(value) if isinstance(value, datetime) else value
+        row["numbers"] = _numbers(row["kind"], row.get("result"), baselines.get(row["id"]))
+        out.append(row)
+    return out
 
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+#: Built once: the ids are one expanding parameter.
+_BASELINES = (select(SensitivityPointRow.job_id, func.max(SensitivityPointRow.top1))
+              .where(SensitivityPointRow.job_id.in_(bindparam("ids", expanding=True)),
+                     SensitivityPointRow.sparsity == 0)
+              .group_by(SensitivityPointRow.job_id))
+
+
+def _baselines(session: Session | Connection, sensitivity_ids: list[int]) -> dict[int, float]:
+    """Each sensitivity job's unpruned top1 (its points at sparsity 0), in one query."""
+    if not sensitivity_ids:
+        return {}
+    rows = session.execute(_BASELINES, {"ids": sensitivity_ids})
+    return {job_id: top1 for job_id, top1 in rows if top1 is not None}
+
+
+def _numbers(kind: str, result: Any, baseline: float | None) -> dict[str, float | None]:
+    """One job's list numbers from its kind, result JSON and (sensitivity) baseline."""
+    result = result if isinstance(result, dict) else {}
+    before = result.get("baseline") if isinstance(result.get("baseline"), dict) else {}
+    final = result.get("final") if isinstance(result.get("final"), dict) else {}
+    return {
+        "baseline_top1": baseline if kind == "sensitivity" else _number(before.get("top1")),
+        "final_top1": _number(final.get("top1")),
+        "final_sparsity": _number(result.get("sparsity")),
+    }
 
 
 def job_numbers(session: Session, jobs: Iterable[Job]) -> dict[int, dict[str, float | None]]:
@@ -640,25 +744,8 @@ def job_numbers(session: Session, jobs: Iterable[Job]) -> dict[int, dict[str, fl
     points at sparsity 0; a prune job's top1 before pruning), ``final_top1`` and ``final_sparsity``
     (what a prune or train job ended with). One query for all the page's sensitivity jobs."""
     jobs = list(jobs)
-    sens = [j.id for j in jobs if j.kind == "sensitivity"]
-    baselines: dict[int, float] = {}
-    if sens:
-        rows = session.execute(
-            select(SensitivityPointRow.job_id, func.max(SensitivityPointRow.top1))
-            .where(SensitivityPointRow.job_id.in_(sens), SensitivityPointRow.sparsity == 0)
-            .group_by(SensitivityPointRow.job_id))
-        baselines = {job_id: top1 for job_id, top1 in rows if top1 is not None}
-    out: dict[int, dict[str, float | None]] = {}
-    for job in jobs:
-        result = job.result or {}
-        before = result.get("baseline") if isinstance(result.get("baseline"), dict) else {}
-        final = result.get("final") if isinstance(result.get("final"), dict) else {}
-        out[job.id] = {
-            "baseline_top1": baselines.get(job.id) if job.kind == "sensitivity" else _number(before.get("top1")),
-            "final_top1": _number(final.get("top1")),
-            "final_sparsity": _number(result.get("sparsity")),
-        }
-    return out
+    baselines = _baselines(session, [j.id for j in jobs if j.kind == "sensitivity"])
+    return {job.id: _numbers(job.kind, job.result, baselines.get(job.id)) for job in jobs}
 
 
 def set_labels(session: Session, job_id: int, labels: Mapping[str, Any]) -> Job | None:

@@ -85,6 +85,22 @@ def test_target_mode_is_optimal_against_brute_force(seed: int) -> None:
             assert best - 1e-9 <= solution.damage <= best + solution.gap + 1e-9
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_target_mode_does_not_overshoot_where_damage_is_free(seed: int) -> None:
+    """Levels measured at no drop (noise clamped to 0) cost nothing: the plan still takes no more than the target
+    needs, so no choice can be lowered without missing it or adding damage."""
+    rng = random.Random(3000 + seed)
+    classes = [[(0.0, 0.0)] + [(0.0 if k < 4 else rng.uniform(0, 2), (k + 1) * rng.randint(5, 50)) for k in range(6)]
+               for _ in range(4)]
+    target = 0.4 * sum(c[-1][1] for c in classes)
+    solution = solve_target(classes, target)
+    assert solution.gain >= target
+    for i, klass in enumerate(classes):
+        w0, v0 = klass[solution.picks[i]]
+        for w, v in klass:
+            assert not (v < v0 and w <= w0 and solution.gain - v0 + v >= target), (i, solution.picks)
+
+
 def test_out_of_reach_target_and_impossible_budget_say_why() -> None:
     with pytest.raises(ValueError, match="out of reach"):
         solve_target([[(0.0, 0.0), (1.0, 5.0)]], 6.0)

@@ -76,6 +76,22 @@ def test_a_target_plan_job_measures_global_magnitude_and_launches_its_schedule(s
     assert pruned.result["lineage"]["plan_job"] == measured.id
 
 
+def test_a_searched_plan_job_keeps_its_target_and_measures_no_worse_than_the_knapsack(
+        sweep: tuple[Client, int]) -> None:
+    client, job = sweep
+    plain = client.measure_plan(job, objective="sparsity", target=0.8, baselines=False)
+    searched = client.measure_plan(job, objective="sparsity", target=0.8, search=True, evaluations=12,
+                                   baselines=False)
+    assert plain.status == searched.status == "succeeded", (plain.error, searched.error)
+    start, found = plain.result["plan"], searched.result["plan"]
+    assert found["overall_sparsity"] >= 0.8 - 1e-9 and found["measured_drop"] <= start["measured_drop"] + 1e-9
+    assert found["rounds"][0]["levels"] == start["levels"] and found["rounds"][-1]["levels"] == found["levels"]
+    assert searched.result["yaml"] and searched.spec["search"] is True
+    with pytest.raises(PrunescopeError) as err:  # the search keeps a target; a budget has none
+        client.measure_plan(job, objective="sparsity", budget=1.0, search=True, wait=False)
+    assert err.value.status == 422 and "search" in str(err.value)
+
+
 def test_a_plan_job_needs_a_finished_sweep(sweep: tuple[Client, int], tmp_path: Path) -> None:
     client, job = sweep
     with pytest.raises(PrunescopeError) as err:

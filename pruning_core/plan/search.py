@@ -1,0 +1,220 @@
+"""Measured search: the optimiser's plan improved by measuring whole plans, at the same target.
+
+Sensitivity predicts a plan's damage as the sum of one-layer drops, but layers pruned together compound (or
+cancel): the knapsack's choice is optimal for that prediction, not for the model. :func:`search` starts from
+it and tries exchanges that keep the target reached: one parameter a level up, another as far down as the
+target then allows (or down a few levels, the other raised as little as restores the target). Each candidate
+is measured as a whole (every chosen layer pruned at once, one evaluation, as
+:func:`~pruning_core.plan.verify.verify` measures); the best exchange that is no worse on every measure and
+better on one is taken, until none is or the evaluations are spent. Two measures: the plan's metric, and
+either the loss or, for a model with BatchNorm, the metric again with the BatchNorm statistics re-estimated on
+the search data (no weights change). A model with BatchNorm often collapses to chance when pruned hard in one
+shot, and then every plan measures alike; with its statistics re-estimated the plans differ as they will
+after fine-tuning (EagleEye's adaptive BatchNorm, Li et al., ECCV 2020). Requiring both measures keeps the
+search from chasing one sample's noise.
+
+The search measures on the data it is given: give it the sensitivity data (a validation split), never the
+data the plan is judged on. Every accepted exchange is a :class:`~pruning_core.plan.result.PlanRound` (its
+``measured_drop`` the metric's); the result is verified on that same data. Needs torch (imported by name,
+like :mod:`.verify`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import permutations
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..points import metric_value
+from ..sensitivity import _swapped
+from .problem import build_problem
+from .result import PlanResult, PlanRound
+from .verify import _analysis, plan_masks, verify
+
+#: Whole-plan evaluations a search may spend by default (a round costs about two per parameter pair).
+EVALUATIONS = 300
+
+
+def _score(measures: Any, metric: str, higher_is_better: bool) -> tuple[float, float]:
+    """(damage in the metric, loss): smaller is better."""
+    values = measures.as_baseline()
+    value = metric_value(values, metric)
+    loss = metric_value(values, "loss")
+    return (-value if higher_is_better else value, loss if loss is not None else 0.0)
+
+
+def _exchanges(state: Mapping[str, int], names: list[str], counts: list[int],
+               gain: Callable[[Mapping[str, int]], float], need: float, steps: int) -> list[dict[str, int]]:
+    """Every plan one exchange away that still reaches ``need``: one parameter alone as far down as the target
+    allows (where an earlier exchange overshot it); for each ordered pair (a, b), ``a`` one level up and ``b``
+    as far down as the target allows; and ``b`` 1..``steps`` levels down with ``a`` raised as little as
+    restores the target (layers of very different sizes trade in unequal steps)."""
+    top = dict(zip(names, counts, strict=True))
+    seen: set[tuple[int, ...]] = set()
+    out: list[dict[str, int]] = []
+
+    def keep(picks: dict[str, int]) -> None:
+        key = tuple(picks[n] for n in names)
+        if key not in seen and picks != state:
+            seen.add(key)
+            out.append(picks)
+
+    for b in names:
+        picks = dict(state)
+        while picks[b] > 0 and gain({**picks, b: picks[b] - 1}) >= need:
+            picks[b] -= 1
+        keep(picks)
+    for a, b in permutations(names, 2):
+        if state[a] + 1 < top[a] and state[b] > 0:
+            picks = {**state, a: state[a] + 1}
+            while picks[b] > 0 and gain({**picks, b: picks[b] - 1}) >= need:
+                picks[b] -= 1
+            if picks[b] < state[b]:
+                keep(picks)
+        for k in range(1, steps + 1):
+            if state[b] - k < 0:
+                break
+            picks = {**state, b: state[b] - k}
+            while picks[a] + 1 < top[a] and gain(picks) < need:
+                picks[a] += 1
+            if gain(picks) >= need and picks[a] > state[a]:
+                keep(picks)
+    return out
+
+
+def _better(score: tuple[float, ...], best: tuple[float, ...]) -> bool:
+    """Whether a measured plan improves on the best so far: no worse on any measure and better on one (one
+    sample's worth on a measure alone is noise the plan would chase)."""
+    return all(a <= b for a, b in zip(score, best, strict=True)) and score != best
+
+
+@contextlib.contextmanager
+def _recalibrated(norms: list[nn.modules.batchnorm._BatchNorm], analysis: Any) -> Iterator[None]:
+    """BatchNorm statistics re-estimated on the search data for a while (a cumulative average over one pass,
+    no weight changes), then restored."""
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in norms]
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        with torch.no_grad():
+            for batch in analysis.batches:
+                analysis._run(batch)
+        for m in norms:
+            m.eval()
+        yield
+    finally:
+        for m, (momentum, mean, var, count) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+            m.eval()
+
+
+def _reach(state: Mapping[str, int], names: list[str], counts: list[int], gain: Callable[[Mapping[str, int]], float],
+           need: float, damage: Callable[[str, int], float]) -> dict[str, int]:
+    """``state`` raised until it reaches ``need`` where it falls short (an interpolated MACs level removes less
+    than the interpolation says): each step the one level up that gains most per predicted damage added."""
+    state = dict(state)
+    top = dict(zip(names, counts, strict=True))
+    while gain(state) < need:
+        steps = [(n, gain({**state, n: state[n] + 1}) - gain(state),
+                  max(damage(n, state[n] + 1) - damage(n, state[n]), 1e-9)) for n in names if state[n] + 1 < top[n]]
+        steps = [s for s in steps if s[1] > 0]
+        if not steps:
+            raise ValueError("the plan's target is out of reach at the measured masks")
+        name = max(steps, key=lambda s: s[1] / s[2])[0]
+        state[name] += 1
+    return state
+
+
+def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: DataLoader, *,
+           sizes: Mapping[str, int] | None = None, interpolate: int = 0, evaluations: int = EVALUATIONS,
+           steps: int = 3, recalibrate: bool = True, coupled: bool = False, **kwargs: Any) -> PlanResult:
+    """``plan`` (a target-mode plan of :func:`~pruning_core.plan.optimise`) improved by measured exchanges that
+    keep its target; verified on ``loader``, with every accepted exchange in ``rounds``. ``points``, ``sizes``
+    and ``interpolate`` must be those the plan was solved from (they give each parameter's levels and gains);
+    ``kwargs`` go to :class:`~pruning_core.sensitivity.SensitivityAnalysis` (``device``, ``samples``...)."""
+    if plan.target is None:
+        raise ValueError("search keeps a plan's target: give a plan solved for a target, not a budget")
+    problem = build_problem(points, objective=plan.objective, sizes=sizes, metric=plan.metric,
+                            higher_is_better=plan.higher_is_better, interpolate=interpolate)
+    names = list(problem.options)
+    options = {n: problem.options[n] for n in names}
+    state = {n: min(range(len(options[n])), key=lambda j, n=n: abs(options[n][j].level - plan.levels.get(n, 0.0)))
+             for n in names}
+    analysis = _analysis(plan, model, loader, coupled=coupled, **kwargs)
+    # MACs between measured levels are not the interpolation's: the joint forecast of the masks (what thinning
+    # leaves, as a point's footprint) says what a candidate really removes
+    exact = analysis._footprints if plan.objective == "macs" else None
+    total = exact.dense.macs if exact is not None else problem.total
+    need = plan.target * total - 1e-9 * max(total, 1.0)
+    was_training = analysis._was_training
+    spent = 0
+    gains: dict[tuple[int, ...], float] = {}
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats] if recalibrate else []
+
+    def measure(picks: Mapping[str, int]) -> tuple[float, ...]:
+        nonlocal spent
+        spent += 1
+        masks = plan_masks(analysis, {n: options[n][j].level for n, j in picks.items()})
+        pruned = analysis._pruned(masks) if masks else {}
+        with _swapped(analysis.named, pruned):
+            plain = _score(analysis._evaluate_model(), plan.metric, plan.higher_is_better)
+            if not norms:
+                return plain
+            with _recalibrated(norms, analysis):
+                again = _score(analysis._evaluate_model(), plan.metric, plan.higher_is_better)
+        return (plain[0], again[0])
+
+    def gain(picks: Mapping[str, int]) -> float:
+        if exact is None:
+            return sum(options[n][j].gain for n, j in picks.items())
+        key = tuple(picks[n] for n in names)
+        if key not in gains:
+            masks = plan_masks(analysis, {n: options[n][j].level for n, j in picks.items()})
+            gains[key] = total - exact.forecast(analysis._pruned(masks)).macs
+        return gains[key]
+
+    counts = [len(options[n]) for n in names]
+    state = _reach(state, names, counts, gain, need, lambda n, j: options[n][j].damage)
+    history: list[PlanRound] = []
+    try:
+        dense = _score(analysis._evaluate_model(), plan.metric, plan.higher_is_better)[0]
+        best = measure(state)
+        start = {n: options[n][j].level for n, j in state.items()}
+        history.append(PlanRound(0, plan.target, problem.result(start, plan.method).predicted_drop, best[0] - dense,
+                                 {**plan.levels, **start}))
+        while spent < evaluations:
+            moves = _exchanges(state, names, counts, gain, need, steps)
+            found = None
+            for picks in moves:
+                if spent >= evaluations:
+                    break
+                score = measure(picks)
+                if _better(score, best) and (found is None or score < found[0]):
+                    found = (score, picks)
+            if found is None:
+                break
+            best, state = found
+            levels = {n: options[n][j].level for n, j in state.items()}
+            predicted = problem.result(levels, plan.method).predicted_drop
+            history.append(PlanRound(len(history), plan.target, predicted, best[0] - dense, levels))
+    finally:
+        model.train(was_training)
+    levels = {**plan.levels, **{n: options[n][j].level for n, j in state.items()}}
+    result = problem.result(levels, plan.method, target=plan.target, bound=plan.bound)
+    result = dataclasses.replace(result, gap=None)  # the knapsack's gap no longer describes the searched plan
+    checked = verify(result, model, loader, coupled=coupled, macs=True, **kwargs)
+    return dataclasses.replace(checked, rounds=history)

@@ -1,0 +1,97 @@
+"""The measured search (issue 15): exchanges that keep the target, accepted only when the whole plan measures
+no worse on both measures and better on one, starting from the knapsack's plan and never ending worse."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from pruning_core.datasets import load_dataset, make_loader
+from pruning_core.metrics import prunable_parameters
+from pruning_core.plan import optimise
+from pruning_core.plan.search import _better, _exchanges, search
+from pruning_core.plan.verify import verify
+from pruning_core.sensitivity import analyze
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_exchange_keeps_the_target_and_lowers_one_parameter_or_trades_two(seed: int) -> None:
+    rng = random.Random(seed)
+    names = [f"p{i}" for i in range(4)]
+    counts = [rng.randint(3, 8) for _ in names]
+    sizes = {n: rng.randint(10, 1000) for n in names}
+    steps = {n: sorted(rng.sample(range(1, 100), c - 1)) for n, c in zip(names, counts, strict=True)}
+    gains = {n: [0.0] + [s / 100 * sizes[n] for s in steps[n]] for n in names}
+
+    def gain(picks: dict[str, int]) -> float:
+        return sum(gains[n][j] for n, j in picks.items())
+
+    state = {n: rng.randrange(c) for n, c in zip(names, counts, strict=True)}
+    need = gain(state) - (rng.random() * min(gains[n][1] for n in names) if seed % 2 else 0.0)
+    moves = _exchanges(state, names, counts, gain, need, steps=3)
+    assert moves, state
+    keys = [tuple(m[n] for n in names) for m in moves]
+    assert len(keys) == len(set(keys))  # each candidate measured once
+    for move in moves:
+        assert gain(move) >= need
+        changed = {n: move[n] - state[n] for n in names if move[n] != state[n]}
+        assert (len(changed) == 1 and min(changed.values()) < 0) or \
+            (len(changed) == 2 and sorted(v > 0 for v in changed.values()) == [False, True]), (state, move)
+        assert all(0 <= move[n] < c for n, c in zip(names, counts, strict=True))
+
+
+def test_a_plan_is_better_only_when_no_measure_is_worse() -> None:
+    assert _better((1.0, 2.0), (1.0, 3.0)) and _better((0.5, 3.0), (1.0, 3.0))
+    assert not _better((0.5, 3.5), (1.0, 3.0))  # one sample better on top1, worse on the other: noise
+    assert not _better((1.0, 3.0), (1.0, 3.0))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """The sensitivity data: the digits training split's first 200 samples (the model was trained on it all,
+    which is fine for a behaviour test)."""
+    data = load_dataset("digits", "train")
+    return make_loader(torch.utils.data.Subset(data.dataset, range(200)), batch_size=100)
+
+
+@pytest.fixture(scope="module")
+def points(trained_digits_state, held_out):
+    from pruning_core.models import create_model
+
+    model = create_model("digits-cnn")
+    model.load_state_dict(trained_digits_state)
+    return analyze(model, held_out, levels="0,0.5,0.7,0.8,0.9,0.95", device="cpu").points
+
+
+def test_search_keeps_the_target_and_measures_no_worse_than_the_knapsack(trained_digits, held_out,
+                                                                           points) -> None:
+    sizes = {n: p.numel() for n, p in prunable_parameters(trained_digits)}
+    state = {k: v.clone() for k, v in trained_digits.state_dict().items()}
+    start = optimise(points, target=0.8, sizes=sizes, interpolate=1)
+    before = verify(start, trained_digits, held_out, device="cpu")
+    found = search(start, points, trained_digits, held_out, sizes=sizes, interpolate=1, evaluations=12,
+                   device="cpu")
+    assert found.overall_sparsity >= 0.8 - 1e-9 and found.measured["sparsity"] >= 0.8 - 1e-4
+    assert found.measured_drop <= before.measured_drop + 1e-9
+    assert found.rounds[0].levels == start.levels and found.rounds[-1].levels == found.levels
+    drops = [r.measured_drop for r in found.rounds]
+    assert drops == sorted(drops, reverse=True) and drops[0] == pytest.approx(before.measured_drop)
+    assert found.rounds[-1].measured_drop == pytest.approx(found.measured_drop)
+    after = trained_digits.state_dict()  # weights and BatchNorm statistics as they were
+    assert all(torch.equal(state[k], after[k]) for k in state)
+    assert not trained_digits.training
+
+
+def test_search_with_one_evaluation_returns_the_knapsack_plan(trained_digits, held_out, points) -> None:
+    sizes = {n: p.numel() for n, p in prunable_parameters(trained_digits)}
+    start = optimise(points, target=0.7, sizes=sizes)
+    found = search(start, points, trained_digits, held_out, sizes=sizes, evaluations=1, device="cpu")
+    assert found.levels == start.levels and len(found.rounds) == 1
+
+
+def test_search_needs_a_target(trained_digits, held_out, points) -> None:
+    sizes = {n: p.numel() for n, p in prunable_parameters(trained_digits)}
+    with pytest.raises(ValueError, match="target"):
+        search(optimise(points, budget=1.0, sizes=sizes), points, trained_digits, held_out, sizes=sizes)
