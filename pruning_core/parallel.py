@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from pruning_core.cores import usable_cores
 from pruning_core.points import SensitivityPoint
-from pruning_core.sensitivity import SensitivityAnalysis, SensitivityResult, analyze
+from pruning_core.sensitivity import SensitivityAnalysis, SensitivityResult, analyze, point_progress
 
 log = logging.getLogger(__name__)
 
@@ -277,22 +277,6 @@ def analyze_parallel(model: nn.Module, loader: DataLoader, *, workers: int | Non
     run = sweep.run
     if len(sweep.shards) <= 1:
         return analyze(model, loader, on_point=on_point, progress=progress, **options)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=run.total_points, desc=f"sensitivity x{len(sweep.shards)}", unit="point")
-
-    def arrived(point: SensitivityPoint) -> None:
-        if on_point is not None:
-            on_point(point)
-        if bar is not None:
-            bar.set_postfix_str(f"{point.parameter} @ {point.sparsity:g}", refresh=False)
-            bar.update(1)
-
-    try:
+    with point_progress(run.total_points, on_point, progress, f"sensitivity x{len(sweep.shards)}") as arrived:
         points = list(sweep.points(arrived))
-    finally:
-        if bar is not None:
-            bar.close()
     return sweep.merged(points)

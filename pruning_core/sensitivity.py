@@ -747,6 +747,31 @@ def _subset_loader(loader: DataLoader, samples: int | None, seed: int) -> tuple[
     return sub, True
 
 
+@contextlib.contextmanager
+def point_progress(total: int, on_point: Callable[[SensitivityPoint], None] | None, progress: bool,
+                   desc: str = "sensitivity") -> Iterator[Callable[[SensitivityPoint], None]]:
+    """Where each measured point goes: the caller's ``on_point`` and, with ``progress``, a tqdm bar of
+    ``total`` points (closed afterwards), for one process's sweep and a sharded one alike."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit="point")
+
+    def arrived(point: SensitivityPoint) -> None:
+        if on_point is not None:
+            on_point(point)
+        if bar is not None:
+            bar.set_postfix_str(f"{point.parameter} @ {point.sparsity:g}", refresh=False)
+            bar.update(1)
+
+    try:
+        yield arrived
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def iter_sensitivity(model: nn.Module, loader: DataLoader, **kwargs) -> Iterator[SensitivityPoint]:
     """Yield sensitivity points as they are measured (keywords as ``SensitivityAnalysis``)."""
     return iter(SensitivityAnalysis(model, loader, **kwargs))
@@ -761,22 +786,10 @@ def analyze(model: nn.Module, loader: DataLoader, *, on_point: Callable[[Sensiti
     kwargs.update(metric=metric, metric_name=metric_name, task=task, forward=forward)
     run = SensitivityAnalysis(model, loader, **kwargs)
     points = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=run.total_points, desc="sensitivity", unit="point")
-    try:
+    with point_progress(run.total_points, on_point, progress) as arrived:
         for point in run:
             points.append(point)
-            if on_point is not None:
-                on_point(point)
-            if bar is not None:
-                bar.set_postfix_str(f"{point.parameter} @ {point.sparsity:g}", refresh=False)
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            arrived(point)
     return SensitivityResult(points, run.skipped, run.engine, run.engine_note, run.baseline,
                              {"device": str(run.device), "group": run.group, "mode": run.mode,
                               "levels": run.levels, "subset": run.subset, "task": run.task,

@@ -13,6 +13,7 @@ Plain helpers live in tests/services.py (PostgreSQL, Redis) and tests/apps.py (t
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
+
+# Embedded sweeps run their shards in the server's job thread here: a child process per shard would start
+# Python and import torch once per shard, many times over in this suite. The child processes (the default)
+# have their own tests, which set shard_processes themselves; servers started by tests inherit this.
+os.environ.setdefault("PRUNESCOPE_SHARD_PROCESSES", "0")
 
 from api.shared.settings import Settings
 from api.store import make_engine, make_session_factory, migrate

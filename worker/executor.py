@@ -4,7 +4,8 @@ A sensitivity shard runs in a child process of its own (spawned: the API process
 many at once as the process is given cores, so an embedded sweep uses every core: its shards measure side by
 side, each with ``cores // shards`` torch threads (at least one) unless ``PRUNESCOPE_TORCH_THREADS`` says.
 A child writes its log lines to the server's stderr in the server's format (not to the server's handlers).
-Other kinds (train, prune, plan: one shard each) run in a background thread, one at a time, as before.
+Other kinds (train, prune, plan: one shard each) run in a background thread, one at a time, as before; so do
+sensitivity shards with ``PRUNESCOPE_SHARD_PROCESSES=0``.
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ class Executor:
         self.factory, self.settings = factory, settings
         self.worker_name = f"embedded@{socket.gethostname()}:{os.getpid()}"
         self.cores = usable_cores()
-        self.processes = processes or self.cores
+        chosen = processes if processes is not None else settings.shard_processes
+        self.processes = self.cores if chosen is None else chosen
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prunescope-exec")
         # one thread per child process, which waits for it
-        self._children = ThreadPoolExecutor(max_workers=self.processes, thread_name_prefix="prunescope-shard")
+        self._children = ThreadPoolExecutor(max_workers=max(1, self.processes), thread_name_prefix="prunescope-shard")
         self._context = multiprocessing.get_context("spawn")  # the API's threads and sockets stay here
         self._live: set[Any] = set()
         self._lock = threading.Lock()
@@ -78,7 +80,7 @@ class Executor:
         self.publisher = publish_embedded(factory, settings.db_url, self.worker_name, settings.heartbeat_stale_s)
 
     def dispatch(self, job_id: int, shard: int) -> Future:
-        shards = self._sensitivity_shards(job_id)
+        shards = self._sensitivity_shards(job_id) if self.processes else None
         if shards is None:
             return self._pool.submit(self._run, job_id, shard)
         return self._children.submit(self._run_child, job_id, shard, shards)

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     sensitivity_shards: int = Field(default=4, ge=1, le=256)
     # torch intra-op threads per job process; 0 = half the usable cores (shared machines oversubscribe fast).
     torch_threads: int = Field(default=0, ge=0, le=1024)
+    # The embedded server's sensitivity shards run side by side in this many child processes (unset: one per
+    # usable core); 0 runs them in the server's job thread like other kinds, with no process start and torch
+    # import per shard (the test suite's setting, but for the tests of the child processes).
+    shard_processes: int | None = Field(default=None, ge=0, le=1024)
     # What one request may describe (issue 13), checked when a spec is validated, before anything is
     # built; the defaults live in pruning_core.limits.Limits, which the library applies on its own.
     max_levels: int = Field(default=DEFAULT_LIMITS.max_levels, ge=1, le=1_000_000)

@@ -141,7 +141,7 @@ def test_an_embedded_sweep_runs_its_shards_in_child_processes(tmp_path: Path) ->
         "from api.app import create_app\n"
         "from api.shared.settings import Settings\n"
         "from worker.executor import Executor\n"
-        f"settings = Settings(data_dir={str(tmp_path / 'data')!r}, heartbeat_stale_s=10)\n"
+        f"settings = Settings(data_dir={str(tmp_path / 'data')!r}, heartbeat_stale_s=10, shard_processes=2)\n"
         "with TestClient(create_app(settings, dispatcher=Executor), base_url='http://t/api/v1') as c:\n"
         "    spec = {'model': 'digits-cnn', 'dataset': 'digits', 'levels': [0.0, 0.5], 'samples': 64,\n"
         "            'params': ['conv1.weight', 'conv3.weight'], 'shards': 2}\n"

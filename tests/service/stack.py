@@ -3,6 +3,7 @@ logged to a file (shown when a wait times out) and killed by its own pid at the 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -70,3 +71,12 @@ class Stack:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def embedded_stack(tmp_path: Path, spec: dict) -> Stack:
+    """A stack of one embedded server (SQLite under ``tmp_path``, one shard per sweep), whatever this shell's
+    environment says about a database, broker or token."""
+    env = {**os.environ, "PRUNESCOPE_DATA_DIR": str(tmp_path / "data"), "PRUNESCOPE_SENSITIVITY_SHARDS": "1"}
+    for key in ("PRUNESCOPE_DATABASE_URL", "PRUNESCOPE_BROKER_URL", "PRUNESCOPE_TOKEN"):
+        env.pop(key, None)
+    return Stack(env, tmp_path, spec)

@@ -4,13 +4,12 @@ used, the interval's confidence) and which are exact (the level that prunes noth
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.service.stack import Stack
+from tests.service.stack import Stack, embedded_stack
 
 pytestmark = pytest.mark.slow
 SAMPLES = 256
@@ -20,10 +19,7 @@ SPEC = {"model": "digits-cnn", "dataset": "synthetic", "dataset_options": {"n": 
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[Stack]:
-    env = {**os.environ, "PRUNESCOPE_DATA_DIR": str(tmp_path / "data"), "PRUNESCOPE_SENSITIVITY_SHARDS": "1"}
-    for key in ("PRUNESCOPE_DATABASE_URL", "PRUNESCOPE_BROKER_URL", "PRUNESCOPE_TOKEN"):
-        env.pop(key, None)
-    stack = Stack(env, tmp_path, SPEC)
+    stack = embedded_stack(tmp_path, SPEC)
     yield stack
     stack.stop()
 

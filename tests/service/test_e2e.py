@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.stack import Stack
+from tests.service.stack import Stack, embedded_stack
 from tests.services import pg_schema_url
 
 pytestmark = pytest.mark.slow
@@ -40,10 +40,7 @@ def distributed(pg_database: str, redis_url: str, tmp_path: Path) -> Iterator[St
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[Stack]:
-    env = {**os.environ, "PRUNESCOPE_DATA_DIR": str(tmp_path / "data"), "PRUNESCOPE_SENSITIVITY_SHARDS": "1"}
-    for key in ("PRUNESCOPE_DATABASE_URL", "PRUNESCOPE_BROKER_URL", "PRUNESCOPE_TOKEN"):
-        env.pop(key, None)
-    stack = Stack(env, tmp_path, SPEC)
+    stack = embedded_stack(tmp_path, SPEC)
     yield stack
     stack.stop()
 

@@ -124,7 +124,7 @@ def _eventually(check, what: str, timeout: float = 60):  # noqa: ANN001, ANN202
 
 
 def test_finished_jobs_export_themselves_and_the_rest_endpoint_exports(
-        store: tuple, tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+        store: tuple, tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture) -> None:
     from fastapi.testclient import TestClient
     from mlflow import MlflowClient
 
@@ -162,11 +162,11 @@ def test_finished_jobs_export_themselves_and_the_rest_endpoint_exports(
         settings.mlflow_tracking_uri = "unknown-scheme://nowhere"
         failing = submit(api, "sensitivity", **spec)
         assert finished(api, failing)["status"] == "succeeded"
-        # an embedded sweep's shards run in child processes: their records reach the server's stderr
-        written: list[str] = []
+        # a shard in the server's thread logs here; one in a child process (shard_processes) to stderr
+        written = [r.getMessage() for r in caplog.records]
 
         def logged() -> bool:
-            written.append(capfd.readouterr().err)
+            written.extend([capfd.readouterr().err, *(r.getMessage() for r in caplog.records)])
             return any(f"job {failing}: automatic MLflow export" in text for text in written)
         _eventually(logged, "the failed export to be logged")
         assert api.get(f"/jobs/{failing}").json()["status"] == "succeeded"

@@ -291,7 +291,8 @@ def test_architecture_no_live_worker_publishes_is_refused_naming_it(plugged: tup
 def test_timm_resnet18_and_a_small_vit_run_through_the_service(plugged: tuple[Stack, Path]) -> None:
     pytest.importorskip("timm")
     stack, _ = plugged
-    assert "timm/resnet18" in _published(stack)["timm"]
+    # a worker publishes its plugins and its timm names as it learns them: the fixture waited for the plugin
+    stack.wait(lambda: "timm/resnet18" in _published(stack)["timm"], 120, "the worker to publish timm's names")
     cases = {"timm/resnet18": ["conv1.weight", "fc.weight"],
              "timm/vit_tiny_patch16_224": ["patch_embed.proj.weight", "head.weight"]}
     jobs = {model: stack.submit(model=model, params=params, dataset_options={"n": 8, "shape": "3x32x32"},
