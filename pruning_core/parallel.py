@@ -1,13 +1,16 @@
-"""A sensitivity sweep on every core: contiguous shards of the parameters, one worker process each.
+"""A sensitivity sweep on every core: worker processes that claim the parameters one at a time.
 
 torch's intra-op threads scale poorly on the small convolutions of a sweep (ResNet-20 on CIFAR), while
-independent processes with one thread each scale with the cores. The selected parameters are cut into
-contiguous shards (model order), balanced by their expected work (:func:`sweep_work`: the suffix MACs the
-fast engine runs per level, plus the prefix its chain advances through), so each shard keeps the fast
-engine's prefix chain. The analysis is built once here (options checked, parameters selected and
-skipped, the work counted), then every worker runs ``sensitivity.analyze`` on its shard alone with
-``torch.set_num_threads(1)``: its points are those one process measures, merged back in model order. Each
-worker evaluates the unpruned model once, so a sweep on ``k`` workers runs ``k - 1`` extra unpruned passes.
+independent processes with one thread each scale with the cores. The analysis is built once here (options
+checked, parameters selected and skipped, the memory layout chosen), then every worker builds it again with
+``torch.set_num_threads(1)`` and claims the next parameter in model order whenever it is free (a shared
+counter): each worker's claims rise, so its fast-engine prefix chain only advances, and the work balances to
+one parameter whatever each costs (an early layer's suffix is the whole model; contiguous shards balanced by
+MACs still left ResNet-20's first shard 1.33x the second, as a MAC of a 16-channel convolution at 32x32 costs
+more than one at 64x8x8). Its points are those one process measures, merged back in model order. Each worker
+evaluates the unpruned model once and advances its chain to its last claim, so a sweep on ``k`` workers runs
+at most ``2(k - 1)`` extra unpruned passes. (The service's shards are contiguous pieces balanced by
+:func:`sweep_work`, :func:`balanced_shards`: its Celery tasks cannot share a counter.)
 
 On Linux the workers are forked (the model, loader and options are inherited, nothing is pickled; torch's
 DataLoader workers rely on the same fork-then-one-thread pattern). CUDA cannot be forked:
@@ -121,51 +124,53 @@ def balanced_shards(params: Sequence[str], cost: Callable[[Sequence[str]], float
     return out
 
 
-def _shards(run: SensitivityAnalysis, workers: int) -> list[list[str]]:
-    """The analysis' parameters in contiguous shards balanced by the work its engine will do (by their count
-    when the model takes no single input tensor to count MACs on)."""
-    if run.example is None:
-        return balanced_shards(run.params, len, workers)
-    work = sweep_work(run.model, run.example, run.params)
-    fast = run.engine == "fast"  # which reuses the unpruned evaluation for a level pruning nothing (level 0)
-    changed = dict.fromkeys(run.params, sum(1 for lv in run.levels if lv > 0) if fast else len(run.levels))
-    return balanced_shards(run.params, lambda ps: work.engine(ps, changed, fast), workers)
+def _claim(claims: Any) -> int:
+    """The next parameter's position for a worker that is free (a counter shared by the workers)."""
+    with claims.get_lock():
+        claimed = claims.value
+        claims.value += 1
+    return claimed
 
 
-# -- the worker processes --------------------------------------------------------------------------
-
-
-def _measure(model: nn.Module, loader: DataLoader, options: dict, shard: list[str], index: int, out: Any) -> None:
-    """Measure one shard in this (worker) process with one torch thread: ``analyze`` restricted to the shard,
-    each point sent as it comes, then the result without its points (or the traceback of what failed)."""
+def _measure(model: nn.Module, loader: DataLoader, options: dict, params: list[str], claims: Any, index: int,
+             out: Any) -> None:
+    """One worker (process) with one torch thread: the parameters it claims, one after another in model order
+    (its fast-engine chain only advances), each point sent as it comes, each parameter's end said; then the
+    result without its points (or the traceback of what failed)."""
     try:
         torch.set_num_threads(1)
-        result = analyze(model, loader, **options, params=shard,
-                         on_point=lambda point: out.put(("point", index, point)))
-        result.points = []
-        out.put(("done", index, result))
+        run = SensitivityAnalysis(model, loader, **options, params=params)
+
+        def claimed() -> Iterator[str]:
+            while (i := _claim(claims)) < len(params):
+                out.put(("claim", index, i))
+                yield params[i]
+                out.put(("param", index, i))  # resumed: all its points (or its skip) are sent
+
+        for point in run.measure(claimed()):
+            out.put(("point", index, point))
+        out.put(("done", index, run.result([])))
     except BaseException:  # noqa: BLE001 - whatever it is, the parent reports it with this traceback
         out.put(("error", index, traceback.format_exc()))
 
 
 class ParallelSweep:
-    """One analysis measured by worker processes, one contiguous shard each.
+    """One analysis measured by worker processes that claim its parameters one at a time.
 
     Built like ``SensitivityAnalysis`` (the same keywords; it is built here first, so a bad option fails at
-    once and ``skipped``/``engine``/``total_points`` are known); iterating starts the workers and yields the
-    points in model order, ``on_arrival`` sees each one as it arrives from any worker.
+    once and ``skipped``/``engine``/``total_points`` are known, and its memory layout is the workers'); iterating
+    starts the workers and yields the points in model order, ``on_arrival`` sees each one as it arrives.
     """
 
     def __init__(self, model: nn.Module, loader: DataLoader, *, workers: int, start_method: str | None = None,
                  **options: Any) -> None:
         self.model, self.loader, self.options = model, loader, options
-        self._was_training = model.training  # the analysis sets eval mode; its iteration (here: none) restores
         self.run = SensitivityAnalysis(model, loader, **options)
-        self.shards = _shards(self.run, workers) if self.run.params else []
+        self.workers = min(workers, len(self.run.params))
         if start_method is None:
             start_method = "fork" if self.run.device.type == "cpu" and os.name == "posix" else "spawn"
         self.start_method = start_method
-        self.results: list[SensitivityResult] = []  # each shard's, without its points, once iterated
+        self.results: list[SensitivityResult] = []  # each worker's, without its points, once iterated
 
     @property
     def total_points(self) -> int:
@@ -179,39 +184,45 @@ class ParallelSweep:
         import torch.multiprocessing as mp
 
         ctx = mp.get_context(self.start_method)
-        out = ctx.Queue()
-        options = {k: v for k, v in self.options.items() if k != "params"}
+        out, claims = ctx.Queue(), ctx.Value("i", 0)
+        params = list(self.run.params)
+        position = {name: i for i, name in enumerate(params)}
+        options = {**{k: v for k, v in self.options.items() if k != "params"},
+                   "memory_format": self.run.memory_format}
         # forked, the arguments are inherited as they are; spawned, they are pickled
-        procs = [ctx.Process(target=_measure, args=(self.model, self.loader, options, shard, i, out),
-                             name=f"sensitivity-shard-{i}") for i, shard in enumerate(self.shards)]
-        log.info("sensitivity: %d parameters in %d shards (%s), one torch thread each", len(self.run.params),
-                 len(procs), self.start_method)
-        buffered: list[list[SensitivityPoint]] = [[] for _ in procs]
+        procs = [ctx.Process(target=_measure, args=(self.model, self.loader, options, params, claims, i, out),
+                             name=f"sensitivity-worker-{i}") for i in range(self.workers)]
+        log.info("sensitivity: %d parameters on %d workers (%s), one torch thread each", len(params), len(procs),
+                 self.start_method)
+        buffered: dict[int, list[SensitivityPoint]] = {}
+        finished: set[int] = set()
+        self._measuring: dict[int, int] = {}
         ended: list[tuple | None] = [None] * len(procs)
+        shown = 0  # the parameters whose points are all yielded, in model order
         try:
             for p in procs:
                 p.start()
-            shown = 0  # the shards whose points are all yielded
-            while shown < len(procs):
-                message = self._next(out, procs, ended)
-                kind, index = message[0], message[1]
+            while any(e is None for e in ended):
+                kind, index, body = self._next(out, procs, ended)
                 if kind == "error":
-                    raise ShardFailed(f"sensitivity shard {index} ({self._span(index)}) failed in its worker "
-                                      f"process:\n{message[2]}")
-                if kind == "point":
+                    raise ShardFailed(f"sensitivity worker {index} ({self._span(index)}) failed in its "
+                                      f"process:\n{body}")
+                if kind == "claim":
+                    self._measuring[index] = body
+                elif kind == "point":
                     if on_arrival is not None:
-                        on_arrival(message[2])
-                    if index == shown:
-                        yield message[2]
+                        on_arrival(body)
+                    if position[body.parameter] == shown:
+                        yield body
                     else:
-                        buffered[index].append(message[2])
+                        buffered.setdefault(position[body.parameter], []).append(body)
+                elif kind == "param":
+                    finished.add(body)
                 else:
-                    ended[index] = message
-                while shown < len(procs) and ended[shown] is not None:
+                    ended[index] = (kind, index, body)
+                while shown in finished:
                     shown += 1
-                    if shown < len(procs):
-                        yield from buffered[shown]
-                        buffered[shown] = []
+                    yield from buffered.pop(shown, [])
             self.results = [message[2] for message in ended]
         finally:
             for p in procs:
@@ -219,22 +230,24 @@ class ParallelSweep:
                     p.terminate()
                 p.join()
             out.close()
-            self.model.train(self._was_training)
+            self.run.restore()
 
     def merged(self, points: list[SensitivityPoint]) -> SensitivityResult:
-        """The analysis' result from its shards': the points given (model order), the parameters skipped
-        when selecting and then by each shard, the first shard's engine, baseline and info (every shard measures
-        the same unpruned model with the same options), whether any shard batched levels, and how many workers
+        """The analysis' result from its workers': the points given (model order), the parameters skipped
+        when selecting and then by each worker, the first worker's engine, baseline and info (every worker measures
+        the same unpruned model with the same options), whether any worker batched levels, and how many workers
         measured it."""
         first = self.results[0]
         skipped = [*self.run.skipped, *(s for r in self.results for s in r.skipped)]
+        skipped.sort(key=lambda s: self.run.params.index(s.parameter) if s.parameter in self.run.params else -1)
         batched = any(r.info.get("level_batch") for r in self.results)
         return SensitivityResult(points, skipped, first.engine, first.engine_note, first.baseline,
                                  {**first.info, "level_batch": batched, "workers": len(self.results)})
 
     def _span(self, index: int) -> str:
-        shard = self.shards[index]
-        return shard[0] if len(shard) == 1 else f"{shard[0]} .. {shard[-1]}"
+        """What worker ``index`` was measuring, for an error."""
+        at = self._measuring.get(index)
+        return "before its first parameter" if at is None else f"measuring {self.run.params[at]}"
 
     def _next(self, out: Any, procs: list, ended: list) -> tuple:
         """The next message from the workers; ShardFailed when one died without a word."""
@@ -247,8 +260,8 @@ class ParallelSweep:
                         try:
                             return out.get(timeout=1.0)  # its last words may still be in the pipe
                         except queue_mod.Empty:
-                            raise ShardFailed(f"sensitivity shard {i} ({self._span(i)}): its worker process "
-                                              f"exited with code {p.exitcode} before finishing") from None
+                            raise ShardFailed(f"sensitivity worker {i} ({self._span(i)}): its process exited "
+                                              f"with code {p.exitcode} before finishing") from None
 
 
 def default_workers(device: str | torch.device | None) -> int:
@@ -275,8 +288,9 @@ def analyze_parallel(model: nn.Module, loader: DataLoader, *, workers: int | Non
         return analyze(model, loader, on_point=on_point, progress=progress, **options)
     sweep = ParallelSweep(model, loader, workers=workers, start_method=start_method, **options)
     run = sweep.run
-    if len(sweep.shards) <= 1:
+    if sweep.workers <= 1:
+        run.restore()
         return analyze(model, loader, on_point=on_point, progress=progress, **options)
-    with point_progress(run.total_points, on_point, progress, f"sensitivity x{len(sweep.shards)}") as arrived:
+    with point_progress(run.total_points, on_point, progress, f"sensitivity x{sweep.workers}") as arrived:
         points = list(sweep.points(arrived))
     return sweep.merged(points)

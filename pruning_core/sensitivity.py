@@ -34,7 +34,8 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,12 @@ log = logging.getLogger(__name__)
 
 GROUPS = SENSITIVITY_GROUPS  # the sweep's names of pruning_core.groups' element, filters, channels
 ENGINES = ("fast", "plain")
+#: How the model's 4-D tensors are laid out while measured: ``auto`` (channels-last on CUDA; on a CPU whichever
+#: runs the model faster, since oneDNN favours it on ResNet-20, 1.29x, and MobileNet-v2, 1.5x, but not on
+#: VGG-16, 0.82x, one thread), or either forced. Both engines run the same layout, so their points stay identical.
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+_LAYOUTS: dict[tuple, torch.memory_format] = {}  # the layout ``auto`` chose, per architecture and threads
+
 
 
 @dataclass
@@ -355,7 +362,7 @@ class SensitivityAnalysis:
                  task: str | None = None, metric: MetricFn | None = None, metric_name: str = "metric",
                  adaptive_tolerance: float | None = None, adaptive_confidence: float = 0.95,
                  forward: ForwardFn | None = None, inputs: InputsFn | None = None,
-                 level_batch: bool | None = None) -> None:
+                 level_batch: bool | None = None, memory_format: str = "auto") -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
         if coupled and group == "element":
@@ -383,9 +390,11 @@ class SensitivityAnalysis:
         self.mode = "coupled" if coupled else "independent"
         self.early_stop_top1 = early_stop_top1
         self.device = _resolve_device(device)
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format {memory_format!r}: choose one of {', '.join(MEMORY_FORMATS)}")
         self._was_training = model.training
         self.model = model.to(self.device).eval()
-        channels_last = self.device.type == "cuda"
+        channels_last = self.device.type == "cuda" and memory_format != "contiguous"
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.budget = int(memory_budget_mb * 2**20)
@@ -399,6 +408,7 @@ class SensitivityAnalysis:
         self.batches = _Batches(self.loader, self.device, channels_last, self.budget // 2)
         first = next(iter(self.batches))
         one = _head(first, 1, batch_size(first))
+        self.memory_format = self._layout(memory_format, first)
         args, kwargs = self._model_inputs(first)
         # one input tensor (today's models): what Torch-Pruning (coupled groups, latency) is given
         single = args[0] if forward is None and len(args) == 1 and not kwargs and \
@@ -409,11 +419,11 @@ class SensitivityAnalysis:
         self.example = single[:1] if single is not None else None
         self.latency, self.latency_repeats = latency, latency_repeats
         self.latency_input = single[:latency_batch] if single is not None else None
-        probe = lambda: self._run(one)  # noqa: E731 - the model on one sample, as the engines run it
+        probe = lambda: self.outputs(one)  # noqa: E731 - the model on one sample, as the engines run it
         self.params, self.skipped = select_parameters(model, params, group, probe)
         self.named = dict(model.named_parameters())
         self.owners = _owners(model)
-        self._footprints, self._footprint_cache = self._forecaster(model), {}
+        self.footprints, self._footprint_cache = self._forecaster(model), {}
         self._groups = None
         if coupled:
             from pruning_core.coupled import CoupledGroups
@@ -432,6 +442,53 @@ class SensitivityAnalysis:
         # several levels per forward of the suffix: on by default on CUDA only (see the module docstring)
         self.level_batch = self.device.type == "cuda" if level_batch is None else level_batch
         self._batcher = LevelBatcher(self.device, self.budget) if self.level_batch and self._splitter else None
+
+    def _layout(self, asked: str, first: Any) -> str:
+        """The memory format the model runs in (see :data:`MEMORY_FORMATS`): on a CPU, for ``auto``, the faster of the
+        two on the first chunk of the data (best of up to four each, channels-last kept when 5 % faster), as
+        ``torch.backends.cudnn.benchmark`` picks by timing, decided once per process for an architecture (its
+        parameters' shapes) and thread count, so analyses of one model in one process, however chunked or fed,
+        compare in one layout (``memory_format`` forces one across processes); on CUDA channels-last. A model
+        whose forward fails in channels-last (a ``view`` of a convolution's output) stays contiguous."""
+        convolutional = any(p.dim() == 4 for p in self.model.parameters())
+        if asked == "contiguous" or not convolutional:
+            return "contiguous"
+        if self.device.type != "cpu":  # converted with its batches already
+            return "channels_last"
+        chunk = _head(first, min(self.chunk or 8, batch_size(first)), batch_size(first))
+        key = (tuple(sorted(tuple(p.shape) for p in self.model.parameters())), torch.get_num_threads(), asked)
+        if key in _LAYOUTS:  # decided in this process already: analyses of one model compare in one layout
+            self.model.to(memory_format=_LAYOUTS[key])
+            return "channels_last" if _LAYOUTS[key] is torch.channels_last else "contiguous"
+        best = {torch.contiguous_format: float("inf"), torch.channels_last: float("inf")}
+        began = time.perf_counter()
+        try:
+            for round_ in range(1 if asked == "channels_last" else 4):
+                if round_ >= 2 and time.perf_counter() - began > 1.0:  # a big model: two rounds tell
+                    break
+                for fmt in best:
+                    self.model.to(memory_format=fmt)  # outside inference mode: the weights stay trainable
+                    with torch.inference_mode(), self._autocast():
+                        start = time.perf_counter()
+                        self.outputs(chunk)
+                        best[fmt] = min(best[fmt], time.perf_counter() - start)
+        except RuntimeError as exc:  # e.g. "view size is not compatible with input tensor's size and stride"
+            self.model.to(memory_format=torch.contiguous_format)
+            if asked == "channels_last":
+                raise ValueError(f"memory_format='channels_last': the model cannot run in it: {exc}") from exc
+            log.info("the model runs contiguous: a trial forward in channels-last failed (%s)", exc)
+            _LAYOUTS[key] = torch.contiguous_format
+            return "contiguous"
+        faster = asked == "channels_last" or best[torch.channels_last] < 0.95 * best[torch.contiguous_format]
+        _LAYOUTS[key] = torch.channels_last if faster else torch.contiguous_format
+        self.model.to(memory_format=_LAYOUTS[key])
+        return "channels_last" if faster else "contiguous"
+
+    def restore(self) -> None:
+        """Give the model back as it came: its training mode and, on a CPU, its contiguous layout."""
+        self.model.train(self._was_training)
+        if self.memory_format == "channels_last" and self.device.type == "cpu":
+            self.model.to(memory_format=torch.contiguous_format)
 
     def _forecaster(self, model: nn.Module) -> Any:
         """What thinning would leave of each point (``thinning.Footprints``): structured groups only, and only
@@ -457,8 +514,8 @@ class SensitivityAnalysis:
         kept = int((weights[name] != 0).transpose(0, dim).flatten(1).any(1).sum())
         key = (name, kept)
         if key not in self._footprint_cache:
-            fp = self._footprints.forecast(weights)
-            thinnable = self._footprints.removes_all(fp, name, weights[name], dim)
+            fp = self.footprints.forecast(weights)
+            thinnable = self.footprints.removes_all(fp, name, weights[name], dim)
             self._footprint_cache[key] = (fp.macs, fp.params, thinnable)
         return self._footprint_cache[key]
 
@@ -487,7 +544,7 @@ class SensitivityAnalysis:
             return (), dict(got)
         return (tuple(got), {}) if isinstance(got, (tuple, list)) else ((got,), {})
 
-    def _run(self, batch: Any) -> Any:
+    def outputs(self, batch: Any) -> Any:
         """The model's outputs on a batch, as the plain engine computes them: in the chunks the fast engine
         uses (a forward hook gets the whole batch)."""
         if self.forward is not None:
@@ -507,7 +564,7 @@ class SensitivityAnalysis:
         return len(self.params) * len(self.levels)
 
     # -- masks -----------------------------------------------------------------------------------
-    def _masks(self, name: str, level: float) -> dict[str, torch.Tensor]:
+    def masks(self, name: str, level: float) -> dict[str, torch.Tensor]:
         """Keep-masks for one point: the tensor alone, or its whole dependency group when coupled."""
         from pruning_core import pruners
 
@@ -538,7 +595,7 @@ class SensitivityAnalysis:
         if tally is not None:
             with torch.inference_mode(), self._autocast():
                 for batch in self.batches:
-                    tally.add(self._run(batch), batch)
+                    tally.add(self.outputs(batch), batch)
                     if tally.done:
                         break
             return tally.result()
@@ -546,7 +603,7 @@ class SensitivityAnalysis:
         scores = BaseScores() if self.adaptive is not None else None
         with torch.inference_mode(), self._autocast():
             for batch in self.batches:
-                out = self._run(batch)
+                out = self.outputs(batch)
                 evaluation.add(out, batch)
                 if scores is not None:
                     scores.add(out, batch)
@@ -562,10 +619,15 @@ class SensitivityAnalysis:
         assert self._base_scores is not None, "the baseline is measured first"
         return PairedTally(self.adaptive, self._base_scores, evaluation or self._evaluation())
 
-    def _pruned(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """New tensors holding the trained values with the pruned entries zeroed (made once per point)."""
+    def pruned(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """New tensors holding the trained values with the pruned entries zeroed (made once per point), in the
+        trained tensors' layout (a contiguous weight in a channels-last model is reordered on every call)."""
+        out = {}
         with torch.no_grad():
-            return {p: torch.where(m.to(self.named[p].device), self.named[p], 0.0) for p, m in masks.items()}
+            for p, m in masks.items():
+                out[p] = torch.empty_like(self.named[p])
+                torch.where(m.to(out[p].device), self.named[p], out[p].new_zeros(()), out=out[p])
+        return out
 
     def _latencies(self, weights_by_level: dict[float, dict[str, torch.Tensor]]) -> dict[float, float]:
         """Forward time (ms) on the analysis' device of the model physically thinned at each level (its filter
@@ -576,8 +638,8 @@ class SensitivityAnalysis:
 
         thinned = {}
         for level, weights in weights_by_level.items():
-            if self._footprints is not None:
-                weights = self._footprints.extended(weights)
+            if self.footprints is not None:
+                weights = self.footprints.extended(weights)
             with _swapped(self.named, weights):
                 thinned[level] = thinned_copy(self.model, self.latency_input, latency=False)[0]
         return compare_latency(thinned, self.latency_input, repeats=self.latency_repeats, device=self.device)
@@ -588,7 +650,7 @@ class SensitivityAnalysis:
         macs = params_left = thinnable = None
         with _swapped(self.named, weights):
             nnz = int(torch.count_nonzero(self.named[name]))
-        if self._footprints is not None:
+        if self.footprints is not None:
             macs, params_left, thinnable = self._footprint(name, weights)
         point = SensitivityPoint(parameter=name, sparsity=level, top1=None, top5=None, loss=None, samples=0,
                                  nnz=nnz, macs=macs, params_left=params_left, measured=measures is not None,
@@ -602,25 +664,40 @@ class SensitivityAnalysis:
 
     # -- iteration -------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[SensitivityPoint]:
+        return self.measure(self.params)
+
+    def measure(self, names: Iterable[str]) -> Iterator[SensitivityPoint]:
+        """The points of ``names`` (of :attr:`params`, in model order, so the fast engine's chain only advances),
+        after the unpruned evaluation (:attr:`baseline`). ``names`` is read as it goes: a worker of a parallel
+        sweep claims its next parameter only when it is free (``pruning_core.parallel``)."""
         self.model.eval()
         try:
             base = self._evaluate_model()
             self.baseline = base.as_baseline()
-            for name in self.params:
+            for name in names:
                 yield from self._layer(name, base)
         finally:
             self._chain = None
-            self.model.train(self._was_training)
+            self.restore()
+
+    def result(self, points: list[SensitivityPoint]) -> SensitivityResult:
+        """The analysis' result holding ``points``: what was skipped, the engine, the baseline and how it ran."""
+        return SensitivityResult(points, self.skipped, self.engine, self.engine_note, self.baseline,
+                                 {"device": str(self.device), "group": self.group, "mode": self.mode,
+                                  "levels": self.levels, "subset": self.subset, "task": self.task,
+                                  "metric": self.metric_name if self.metric is not None else None,
+                                  "level_batch": self._batcher is not None and self._batcher.ran,
+                                  "memory_format": self.memory_format})
 
     def _layer(self, name: str, base: Measures) -> Iterator[SensitivityPoint]:
         """All levels of one parameter, ascending, stopping early below the floor if asked."""
         try:
-            masks = {level: self._masks(name, level) for level in self.levels}
+            masks = {level: self.masks(name, level) for level in self.levels}
         except (ValueError, KeyError, RuntimeError) as exc:  # e.g. Torch-Pruning cannot group it
             self.skipped.append(SkippedParam(name, f"cannot build its pruning group: {exc}"))
             log.warning("skipping %s: %s", name, exc)
             return
-        weights = {level: self._pruned(m) for level, m in masks.items()}
+        weights = {level: self.pruned(m) for level, m in masks.items()}
         cut = None
         if self.engine == "fast" and self._splitter is not None:
             try:
@@ -648,6 +725,12 @@ class SensitivityAnalysis:
                 yield point
                 if self.early_stop_top1 is not None and point.top1 < self.early_stop_top1:
                     stopped = True
+
+    def evaluate(self, weights: dict[str, torch.Tensor] | None = None) -> Measures:
+        """The model over the analysis' data, with ``weights`` (e.g. :meth:`pruned` masks of several layers) in
+        place of the trained tensors for the while (a whole plan measured as a sweep measures a point)."""
+        with _swapped(self.named, weights or {}):
+            return self._evaluate_model()
 
     def _plain(self, weights: dict[str, torch.Tensor]) -> Measures:
         """Distiller's step: prune, evaluate the whole model, restore."""
@@ -790,8 +873,4 @@ def analyze(model: nn.Module, loader: DataLoader, *, on_point: Callable[[Sensiti
         for point in run:
             points.append(point)
             arrived(point)
-    return SensitivityResult(points, run.skipped, run.engine, run.engine_note, run.baseline,
-                             {"device": str(run.device), "group": run.group, "mode": run.mode,
-                              "levels": run.levels, "subset": run.subset, "task": run.task,
-                              "metric": run.metric_name if run.metric is not None else None,
-                              "level_batch": run._batcher is not None and run._batcher.ran})
+    return run.result(points)

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="filter/channel groups: also time each point's model physically thinned with Torch-Pruning "
                    "(fastest of interleaved rounds, ms); slower, most telling with --coupled")
     p.add_argument("--workers", type=int, metavar="N",
-                   help="worker processes, one torch thread each, measuring contiguous shards of the parameters "
+                   help="worker processes, one torch thread each, each claiming the next parameter when free "
                    "(identical points, merged in model order); default every core given to this process on a "
                    "CPU, 1 on a GPU; 1 runs in this process")
     spec_option(p, "--amp", SPEC, action="store_true",

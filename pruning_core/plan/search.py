@@ -107,7 +107,7 @@ def _recalibrated(norms: list[nn.modules.batchnorm._BatchNorm], analysis: Any) -
             m.train()
         with torch.no_grad():
             for batch in analysis.batches:
-                analysis._run(batch)
+                analysis.outputs(batch)
         for m in norms:
             m.eval()
         yield
@@ -155,10 +155,9 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
     analysis = _analysis(plan, model, loader, coupled=coupled, **kwargs)
     # MACs between measured levels are not the interpolation's: the joint forecast of the masks (what thinning
     # leaves, as a point's footprint) says what a candidate really removes
-    exact = analysis._footprints if plan.objective == "macs" else None
+    exact = analysis.footprints if plan.objective == "macs" else None
     total = exact.dense.macs if exact is not None else problem.total
     need = plan.target * total - 1e-9 * max(total, 1.0)
-    was_training = analysis._was_training
     spent = 0
     gains: dict[tuple[int, ...], float] = {}
 
@@ -169,13 +168,13 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
         nonlocal spent
         spent += 1
         masks = plan_masks(analysis, {n: options[n][j].level for n, j in picks.items()})
-        pruned = analysis._pruned(masks) if masks else {}
+        pruned = analysis.pruned(masks) if masks else {}
         with _swapped(analysis.named, pruned):
-            plain = _score(analysis._evaluate_model(), plan.metric, plan.higher_is_better)
+            plain = _score(analysis.evaluate(), plan.metric, plan.higher_is_better)
             if not norms:
                 return plain
             with _recalibrated(norms, analysis):
-                again = _score(analysis._evaluate_model(), plan.metric, plan.higher_is_better)
+                again = _score(analysis.evaluate(), plan.metric, plan.higher_is_better)
         return (plain[0], again[0])
 
     def gain(picks: Mapping[str, int]) -> float:
@@ -184,14 +183,14 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
         key = tuple(picks[n] for n in names)
         if key not in gains:
             masks = plan_masks(analysis, {n: options[n][j].level for n, j in picks.items()})
-            gains[key] = total - exact.forecast(analysis._pruned(masks)).macs
+            gains[key] = total - exact.forecast(analysis.pruned(masks)).macs
         return gains[key]
 
     counts = [len(options[n]) for n in names]
     state = _reach(state, names, counts, gain, need, lambda n, j: options[n][j].damage)
     history: list[PlanRound] = []
     try:
-        dense = _score(analysis._evaluate_model(), plan.metric, plan.higher_is_better)[0]
+        dense = _score(analysis.evaluate(), plan.metric, plan.higher_is_better)[0]
         best = measure(state)
         start = {n: options[n][j].level for n, j in state.items()}
         history.append(PlanRound(0, plan.target, problem.result(start, plan.method).predicted_drop, best[0] - dense,
@@ -212,7 +211,7 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
             predicted = problem.result(levels, plan.method).predicted_drop
             history.append(PlanRound(len(history), plan.target, predicted, best[0] - dense, levels))
     finally:
-        model.train(was_training)
+        analysis.restore()
     levels = {**plan.levels, **{n: options[n][j].level for n, j in state.items()}}
     result = problem.result(levels, plan.method, target=plan.target, bound=plan.bound)
     result = dataclasses.replace(result, gap=None)  # the knapsack's gap no longer describes the searched plan

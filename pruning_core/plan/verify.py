@@ -29,7 +29,8 @@ _STRUCTURED = ("filter", "channel")
 
 def _analysis(plan: PlanResult, model: nn.Module, loader: DataLoader, *, coupled: bool,
               **kwargs: Any) -> SensitivityAnalysis:
-    """The sensitivity machinery for the plan's parameters: its masks, its evaluation (no points measured)."""
+    """The sensitivity machinery for the plan's parameters: its masks, its evaluation (no points measured), so a
+    plan's masks and measure are the sweep's exactly."""
     names = [n for n, lv in plan.levels.items() if lv > 0] or list(plan.levels)
     return SensitivityAnalysis(model, loader, levels=[0.0], params=names, group=plan.group, engine="plain",
                                coupled=coupled, **kwargs)
@@ -42,7 +43,7 @@ def plan_masks(analysis: SensitivityAnalysis, levels: Mapping[str, float]) -> di
     for name, level in levels.items():
         if level <= 0:
             continue
-        for param, mask in analysis._masks(name, level).items():
+        for param, mask in analysis.masks(name, level).items():
             masks[param] = masks[param] & mask if param in masks else mask
     return masks
 
@@ -54,7 +55,7 @@ def apply_plan(plan: PlanResult, model: nn.Module, loader: DataLoader, *, couple
     from ..masks import MaskSet
 
     analysis = _analysis(plan, model, loader, coupled=coupled, **kwargs)
-    model.train(analysis._was_training)
+    analysis.restore()
     kept = MaskSet(model)
     for name, mask in plan_masks(analysis, plan.levels).items():
         kept.set(name, mask)
@@ -92,14 +93,13 @@ def verify(plan: PlanResult, model: nn.Module, loader: DataLoader, *, coupled: b
     ``kwargs`` (``measured["dense"]``), so several plans of one sweep evaluate the dense model once.
     The model's weights are left as they were."""
     analysis = _analysis(plan, model, loader, coupled=coupled, **kwargs)
-    was_training = analysis._was_training
     try:
         masks = plan_masks(analysis, plan.levels)
         if dense is None:
-            dense = _metric(analysis._evaluate_model(), plan.metric)
-        pruned = _metric(analysis._plain(analysis._pruned(masks)), plan.metric) if masks else dense
+            dense = _metric(analysis.evaluate(), plan.metric)
+        pruned = _metric(analysis.evaluate(analysis.pruned(masks)), plan.metric) if masks else dense
     finally:
-        model.train(was_training)
+        analysis.restore()
     drop = dense - pruned if plan.higher_is_better else pruned - dense
     planned = [n for n in plan.levels if n in analysis.named]
     total = sum(analysis.named[n].numel() for n in planned)

@@ -27,6 +27,7 @@ def test_plotly_is_served_from_the_package(server) -> None:
     assert "plotly" in head.lower()
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_render_60_parameters_by_20_levels_under_a_second(page, big_job) -> None:
     goto(page, f"#/jobs/{big_job}")
     first = page.evaluate("window.prunescope.lastRender")

@@ -183,13 +183,15 @@ class PairData(DictData):
 def test_several_inputs_from_tuple_batches_inputs_or_a_forward_hook() -> None:
     torch.manual_seed(0)
     model = TwoInputs()
-    reference = analyze(model, DataLoader(DictData(), batch_size=8), engine="plain", device="cpu", levels=LEVELS)
-    plain, fast = both(model, DataLoader(PairData(), batch_size=8))  # ((a, b), y): model(a, b)
+    # batches of 4, as both() chunks them: the hook runs whole batches, and oneDNN's convolution of a sample may
+    # differ in its last bits with the samples beside it (fast and plain chunk alike, so they always agree)
+    reference = analyze(model, DataLoader(DictData(), batch_size=4), engine="plain", device="cpu", levels=LEVELS)
+    plain, fast = both(model, DataLoader(PairData(), batch_size=4))  # ((a, b), y): model(a, b)
     assert_same(reference.points, plain.points)
     assert_same(plain.points, fast.points)
-    _, picked = both(model, DataLoader(DictData(), batch_size=8), inputs=lambda b: (b["image"], b["features"]))
+    _, picked = both(model, DataLoader(DictData(), batch_size=4), inputs=lambda b: (b["image"], b["features"]))
     assert_same(reference.points, picked.points)
-    hooked = analyze(model, DataLoader(PairData(), batch_size=8), engine="fast", device="cpu", levels=LEVELS,
+    hooked = analyze(model, DataLoader(PairData(), batch_size=4), engine="fast", device="cpu", levels=LEVELS,
                      forward=lambda m, b: m(b[0][0], features=b[0][1]))
     assert hooked.engine == "plain" and "forward hook" in hooked.engine_note and "inputs" in hooked.engine_note
     assert_same(reference.points, hooked.points)
