@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,11 +54,11 @@ log = logging.getLogger(__name__)
 
 GROUPS = SENSITIVITY_GROUPS  # the sweep's names of pruning_core.groups' element, filters, channels
 ENGINES = ("fast", "plain")
-#: How the model's 4-D tensors are laid out while measured: ``auto`` (channels-last on CUDA; on a CPU whichever
-#: runs the model faster, since oneDNN favours it on ResNet-20, 1.29x, and MobileNet-v2, 1.5x, but not on
-#: VGG-16, 0.82x, one thread), or either forced. Both engines run the same layout, so their points stay identical.
+#: How the model's 4-D tensors are laid out while measured: ``auto`` (channels-last for a convolutional model that
+#: runs in it: oneDNN and cuDNN favour it; on one CPU thread a ResNet-20 element sweep took 0.88x the time,
+#: MobileNet-v2's forward 0.67x, ResNet-50's about the same, VGG-16-cifar's 1.2x, which ``contiguous`` avoids),
+#: or either forced. Both engines run the same layout, so their points stay identical.
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-_LAYOUTS: dict[tuple, torch.memory_format] = {}  # the layout ``auto`` chose, per architecture and threads
 
 
 
@@ -444,45 +443,28 @@ class SensitivityAnalysis:
         self._batcher = LevelBatcher(self.device, self.budget) if self.level_batch and self._splitter else None
 
     def _layout(self, asked: str, first: Any) -> str:
-        """The memory format the model runs in (see :data:`MEMORY_FORMATS`): on a CPU, for ``auto``, the faster of the
-        two on the first chunk of the data (best of up to four each, channels-last kept when 5 % faster), as
-        ``torch.backends.cudnn.benchmark`` picks by timing, decided once per process for an architecture (its
-        parameters' shapes) and thread count, so analyses of one model in one process, however chunked or fed,
-        compare in one layout (``memory_format`` forces one across processes); on CUDA channels-last. A model
-        whose forward fails in channels-last (a ``view`` of a convolution's output) stays contiguous."""
+        """The memory format the model runs in (:data:`MEMORY_FORMATS`): channels-last for a convolutional model
+        unless ``contiguous`` is asked, kept only if a trial forward on the first chunk runs (a ``view`` of a
+        convolution's output fails in it: the model then stays contiguous, or ``channels_last`` asked is an
+        error). A fixed rule, not a timing: every process measures in the same layout, so a sweep's points are
+        the same to the last bit wherever its parameters are measured."""
         convolutional = any(p.dim() == 4 for p in self.model.parameters())
         if asked == "contiguous" or not convolutional:
             return "contiguous"
         if self.device.type != "cpu":  # converted with its batches already
             return "channels_last"
         chunk = _head(first, min(self.chunk or 8, batch_size(first)), batch_size(first))
-        key = (tuple(sorted(tuple(p.shape) for p in self.model.parameters())), torch.get_num_threads(), asked)
-        if key in _LAYOUTS:  # decided in this process already: analyses of one model compare in one layout
-            self.model.to(memory_format=_LAYOUTS[key])
-            return "channels_last" if _LAYOUTS[key] is torch.channels_last else "contiguous"
-        best = {torch.contiguous_format: float("inf"), torch.channels_last: float("inf")}
-        began = time.perf_counter()
+        self.model.to(memory_format=torch.channels_last)  # outside inference mode: the weights stay trainable
         try:
-            for round_ in range(1 if asked == "channels_last" else 4):
-                if round_ >= 2 and time.perf_counter() - began > 1.0:  # a big model: two rounds tell
-                    break
-                for fmt in best:
-                    self.model.to(memory_format=fmt)  # outside inference mode: the weights stay trainable
-                    with torch.inference_mode(), self._autocast():
-                        start = time.perf_counter()
-                        self.outputs(chunk)
-                        best[fmt] = min(best[fmt], time.perf_counter() - start)
+            with torch.inference_mode(), self._autocast():
+                self.outputs(chunk)
         except RuntimeError as exc:  # e.g. "view size is not compatible with input tensor's size and stride"
             self.model.to(memory_format=torch.contiguous_format)
             if asked == "channels_last":
                 raise ValueError(f"memory_format='channels_last': the model cannot run in it: {exc}") from exc
             log.info("the model runs contiguous: a trial forward in channels-last failed (%s)", exc)
-            _LAYOUTS[key] = torch.contiguous_format
             return "contiguous"
-        faster = asked == "channels_last" or best[torch.channels_last] < 0.95 * best[torch.contiguous_format]
-        _LAYOUTS[key] = torch.channels_last if faster else torch.contiguous_format
-        self.model.to(memory_format=_LAYOUTS[key])
-        return "channels_last" if faster else "contiguous"
+        return "channels_last"
 
     def restore(self) -> None:
         """Give the model back as it came: its training mode and, on a CPU, its contiguous layout."""
