@@ -21,8 +21,6 @@ from tests.apps import make_app
 from tests.live import Server, running_server
 from tests.trust.hostile import send_hostile
 
-pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
-
 PARAMS = ("conv1.weight", "conv2.weight", "fc.weight")  # digits-cnn's, in model order
 LEVELS = (0.0, 0.5, 0.9)
 
@@ -193,6 +191,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_oversized_json_import_is_refused_fast(server: Server) -> None:
     points = [{"parameter": "p", "sparsity": 0}] * (MAX_IMPORT_POINTS + 1)
     body = {"model": "digits-cnn", "dataset": "digits", "points": points}
@@ -200,11 +199,13 @@ def test_oversized_json_import_is_refused_fast(server: Server) -> None:
         422, names=("points", f"{MAX_IMPORT_POINTS:,}"))
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_oversized_csv_import_is_refused_fast(server: Server) -> None:
     text = ",".join(CSV_HEADER) + "\n" + "".join(f"p{i},0,1,1,1\n" for i in range(MAX_IMPORT_POINTS + 1))
     send_hostile(server.url, lambda c: post_csv(c, text)).assert_refused(422, names=("csv", f"{MAX_IMPORT_POINTS:,}"))
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_too_many_levels_and_huge_cells_are_refused_fast(server: Server) -> None:
     levels = DEFAULT_LIMITS.max_levels + 1
     points = [{"parameter": "fc.weight", "sparsity": i / levels} for i in range(levels)]

@@ -37,8 +37,6 @@ from tests.trust.hostile import send_hostile
 from worker import facts
 from worker.executor import Executor
 
-pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
-
 # AGP on a glob and on a DataParallel-prefixed name (renamed), a fixed-level pruner, StepLR, thinning.
 SCHEDULE = """version: 1
 pruners:
@@ -287,6 +285,7 @@ class ChildWatch:
         self._thread.join(5)
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 @pytest.mark.slow
 def test_30_concurrent_validate_preview_plan_start_no_process(server: Server) -> None:
     engine = make_engine(f"sqlite:///{server.data_dir / 'prunescope.db'}")
@@ -328,6 +327,7 @@ def test_30_concurrent_validate_preview_plan_start_no_process(server: Server) ->
             assert answer["levels"]["conv1.weight"] == 0.5, answer
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_upload_shapes_are_stored_and_another_architecture_is_refused(server: Server) -> None:
     model = create_model(ARCH)
     with httpx.Client(base_url=server.url, timeout=60) as client:

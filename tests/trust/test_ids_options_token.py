@@ -16,8 +16,6 @@ from tests.live import ROOT, running_server
 from tests.services import pg_schema_url
 from tests.trust.hostile import send_hostile
 
-pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
-
 TRAIN = {"kind": "train", "spec": {"model": "digits-cnn", "dataset": "digits", "epochs": 1, "batch_size": 256}}
 BIG_ID = 3_000_000_000  # past 2**31: int4 overflows, int8 does not
 
@@ -29,6 +27,7 @@ def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
     return {"PRUNESCOPE_DATABASE_URL": pg_schema_url(request.getfixturevalue("pg_database"))}
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 @pytest.mark.slow
 def test_ids_are_64_bit_and_never_reused(tmp_path: Path, store_env: dict[str, str]) -> None:
     with running_server(tmp_path / "data", **store_env) as server:

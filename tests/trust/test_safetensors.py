@@ -39,8 +39,6 @@ from pruning_core.safetensors_scan import MAX_HEADER_BYTES, scan_safetensors
 from tests.live import Server, running_server
 from tests.trust.hostile import send_hostile
 
-pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
-
 #: The limits the live server scans with (its settings' defaults), so messages can be matched exactly.
 LIMITS = limits_for(Settings())
 MARKER_NAME = "pwned"
@@ -183,6 +181,7 @@ def test_load_model_from_safetensors_equals_the_original(tmp_path: Path) -> None
         load_model(bare, "digits-cnn")
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_file_refused_at_load(tmp_path: Path, case: str) -> None:
     build, words = HOSTILE[case]
@@ -236,6 +235,7 @@ def _nothing_stored(server: Server, name: str) -> None:
     assert not list((server.data_dir / "uploads").iterdir())  # the scanned copy is gone
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_upload_refused_fast(server: Server, tmp_path: Path, case: str) -> None:
     build, words = HOSTILE[case]
@@ -247,6 +247,7 @@ def test_hostile_upload_refused_fast(server: Server, tmp_path: Path, case: str) 
     assert not marker.exists()
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_header_at_the_limit_is_parsed_fast(server: Server) -> None:
     """28,000 empty tensors (a header near the 2 MiB bound): parsed within the 1 s promise, then refused
     as not digits-cnn's parameters."""
@@ -258,6 +259,7 @@ def test_header_at_the_limit_is_parsed_fast(server: Server) -> None:
     _nothing_stored(server, "many")
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_another_architectures_safetensors_is_refused_naming_parameters(server: Server) -> None:
     lenet = create_model("lenet5").state_dict()
     digits = [n for n, _ in create_model("digits-cnn").named_parameters()]

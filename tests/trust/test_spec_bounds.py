@@ -29,8 +29,6 @@ from tests.service.stack import Stack
 from tests.services import pg_schema_url
 from tests.trust.hostile import send_hostile
 
-pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
-
 JOBS = "/api/v1/jobs"
 SPEC = {"model": "digits-cnn", "dataset": "synthetic", "levels": "0,0.5"}
 DEFAULT_19 = parse_levels(DEFAULT_LEVELS)
@@ -77,6 +75,7 @@ HOSTILE_SPECS = [
 ]
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 @pytest.mark.parametrize(("body", "names"), [c[1:] for c in HOSTILE_SPECS], ids=[c[0] for c in HOSTILE_SPECS])
 def test_a_hostile_spec_is_refused_at_once(server: Server, body: dict[str, Any], names: tuple[str, ...]) -> None:
     outcome = send_hostile(server.url, lambda c: c.post(JOBS, json=body))
@@ -84,6 +83,7 @@ def test_a_hostile_spec_is_refused_at_once(server: Server, body: dict[str, Any],
     assert len(outcome.response.content) < SHORT_ANSWER
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_a_registered_dataset_is_bounded_the_same_way(server: Server) -> None:
     name = f"syn-{uuid.uuid4().hex[:6]}"
     body = {"name": name, "kind": "synthetic", "options": {"n": 1_000_000_000}}
@@ -99,6 +99,7 @@ def test_a_registered_dataset_is_bounded_the_same_way(server: Server) -> None:
         422, names=("spec.dataset_options.size", "its options: classes, n, noise, seed, shape"))
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 @pytest.mark.parametrize("case", ["levels-text", "unknown-key", "long-list", "option-name"])
 def test_a_large_bad_body_gets_a_short_answer(server: Server, case: str) -> None:
     """MBs of bad input (under the 4 MB JSON body limit): the refusal quotes a short prefix only."""
@@ -114,6 +115,7 @@ def test_a_large_bad_body_gets_a_short_answer(server: Server, case: str) -> None
     assert len(outcome.response.content) < SHORT_ANSWER, len(outcome.response.content)
 
 
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_a_190_mb_body_is_refused_before_it_is_read(server: Server) -> None:
     """A JSON body is parsed in memory on the event loop, so its limit (PRUNESCOPE_MAX_JSON_MB) is far
     below the upload limit: 190 MB is a 413 from its Content-Length alone, with a short answer."""
