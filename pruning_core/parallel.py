@@ -171,6 +171,7 @@ class ParallelSweep:
             start_method = "fork" if self.run.device.type == "cpu" and os.name == "posix" else "spawn"
         self.start_method = start_method
         self.results: list[SensitivityResult] = []  # each worker's, without its points, once iterated
+        self._measuring: dict[int, int] = {}  # per worker, the position of the parameter it last claimed
 
     @property
     def total_points(self) -> int:
@@ -196,7 +197,7 @@ class ParallelSweep:
                  self.start_method)
         buffered: dict[int, list[SensitivityPoint]] = {}
         finished: set[int] = set()
-        self._measuring: dict[int, int] = {}
+        self._measuring.clear()
         ended: list[tuple | None] = [None] * len(procs)
         shown = 0  # the parameters whose points are all yielded, in model order
         try:

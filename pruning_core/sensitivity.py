@@ -61,7 +61,6 @@ ENGINES = ("fast", "plain")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
-
 @dataclass
 class SkippedParam:
     """A requested parameter the analysis could not measure, and why."""
@@ -407,7 +406,7 @@ class SensitivityAnalysis:
         self.batches = _Batches(self.loader, self.device, channels_last, self.budget // 2)
         first = next(iter(self.batches))
         one = _head(first, 1, batch_size(first))
-        self.memory_format = self._layout(memory_format, first)
+        self.memory_format = self._layout(memory_format, one)
         args, kwargs = self._model_inputs(first)
         # one input tensor (today's models): what Torch-Pruning (coupled groups, latency) is given
         single = args[0] if forward is None and len(args) == 1 and not kwargs and \
@@ -442,9 +441,9 @@ class SensitivityAnalysis:
         self.level_batch = self.device.type == "cuda" if level_batch is None else level_batch
         self._batcher = LevelBatcher(self.device, self.budget) if self.level_batch and self._splitter else None
 
-    def _layout(self, asked: str, first: Any) -> str:
+    def _layout(self, asked: str, one: Any) -> str:
         """The memory format the model runs in (:data:`MEMORY_FORMATS`): channels-last for a convolutional model
-        unless ``contiguous`` is asked, kept only if a trial forward on the first chunk runs (a ``view`` of a
+        unless ``contiguous`` is asked, kept only if a trial forward on one sample (``one``) runs (a ``view`` of a
         convolution's output fails in it: the model then stays contiguous, or ``channels_last`` asked is an
         error). A fixed rule, not a timing: every process measures in the same layout, so a sweep's points are
         the same to the last bit wherever its parameters are measured."""
@@ -453,11 +452,10 @@ class SensitivityAnalysis:
             return "contiguous"
         if self.device.type != "cpu":  # converted with its batches already
             return "channels_last"
-        chunk = _head(first, min(self.chunk or 8, batch_size(first)), batch_size(first))
         self.model.to(memory_format=torch.channels_last)  # outside inference mode: the weights stay trainable
         try:
             with torch.inference_mode(), self._autocast():
-                self.outputs(chunk)
+                self.outputs(one)
         except RuntimeError as exc:  # e.g. "view size is not compatible with input tensor's size and stride"
             self.model.to(memory_format=torch.contiguous_format)
             if asked == "channels_last":
