@@ -622,6 +622,8 @@ class SensitivityAnalysis:
                 weights = self.footprints.extended(weights)
             with _swapped(self.named, weights):
                 thinned[level] = thinned_copy(self.model, self.latency_input, latency=False)[0]
+            if self.device.type == "cpu":  # timed in the layout the model is given back in, not the measuring one
+                thinned[level] = thinned[level].to(memory_format=torch.contiguous_format)
         return compare_latency(thinned, self.latency_input, repeats=self.latency_repeats, device=self.device)
 
     def _point(self, name: str, level: float, weights: dict[str, torch.Tensor],
