@@ -1,11 +1,14 @@
 """Plans side by side (issue 15): the optimiser against every baseline, at the same target, on the same work.
 
-Per case a model is trained, its sensitivity measured on (a subset of) the training split, and each method
-plans the same target from the same points: ``optimal`` (:func:`pruning_core.plan.optimise`, measured levels
-plus ``--interpolate`` levels per gap), ``uniform``, ``equal-tolerance`` (today's rule), ``global-magnitude``
-(element cases) and ``torch-pruning-global`` (filter cases). Every plan is then measured on the test split as
-a whole, one-shot (:func:`pruning_core.plan.verify.verify`), and again after the same fine-tuning (the plan's
-masks kept by :func:`pruning_core.training.train`, same epochs, lr and seed for every method).
+Per case a model is trained, its sensitivity measured on a part of the training split held out of training,
+and each method plans the same target from the same points: ``optimal`` (:func:`pruning_core.plan.optimise`,
+measured levels plus ``--interpolate`` levels per gap, then :func:`pruning_core.plan.search.search` on the
+held-out part: started from the best-measured of it and the baselines' plans, its last choice the finalist
+that fine-tunes best there, seed 0), ``knapsack`` (the optimiser alone, shown), ``uniform``,
+``equal-tolerance`` (today's rule), ``global-magnitude`` (element cases) and ``torch-pruning-global`` (filter cases).
+Every plan is then measured on the test split as a whole, one-shot (:func:`pruning_core.plan.verify.verify`),
+and again after the same fine-tuning (the plan's masks kept by :func:`pruning_core.training.train`, same
+epochs, lr and seeds for every method).
 
 Cases: digits-cnn and lenet-300-100 on scikit-learn's digits at 80 % and 90 % overall weight sparsity
 (element); resnet20-cifar trained briefly on synthetic 3x32x32 data at a 50 % MACs cut, filters of each
@@ -131,21 +134,24 @@ Method = tuple[Callable[[float], PlanResult], Callable[[PlanResult], PlanResult]
 
 
 def methods(case: Case, points: list, model: torch.nn.Module, sizes: dict[str, int], example: torch.Tensor,
-            interpolate: int, metric: str, sens_loader: Any, evaluations: int) -> dict[str, Method]:
+            interpolate: int, metric: str, sens_loader: Any, evaluations: int, starts: list[PlanResult],
+            finetune: Callable[[torch.nn.Module, Any], None] | None, finalists: int) -> dict[str, Method]:
     """Every method as (a function of the target it plans for, a refinement of that plan or None), from the same
-    points and damage metric. ``optimal`` is the knapsack's plan improved by the measured search on the
-    sensitivity data (never the test data); ``knapsack`` is the knapsack's plan alone (shown, not a baseline)."""
+    points and damage metric, ``optimal`` last. ``optimal`` is the knapsack's plan improved by the measured search
+    on the sensitivity data (never the test data), which also starts from the plans in ``starts`` (the baselines'
+    at this target, filled in as they are made) where one measures better there, and whose last choice is the
+    finalist that measures best on the sensitivity data after ``finetune`` (one seed of the fine-tuning every
+    method gets); ``knapsack`` is the knapsack's plan alone (shown, not a baseline)."""
     common: dict[str, Any] = {"objective": case.objective, "sizes": sizes, "metric": metric}
 
     def knapsack(t: float) -> PlanResult:
         return optimise(points, interpolate=interpolate, target=t, **common)
 
     def searched(plan: PlanResult) -> PlanResult:
-        return search(plan, points, model, sens_loader, sizes=sizes, interpolate=interpolate,
-                      evaluations=evaluations, device="cpu")
+        return search(plan, points, model, sens_loader, sizes=sizes, interpolate=interpolate, finalists=finalists,
+                      evaluations=evaluations, device="cpu", starts=starts, finetune=finetune)
 
     out: dict[str, Callable[[float], PlanResult]] = {
-        "optimal": knapsack,
         "knapsack": knapsack,
         "uniform": lambda t: uniform(points, target=t, **common),
         "equal-tolerance": lambda t: equal_tolerance(points, target=t, **common)}
@@ -154,6 +160,7 @@ def methods(case: Case, points: list, model: torch.nn.Module, sizes: dict[str, i
         out["global-magnitude"] = lambda t: global_magnitude(points, weights, target=t, sizes=sizes, metric=metric)
     else:
         out["torch-pruning-global"] = lambda t: torch_pruning_global(points, model, example, target=t, **common)
+    out["optimal"] = knapsack
     return {name: (make, searched if name == "optimal" else None) for name, make in out.items()}
 
 
@@ -249,9 +256,18 @@ def run_case(case: Case, args: argparse.Namespace) -> dict[str, float]:
         print(f"{label}: {'method':<22} {'sparsity':>8} {'MACs left':>9} {'predicted':>9} {'one-shot':>8} "
               f"{'fine-tuned':>10}")
         rows: dict[str, tuple[float, float]] = {}
+        starts: list[PlanResult] = []
+
+        def finetune(clone: torch.nn.Module, masks: Any) -> None:
+            train(clone, train_loader, epochs=args.finetune_epochs, lr=case.lr / 5, masks=masks, seed=0,
+                  device="cpu", progress=False)
+
         for method, (make, refine) in methods(case, points, model, sizes, example, args.interpolate,
-                                              args.metric, sens_loader, args.evaluations).items():
+                                              args.metric, sens_loader, args.evaluations, starts,
+                                              finetune if args.finalists else None, args.finalists).items():
             plan, checked = at_target(make, target, case, model, test_loader, refine)
+            if method != "knapsack":
+                starts.append(plan)
             tuned = finetuned_top1(plan, model, train_loader, test_loader, args.finetune_epochs, case.lr / 5,
                                    args.seeds)
             macs = checked.measured.get("macs_ratio")
@@ -274,6 +290,8 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--evaluations", type=int, default=300, help="whole-plan evaluations the search may spend")
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds averaged per plan")
+    parser.add_argument("--finalists", type=int, default=6, help="plans of the search's path fine-tuned (seed 0) "
+                        "for its last choice, on the sensitivity data; 0: the one-shot choice")
     parser.add_argument("--interpolate", type=int, default=4, help="levels the optimiser adds per measured gap")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--metric", default="top1", help="the damage every method plans on (top1, loss)")

@@ -564,7 +564,8 @@ def run_plan(ctx: JobContext) -> None:
                          interpolate=goal.interpolate, **measure)
     elif spec.search:
         chosen = search(goal.solve(points, sizes), points, model, loader, sizes=sizes, interpolate=goal.interpolate,
-                        evaluations=spec.evaluations, **measure)
+                        evaluations=spec.evaluations, starts=[v for v in others.values() if not isinstance(v, str)],
+                        **measure)
     else:
         chosen = verify(goal.solve(points, sizes), model, loader, **measure)
     done = len(chosen.rounds) or 1

@@ -280,7 +280,8 @@ class PlanSpec(_DataSpec, PlanGoal):
                                                      "measured drop meets the budget")
     rounds: int = Field(default=4, ge=1, le=10, description="at most this many measured rounds when correcting")
     search: bool = Field(default=False, description="with target: improve the plan by measured exchanges that keep "
-                                                    "the target (pruning_core.plan.search), on the sweep's data")
+                                                    "the target (pruning_core.plan.search), on the sweep's data, "
+                                                    "starting from the best-measured of it and the baselines")
     evaluations: int = Field(default=300, ge=1, le=5000, description="at most this many whole-plan evaluations "
                                                                      "when searching")
     baselines: bool = Field(default=True, description="also measure uniform, equal-tolerance and global "

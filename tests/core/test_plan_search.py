@@ -95,3 +95,57 @@ def test_search_needs_a_target(trained_digits, held_out, points) -> None:
     sizes = {n: p.numel() for n, p in prunable_parameters(trained_digits)}
     with pytest.raises(ValueError, match="target"):
         search(optimise(points, budget=1.0, sizes=sizes), points, trained_digits, held_out, sizes=sizes)
+
+
+def test_search_starts_from_a_given_plan_that_measures_better_and_never_ends_below_one(trained_digits, held_out,
+                                                                                       points) -> None:
+    from pruning_core.plan import global_magnitude, uniform
+
+    sizes = {n: p.numel() for n, p in prunable_parameters(trained_digits)}
+    start = uniform(points, target=0.9, sizes=sizes)  # measures worse than the knapsack's plan on this data
+    weights = dict(trained_digits.named_parameters())
+    others = [optimise(points, target=0.9, sizes=sizes, interpolate=1),
+              global_magnitude(points, weights, target=0.9, sizes=sizes)]
+    measured = [verify(p, trained_digits, held_out, device="cpu").measured_drop for p in [start, *others]]
+    best = min(range(3), key=lambda i: measured[i])
+    assert best > 0, measured  # the case this test is about: a given plan beats the one searched from
+    found = search(start, points, trained_digits, held_out, sizes=sizes, interpolate=1, evaluations=40,
+                   device="cpu", starts=others)
+    assert found.measured["sparsity"] >= 0.9 - 1e-4
+    assert found.measured_drop <= min(measured) + 1e-9, (found.measured_drop, measured)
+    assert found.rounds[0].measured_drop == pytest.approx(measured[0])
+    assert found.rounds[1].measured_drop == pytest.approx(measured[best])  # began from the best, exactly
+    assert found.rounds[1].levels == pytest.approx({n: others[best - 1].levels[n] for n in found.rounds[1].levels})
+    drops = [r.measured_drop for r in found.rounds]
+    assert drops == sorted(drops, reverse=True)
+
+
+def test_a_finetuned_choice_returns_the_finalist_that_measures_best_after_the_same_finetuning(
+        trained_digits, held_out, points) -> None:
+    import copy
+
+    from pruning_core.plan.verify import apply_plan
+    from pruning_core.training import evaluate, train
+
+    def finetune(model: torch.nn.Module, masks: object) -> None:
+        train(model, held_out, epochs=1, lr=0.01, masks=masks, seed=0, device="cpu", progress=False)
+
+    from pruning_core.plan import global_magnitude, uniform
+
+    sizes = {n: p.numel() for n, p in prunable_parameters(trained_digits)}
+    start = optimise(points, target=0.9, sizes=sizes, interpolate=1)
+    others = [uniform(points, target=0.9, sizes=sizes),
+              global_magnitude(points, dict(trained_digits.named_parameters()), target=0.9, sizes=sizes)]
+    floor = max(verify(p, trained_digits, held_out, device="cpu").measured["pruned"] for p in [start, *others])
+    found = search(start, points, trained_digits, held_out, sizes=sizes, interpolate=1, evaluations=40,
+                   device="cpu", finetune=finetune, finalists=3, starts=others)
+    finalists = found.measured["finetuned"]
+    assert 1 <= len(finalists) <= 3 and sum(f["chosen"] for f in finalists) == 1
+    assert all(f["one_shot"] >= floor - 1e-9 for f in finalists)  # none measures worse one-shot than a start
+    chosen = next(f for f in finalists if f["chosen"])
+    assert chosen["top1"] == max(f["top1"] for f in finalists)
+    assert found.levels == pytest.approx(chosen["levels"])
+    assert found.measured["sparsity"] >= 0.9 - 1e-4 and found.measured["pruned"] == pytest.approx(chosen["one_shot"])
+    again = copy.deepcopy(trained_digits)  # the same fine-tuning of the returned plan measures the same
+    finetune(again, apply_plan(found, again, held_out, device="cpu"))
+    assert evaluate(again, held_out, "cpu").top1 == pytest.approx(chosen["top1"])
