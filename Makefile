@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint venv clean bench chromium
+.PHONY: run demo test lint venv clean bench chromium wrk
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 # Browser tests drive Debian's chromium (Playwright cannot download its own browser here).
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || echo "chromium missing: browser tests will be skipped (apt-get install chromium)"
+
+# bench/api.py's load generator (C); without it the bench falls back to a Python generator of its own.
+wrk:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)); } || echo "wrk missing: bench/api.py uses its Python generator (apt-get install wrk)"
 
 # The suite in two phases: everything but the `timing` tests on TEST_WORKERS processes (pytest-xdist, whole
 # files per worker, so a module's live server starts once), then the `timing` tests alone, since they promise

@@ -185,6 +185,12 @@ def create_app(settings: Settings | None = None,
             if shutdown is not None:
                 shutdown()
             engine.dispose()
+            health = getattr(app.state, "health_engine", None)
+            if health is not None:  # the probes' own connection
+                health.dispose()
+            count = getattr(app.state, "change_count", None)
+            if count is not None:  # the jobs list's reader of the change count
+                await count.close()
         finally:
             if own_lock:
                 app.state.data_dir_lock.release()

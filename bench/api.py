@@ -8,7 +8,9 @@ rate and times each request from when it was due, so a slow server shows as late
 generator. (The asyncio client this bench used before ran beside the server on the same cores and mostly
 measured its own queueing.) The server is a real ``prunescope serve --broker`` subprocess: jobs go to a
 private Redis queue nobody consumes, so only the API is measured; PostgreSQL gets a scratch database,
-dropped afterwards. Timings are only comparable on a quiet machine.
+dropped afterwards. Each case runs one second unmeasured first (a fresh server's first requests pay
+for imports and cold caches). Timings are only comparable on a quiet machine. ``wrk``: ``apt-get install
+wrk`` (``make wrk``).
 
     python bench/api.py [--seconds 5] [--connections 10] [--jobs 200] [--tool auto|wrk|python]
                         [--postgres URL] [--broker redis://...] [--workers N] [--only CASE_WORD...] [--rate N]
@@ -230,7 +232,9 @@ def _run_backend(args: argparse.Namespace, db_url: str, tool: str) -> list[tuple
         for case in _cases(job_id, n_points):
             if args.only and not any(word in case.name for word in args.only):
                 continue
-            figures = _wrk(base, case, args, tmp) if tool == "wrk" else _python(base, case, args)
+            measure = _wrk if tool == "wrk" else (lambda b, c, a, _tmp: _python(b, c, a))
+            measure(base, case, argparse.Namespace(**{**vars(args), "seconds": 1}), tmp)  # warm-up, not counted
+            figures = measure(base, case, args, tmp)
             if figures["failed"]:
                 raise SystemExit(f"{backend} {case.name}: {figures['failed']:.0f} requests failed")
             rows.append((backend, case, figures))

@@ -14,12 +14,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
 
 from api import jobs
 from api.deps import DispatcherDep, SessionDep, SettingsDep, not_found
 from api.jobs import ExperimentQuery, KindQuery, StatusQuery, submit_job
 from api.schemas import ArtifactOut, EpochOut, JobCreate, JobDetail, JobOut, Page
 from api.store import repo
+from api.store.changes import ChangeCount
 from api.store.models import Artifact, EpochMetric, Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -28,29 +30,38 @@ LIST_FIELDS = tuple(JobOut.model_fields)
 
 
 class PageCache:
-    """Serialized pages of the jobs list, each kept with the stored rows it was made from.
+    """Serialized pages of the jobs list, each kept with the store's change count it was read at
+    (:func:`api.store.repo.store_changes`).
 
-    Every request still reads its page from the store, so a change made by any process shows at once;
-    but a page whose stored rows, total and baselines are all equal to the cached ones is served as
-    it was, without decoding or serializing anything. Pages over ``max_bytes`` are not kept."""
+    Every request still reads that count from the store, so a change made by any process shows at once;
+    but while it is unchanged a page is served as it was, without reading, decoding or serializing its rows.
+    The count is read before the rows: a page read at a later state is kept under an earlier count, and is
+    read again when the count moves (never stale). Pages over ``max_bytes`` are not kept."""
 
     def __init__(self, max_entries: int = 32, max_bytes: int = 256 * 1024) -> None:
-        self._items: OrderedDict[tuple, tuple[Any, bytes, str]] = OrderedDict()
+        self._items: OrderedDict[tuple, tuple[int, bytes, str]] = OrderedDict()
         self._lock = threading.Lock()
         self.max_entries, self.max_bytes = max_entries, max_bytes
 
-    def body(self, key: tuple, stored: Any, build: Callable[[], bytes]) -> tuple[bytes, str]:
-        """``(body, etag)`` of the page read as ``stored``: the cached one if it was made from equal rows."""
+    def get(self, key: tuple, changes: int) -> tuple[bytes, str] | None:
+        """``(body, etag)`` of the page cached at the store's ``changes``, or None."""
         with self._lock:
             item = self._items.get(key)
-            if item is not None and item[0] == stored:
-                self._items.move_to_end(key)
-                return item[1], item[2]
+            if item is None or item[0] != changes:
+                return None
+            self._items.move_to_end(key)
+            return item[1], item[2]
+
+    def body(self, key: tuple, changes: int, build: Callable[[], bytes]) -> tuple[bytes, str]:
+        """``(body, etag)`` of the page at the store's ``changes``: the cached one if it was read at that count."""
+        hit = self.get(key, changes)
+        if hit is not None:
+            return hit
         body = build()
         etag = f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
         if len(body) <= self.max_bytes:
             with self._lock:
-                self._items[key] = (stored, body, etag)
+                self._items[key] = (changes, body, etag)
                 self._items.move_to_end(key)
                 while len(self._items) > self.max_entries:
                     self._items.popitem(last=False)
@@ -69,7 +80,7 @@ def create_job(
 
 
 @router.get("", response_model=Page)
-def list_jobs(
+async def list_jobs(
     request: Request,
     status: StatusQuery = None,
     kind: KindQuery = None,
@@ -83,26 +94,44 @@ def list_jobs(
 ) -> Response:
     """A page of jobs with the total the filters match; page on with ``offset`` (``limit`` at most 1000).
 
-    The answer of :func:`api.jobs.job_page`, made cheaply because the list is polled: the page is read
-    as stored (:func:`api.store.repo.stored_job_page`, at most two statements), and an unchanged page is
-    served from :data:`PAGES` (ETag, 304 to ``If-None-Match``); a changed one is decoded and serialized
-    with pydantic's JSON encoder (JobOut's encoding), with no model per row. The session is opened here,
-    not by a dependency that would take two more trips to a request thread."""
+    The answer of :func:`api.jobs.job_page`, made cheaply because the list is polled: the store's change
+    count (raised by the database on every write the list shows) is read on the event loop
+    (:class:`api.store.changes.ChangeCount`), and while it is unchanged the page is served from :data:`PAGES`
+    (ETag, 304 to ``If-None-Match``) without a request thread. A changed page is read on a thread as stored
+    (:func:`api.store.repo.stored_job_page`, at most two statements), decoded and serialized with pydantic's
+    JSON encoder (JobOut's encoding), with no model per row."""
     jobs.check_filters(status, kind)
-    with request.app.state.session_factory() as session:
-        try:
-            rows, total, baselines = repo.stored_job_page(session, LIST_FIELDS, status=status, kind=kind,
-                                                          experiment=experiment, search=q, sort=sort, limit=limit,
-                                                          offset=offset)
-        except ValueError as exc:
-            raise jobs.bad("sort (query)", str(exc)) from None
+    state = request.app.state
+    key = (state.settings.db_url, status, kind, experiment, q, sort, limit, offset)
+    if getattr(state, "change_count", None) is None:
+        state.change_count = ChangeCount(state.engine)
+    changes = await state.change_count.read()
+    hit = PAGES.get(key, changes) if changes is not None else None
+    if hit is None:
+        hit = await run_in_threadpool(_read_page, state, key, changes, status=status, kind=kind,
+                                      experiment=experiment, search=q, sort=sort, limit=limit, offset=offset)
+    return _page_response(request, *hit)
+
+
+def _read_page(state: Any, key: tuple, changes: int | None, **query: Any) -> tuple[bytes, str]:
+    """``(body, etag)`` of the page read from the store in a session of its own (the count too, where the
+    event loop could not read it), kept in :data:`PAGES` under the count."""
+    with state.session_factory() as session:
+        if changes is None:
+            changes = repo.store_changes(session)
 
         def build() -> bytes:
+            try:
+                rows, total, baselines = repo.stored_job_page(session, LIST_FIELDS, **query)
+            except ValueError as exc:
+                raise jobs.bad("sort (query)", str(exc)) from None
             items = repo.decode_job_rows(session, LIST_FIELDS, rows, baselines)
-            return to_json({"items": items, "total": total, "limit": limit, "offset": offset})
+            return to_json({"items": items, "total": total, "limit": query["limit"], "offset": query["offset"]})
 
-        key = (request.app.state.settings.db_url, status, kind, experiment, q, sort, limit, offset)
-        body, etag = PAGES.body(key, (rows, total, baselines), build)
+        return PAGES.body(key, changes, build)
+
+
+def _page_response(request: Request, body: bytes, etag: str) -> Response:
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)

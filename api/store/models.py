@@ -167,6 +167,15 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+class StoreChanges(Base):
+    """One row whose ``n`` the database raises on every write the jobs list would show (migration 0009's
+    triggers: jobs, experiments, points at sparsity 0), so a cached page is checked by reading one number."""
+
+    __tablename__ = "store_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
 class JobShard(Base):
     """One unit of dispatch: a group of parameters of a sensitivity job (other kinds have one shard)."""
 

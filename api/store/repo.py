@@ -37,6 +37,7 @@ from api.store.models import (
     JobShard,
     ModelEntry,
     SensitivityPointRow,
+    StoreChanges,
     WorkerCapabilities,
     utcnow,
 )
@@ -663,6 +664,15 @@ def _stored_page_query(fields: tuple[str, ...], status: str | None, kind: str | 
     total = select(func.count()).select_from(Job).where(*conds).scalar_subquery().label("total")
     return select(*(_stored(n) for n in fields), total).where(*conds).order_by(*_job_order(sort)) \
         .limit(limit).offset(offset)
+
+
+#: Built once: the count of changes the jobs list would show (:class:`~api.store.models.StoreChanges`).
+_CHANGES = select(StoreChanges.n).where(StoreChanges.id == 1)
+
+
+def store_changes(conn: Session | Connection) -> int:
+    """How many writes the jobs list would show the store has seen: equal counts, equal pages."""
+    return int(conn.execute(_CHANGES).scalar_one())
 
 
 def stored_job_page(session: Session, fields: tuple[str, ...], *, status: str | None = None, kind: str | None = None,

@@ -34,8 +34,6 @@ from tests.services import REDIS_URL, pg_schema_url, require_redis
 from tests.trust.hostile import send_hostile
 from worker.facts import CapabilityPublisher, capabilities
 
-pytestmark = pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
-
 PLUG = "tiny-plug"
 SPEC = {"model": PLUG, "dataset": "synthetic", "dataset_options": {"n": 16}, "levels": "0,0.5", "batch_size": 16,
         "shards": 1}
@@ -228,6 +226,7 @@ def test_plugin_architecture_is_listed_and_its_job_runs_on_the_worker(plugged: t
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_plugin_dataset_is_listed_and_its_job_runs_on_the_worker(plugged: tuple[Stack, Path]) -> None:
     stack, plugin = plugged
     listed = {d["name"]: d for d in httpx.get(f"{stack.url}/datasets", timeout=10).json()}
@@ -280,6 +279,7 @@ def test_weights_for_a_plugin_architecture_are_uploaded_and_used(plugged: tuple[
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # promises an answer within a time bound: run alone (make test's second phase)
 def test_architecture_no_live_worker_publishes_is_refused_naming_it(plugged: tuple[Stack, Path]) -> None:
     stack, _ = plugged
     body = {"kind": "sensitivity", "spec": {**SPEC, "model": "ghost-plug"}}

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 
 from api.store import make_engine, migrate, repo
 from api.store.db import alembic_config
-from api.store.models import EpochMetric, Job, JobShard, SensitivityPointRow, utcnow
+from api.store.models import EpochMetric, Experiment, Job, JobShard, SensitivityPointRow, utcnow
 
 
 def _point(param: str, sparsity: float, top1: float = 90.0) -> dict:
@@ -23,8 +23,44 @@ def test_migrate_is_idempotent(settings) -> None:
     migrate(engine)  # a second start must be a no-op
     with engine.connect() as conn:
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head == "0008"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head == "0009"
     engine.dispose()
+
+
+def test_the_change_count_moves_with_every_write_the_jobs_list_shows(session_factory, settings) -> None:
+    with session_factory() as s:
+        seen = [repo.store_changes(s)]
+
+        def moved() -> bool:
+            s.commit()
+            seen.append(repo.store_changes(s))
+            s.commit()
+            return seen[-1] > seen[-2]
+
+        job = repo.create_job(s, kind="sensitivity", spec={}, shards=1)
+        assert moved()
+        repo.set_progress(s, job.id, done=1, total=2)
+        assert moved()
+        repo.upsert_point(s, job.id, _point("a.weight", 0.5), shard=0, worker="w")
+        assert not moved()  # a pruned level's point: nothing the list shows
+        repo.upsert_point(s, job.id, _point("a.weight", 0.0), shard=0, worker="w")
+        assert moved()  # the baseline: the list's key numbers
+        s.add(Experiment(name="e", description="", tags=[]))
+        assert moved()
+        repo.delete_job(s, s.get(Job, job.id), settings.data_dir)
+        assert moved()
+
+
+def test_the_change_count_shows_a_write_only_once_it_is_committed(session_factory) -> None:
+    with session_factory() as writer, session_factory() as reader:
+        before = repo.store_changes(reader)
+        reader.commit()
+        repo.create_job(writer, kind="train", spec={})
+        writer.flush()
+        assert repo.store_changes(reader) == before  # a reader caching now would keep the rows it can see
+        reader.commit()
+        writer.commit()
+        assert repo.store_changes(reader) > before
 
 
 def test_point_upsert_never_duplicates(session_factory) -> None:
