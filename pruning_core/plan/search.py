@@ -19,16 +19,17 @@ data the plan is judged on. Every accepted exchange is a :class:`~pruning_core.p
 
 ``starts`` (other plans for the same target: the baselines) are measured beside the knapsack's plan, their
 exact levels added to the levels the search may choose, and the search begins from whichever measures best
-(the plan's metric first, then the second measure). So a searched plan never measures worse on the search
-data than any plan it was given: the sum of one-layer drops can rank a baseline's plan below the
-knapsack's when, pruned together, it is the better one (global magnitude on an MLP at 80 %).
+(the plan's metric first, then the second measure; for a model with BatchNorm the re-estimated measure first,
+since the plain one of a collapsed model ranks noise). So a searched plan never measures worse on the search
+data, on that leading measure, than any plan it was given: the sum of one-layer drops can rank a baseline's
+plan below the knapsack's when, pruned together, it is the better one (global magnitude on an MLP at 80 %).
 
 ``finetune`` (a function that trains a pruned copy in place, keeping its masks: the fine-tuning the plan will
 get) makes the last choice one of fine-tuned plans. The search then descends from every start, not only the
-best, the evaluations shared; up to ``finalists`` plans measured one-shot no worse than the best start (each
-descent's end, then the best start's path back from its end) are fine-tuned and measured again on the search
-data, and the best of them is returned. One-shot damage and damage after fine-tuning rank plans
-differently (a plan that leaves a few large weights of a sensitive layer recovers faster), and a plan is
+best, the evaluations shared; up to ``finalists`` plans measured no worse than the best start on the measure
+that ranked it (each descent's end, then the best start's path back from its end) are fine-tuned and measured
+again on the search data, and the best of them is returned. One-shot damage and damage after fine-tuning rank
+plans differently (a plan that leaves a few large weights of a sensitive layer recovers faster), and a plan is
 pruned to be fine-tuned.
 
 Needs torch (imported by name, like :mod:`.verify`).
@@ -260,7 +261,10 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
                            gain, need, lambda n, j: options[n][j].damage)
             if all(picks != b for b, _ in begun):
                 begun.append((picks, measure(picks)))
-        begun.sort(key=lambda b: b[1])  # the metric first, then the second measure
+        # which start is best: for a BatchNorm model the re-estimated measure first (pruned hard in one shot it
+        # collapses to chance, so the plain measure ranks noise), else the metric first; the other breaks ties
+        lead = 1 if norms else 0
+        begun.sort(key=lambda b: (b[1][lead], b[1][1 - lead]))
         if begun[0] is not first:
             record(*begun[0])
         # one descent from the best start; for a fine-tuned choice one from every start, sharing the evaluations
@@ -273,11 +277,11 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
     state = paths[0][-1][0]
     tuned: list[dict[str, Any]] = []
     if finetune is not None:  # each descent's end and the best start's path, no worse one-shot than the best start
-        floor = begun[0][1][0]
+        floor = begun[0][1][lead]
         pool = [path[-1] for path in paths] + paths[0][::-1]
         keep: list[tuple[dict[str, int], float]] = []
         for picks, score in pool:
-            if score[0] <= floor and all(picks != k for k, _ in keep) and len(keep) < finalists:
+            if score[lead] <= floor and all(picks != k for k, _ in keep) and len(keep) < finalists:
                 keep.append((picks, -score[0] if plan.higher_is_better else score[0]))
         state, tuned = _finetuned(keep, lambda picks: {**plan.levels, **{
             n: options[n][j].level for n, j in picks.items()}}, plan, problem, model, loader, finetune,
