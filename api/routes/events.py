@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep, get_or_404
 from api.jobs import ExperimentQuery, KindQuery, StatusQuery, changed_jobs, check_filters, newest_job_id, snapshot
+from api.store.changes import change_count
 from api.store.models import TERMINAL_STATUSES, Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -69,23 +70,27 @@ async def jobs_events(
         nonlocal newest
         known: dict[int, dict[str, Any]] = {}  # active jobs (and new ones), by id, as last sent
         started = last_sent = time.monotonic()
+        counter, last_count = change_count(request.app.state), None
         while True:
-            rows = await run_in_threadpool(changed_jobs, factory, kind, experiment, set(known), newest)
-            seen = set()
-            for row in rows:
-                seen.add(row["id"])
-                newest = max(newest, row["id"])
-                before = known.get(row["id"])
-                if row != before and status in (None, row["status"], (before or {}).get("status")):
-                    yield _sse("job", row)
-                    last_sent = time.monotonic()
-                if row["status"] in TERMINAL_STATUSES:
-                    known.pop(row["id"], None)
-                else:
-                    known[row["id"]] = row
-            for gone in set(known) - seen:
-                del known[gone]
-                yield _sse("deleted", {"id": gone})
+            count = await counter.read()
+            if count is None or count != last_count:  # else nothing the list shows has changed: no query
+                last_count = count
+                rows = await run_in_threadpool(changed_jobs, factory, kind, experiment, set(known), newest)
+                seen = set()
+                for row in rows:
+                    seen.add(row["id"])
+                    newest = max(newest, row["id"])
+                    before = known.get(row["id"])
+                    if row != before and status in (None, row["status"], (before or {}).get("status")):
+                        yield _sse("job", row)
+                        last_sent = time.monotonic()
+                    if row["status"] in TERMINAL_STATUSES:
+                        known.pop(row["id"], None)
+                    else:
+                        known[row["id"]] = row
+                for gone in set(known) - seen:
+                    del known[gone]
+                    yield _sse("deleted", {"id": gone})
             now = time.monotonic()
             left = float("inf") if max_s is None else started + max_s - now
             if left <= 0:

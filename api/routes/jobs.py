@@ -21,7 +21,7 @@ from api.deps import DispatcherDep, SessionDep, SettingsDep, not_found
 from api.jobs import ExperimentQuery, KindQuery, StatusQuery, submit_job
 from api.schemas import ArtifactOut, EpochOut, JobCreate, JobDetail, JobOut, Page
 from api.store import repo
-from api.store.changes import ChangeCount
+from api.store.changes import change_count
 from api.store.models import Artifact, EpochMetric, Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -103,9 +103,7 @@ async def list_jobs(
     jobs.check_filters(status, kind)
     state = request.app.state
     key = (state.settings.db_url, status, kind, experiment, q, sort, limit, offset)
-    if getattr(state, "change_count", None) is None:
-        state.change_count = ChangeCount(state.engine)
-    changes = await state.change_count.read()
+    changes = await change_count(state).read()
     hit = PAGES.get(key, changes) if changes is not None else None
     if hit is None:
         hit = await run_in_threadpool(_read_page, state, key, changes, status=status, kind=kind,

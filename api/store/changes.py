@@ -76,3 +76,11 @@ class ChangeCount:
                     await pg.close()
             except Exception:  # noqa: BLE001 - closing a broken connection
                 pass
+
+
+def change_count(state: Any) -> ChangeCount:
+    """The app's reader (``app.state.change_count``), made on first use; closed at shutdown by the app."""
+    reader = getattr(state, "change_count", None)
+    if reader is None:
+        reader = state.change_count = ChangeCount(state.engine)
+    return reader
