@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import Engine
 
 #: How long a read of the count may take before the list reads it the ordinary way.
 READ_TIMEOUT_S = 0.5
+#: After a failed read, how long requests go straight to the ordinary way (a store that is down is not
+#: waited for twice by every request).
+RETRY_AFTER_S = 1.0
 _QUERY = "SELECT n FROM store_changes WHERE id = 1"
 
 
@@ -32,15 +36,19 @@ class ChangeCount:
         self._sqlite: sqlite3.Connection | None = None
         self._pg: Any = None  # psycopg.AsyncConnection, bound to the loop it was made on
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed_at = -RETRY_AFTER_S
 
     async def read(self) -> int | None:
         """The count, or None where this reader cannot answer at once (the caller's fallback)."""
+        if time.monotonic() - self._failed_at < RETRY_AFTER_S:
+            return None
         try:
             if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
                 return self._read_sqlite()
             if self.dialect == "postgresql":
                 return await asyncio.wait_for(self._read_pg(), READ_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - any failure (a lock, a cut connection, the deadline): the fallback
+            self._failed_at = time.monotonic()
             await self.close()
         return None
 

@@ -205,7 +205,7 @@ def test_the_list_answers_from_its_session_when_the_change_count_cannot_be_read(
                                                                                 tmp_path: Path) -> None:
     from sqlalchemy import create_engine
 
-    from api.store.changes import ChangeCount
+    from api.store.changes import RETRY_AFTER_S, ChangeCount
 
     assert api.get("/api/v1/jobs").status_code == 200
     with api.app.state.session_factory() as s:
@@ -220,6 +220,19 @@ def test_the_list_answers_from_its_session_when_the_change_count_cannot_be_read(
     assert asyncio.run(once(ChangeCount(api.app.state.engine))) == stored
     broken = ChangeCount(create_engine(f"sqlite:///{tmp_path / 'missing' / 'nowhere.db'}"))
     assert asyncio.run(once(broken)) is None
+
+    async def recovering() -> tuple[int | None, ...]:  # fails, waits out RETRY_AFTER_S, then reads again
+        reader = ChangeCount(create_engine(f"sqlite:///{tmp_path / 'missing' / 'nowhere.db'}"))
+        failed = await reader.read()
+        reader.url, reader.dialect = api.app.state.engine.url, api.app.state.engine.dialect.name  # back...
+        backing_off = await reader.read()  # ...but within RETRY_AFTER_S requests take the fallback at once
+        reader._failed_at -= RETRY_AFTER_S
+        try:
+            return failed, backing_off, await reader.read()
+        finally:
+            await reader.close()
+
+    assert asyncio.run(recovering()) == (None, None, stored)
     api.app.state.change_count = broken
     for params in LISTS[:3]:
         r = api.get("/api/v1/jobs", params=params)
