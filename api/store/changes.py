@@ -19,12 +19,15 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from api.store.repo import CHANGES
+
 #: How long a read of the count may take before the list reads it the ordinary way.
 READ_TIMEOUT_S = 0.5
 #: After a failed read, how long requests go straight to the ordinary way (a store that is down is not
 #: waited for twice by every request).
 RETRY_AFTER_S = 1.0
-_QUERY = "SELECT n FROM store_changes WHERE id = 1"
+#: :data:`api.store.repo.CHANGES` as plain SQL, for connections that are not SQLAlchemy's
+_QUERY = str(CHANGES.compile(compile_kwargs={"literal_binds": True}))
 
 
 class ChangeCount:

@@ -666,13 +666,14 @@ def _stored_page_query(fields: tuple[str, ...], status: str | None, kind: str | 
         .limit(limit).offset(offset)
 
 
-#: Built once: the count of changes the jobs list would show (:class:`~api.store.models.StoreChanges`).
-_CHANGES = select(StoreChanges.n).where(StoreChanges.id == 1)
+#: Built once: the count of changes the jobs list would show (:class:`~api.store.models.StoreChanges`); also
+#: what :mod:`api.store.changes` sends on its own connections, as SQL text.
+CHANGES = select(StoreChanges.n).where(StoreChanges.id == 1)
 
 
 def store_changes(conn: Session | Connection) -> int:
     """How many writes the jobs list would show the store has seen: equal counts, equal pages."""
-    return int(conn.execute(_CHANGES).scalar_one())
+    return int(conn.execute(CHANGES).scalar_one())
 
 
 def stored_job_page(session: Session, fields: tuple[str, ...], *, status: str | None = None, kind: str | None = None,

@@ -189,6 +189,12 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
     starts = list(starts)
     options = {n: _with_levels(problem, n, [s.levels.get(n, 0.0) for s in starts]) for n in names}
     state = {n: _nearest(options[n], plan.levels.get(n, 0.0)) for n in names}
+
+    def levels_of(picks: Mapping[str, int]) -> dict[str, float]:
+        return {n: options[n][j].level for n, j in picks.items()}
+
+    def damage(n: str, j: int) -> float:
+        return options[n][j].damage
     analysis = _analysis(plan, model, loader, coupled=coupled, **kwargs)
     # MACs between measured levels are not the interpolation's: the joint forecast of the masks (what thinning
     # leaves, as a point's footprint) says what a candidate really removes
@@ -204,7 +210,7 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
     def measure(picks: Mapping[str, int]) -> tuple[float, ...]:
         nonlocal spent
         spent += 1
-        masks = plan_masks(analysis, {n: options[n][j].level for n, j in picks.items()})
+        masks = plan_masks(analysis, levels_of(picks))
         pruned = analysis.pruned(masks) if masks else {}
         with _swapped(analysis.named, pruned):
             plain = _score(analysis.evaluate(), plan.metric, plan.higher_is_better)
@@ -219,18 +225,18 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
             return sum(options[n][j].gain for n, j in picks.items())
         key = tuple(picks[n] for n in names)
         if key not in gains:
-            masks = plan_masks(analysis, {n: options[n][j].level for n, j in picks.items()})
+            masks = plan_masks(analysis, levels_of(picks))
             gains[key] = total - exact.forecast(analysis.pruned(masks)).macs
         return gains[key]
 
     counts = [len(options[n]) for n in names]
-    state = _reach(state, names, counts, gain, need, lambda n, j: options[n][j].damage)
+    state = _reach(state, names, counts, gain, need, damage)
     history: list[PlanRound] = []
     try:
         dense = _score(analysis.evaluate(), plan.metric, plan.higher_is_better)[0]
 
         def record(picks: Mapping[str, int], score: tuple[float, ...]) -> None:
-            levels = {n: options[n][j].level for n, j in picks.items()}
+            levels = levels_of(picks)
             history.append(PlanRound(len(history), plan.target, problem.result(levels, plan.method).predicted_drop,
                                      score[0] - dense, {**plan.levels, **levels} if not history else levels))
 
@@ -258,7 +264,7 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
         begun = [first]
         for other in starts:
             picks = _reach({n: _nearest(options[n], other.levels.get(n, 0.0)) for n in names}, names, counts,
-                           gain, need, lambda n, j: options[n][j].damage)
+                           gain, need, damage)
             if all(picks != b for b, _ in begun):
                 begun.append((picks, measure(picks)))
         # which start is best: for a BatchNorm model the re-estimated measure first (pruned hard in one shot it
@@ -283,10 +289,9 @@ def search(plan: PlanResult, points: Iterable[Any], model: nn.Module, loader: Da
         for picks, score in pool:
             if score[lead] <= floor and all(picks != k for k, _ in keep) and len(keep) < finalists:
                 keep.append((picks, -score[0] if plan.higher_is_better else score[0]))
-        state, tuned = _finetuned(keep, lambda picks: {**plan.levels, **{
-            n: options[n][j].level for n, j in picks.items()}}, plan, problem, model, loader, finetune,
-            coupled=coupled, **kwargs)
-    levels = {**plan.levels, **{n: options[n][j].level for n, j in state.items()}}
+        state, tuned = _finetuned(keep, lambda picks: {**plan.levels, **levels_of(picks)}, plan, problem, model,
+                                  loader, finetune, coupled=coupled, **kwargs)
+    levels = {**plan.levels, **levels_of(state)}
     result = problem.result(levels, plan.method, target=plan.target, bound=plan.bound)
     result = dataclasses.replace(result, gap=None)  # the knapsack's gap no longer describes the searched plan
     checked = verify(result, model, loader, coupled=coupled, macs=True, **kwargs)
